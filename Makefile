@@ -1,0 +1,43 @@
+# make test   builds everything under AddressSanitizer and UBSan, runs the tests and the demo
+# make demo   runs the in-memory 5-replica example
+# make sim SEED=n   replays one simulator seed with a trace
+CXX ?= g++
+FLAGS := -std=c++17 -Wall -Wextra -Werror -g -I.
+SAN := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+BUILD := build
+TEST_SOURCES := $(wildcard tests/*.cpp)
+SIM_SEEDS ?= 300
+
+.PHONY: test demo sim deps format clean
+
+test: deps $(BUILD)/tests $(BUILD)/demo
+	$(BUILD)/demo > $(BUILD)/demo.out
+	@tail -n 3 $(BUILD)/demo.out
+	SIM_SEEDS=$(SIM_SEEDS) $(BUILD)/tests
+
+deps:
+	@if [ ! -f /usr/include/doctest/doctest.h ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q doctest-dev; \
+	  else echo "doctest is missing: run 'sudo apt-get install doctest-dev'"; exit 1; fi; fi
+
+$(BUILD)/raft.o: raft.cpp raft.hpp
+	@mkdir -p $(BUILD)
+	$(CXX) $(FLAGS) $(SAN) -c raft.cpp -o $@
+
+$(BUILD)/tests: $(TEST_SOURCES) tests/*.hpp $(BUILD)/raft.o
+	$(CXX) $(FLAGS) $(SAN) $(TEST_SOURCES) $(BUILD)/raft.o -o $@
+
+$(BUILD)/demo: examples/in-memory.cpp $(BUILD)/raft.o
+	$(CXX) $(FLAGS) $(SAN) $< $(BUILD)/raft.o -o $@
+
+demo: $(BUILD)/demo
+	$(BUILD)/demo
+
+sim: deps $(BUILD)/tests
+	SIM_SEED=$(SEED) SIM_TRACE=1 $(BUILD)/tests -tc='*simulator*'
+
+format:
+	clang-format -i raft.hpp raft.cpp tests/*.cpp tests/*.hpp examples/*.cpp
+
+clean:
+	rm -rf $(BUILD)

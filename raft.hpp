@@ -1,0 +1,294 @@
+// raft.hpp: a small, single-threaded, polling implementation of the Raft consensus algorithm
+// ("In Search of an Understandable Consensus Algorithm", Ongaro and Ousterhout, 2014).
+//
+// A Replica keeps a replicated log and applies its committed entries, in order, to a state
+// machine. The library does elections, replication, commitment and persistence of term, vote and
+// log; it leaves to you
+//   - the state machine (StateMachine): what a transition means and how to apply it,
+//   - the transport (Cluster): how a Message reaches another replica (it may be lost),
+//   - the disk, if you want one (Storage): MemoryStorage is the default.
+// Nothing here starts a thread, reads the clock inside poll(), or prints.
+//
+// Vendoring: copy raft.hpp and raft.cpp into your tree and compile raft.cpp as C++17.
+//
+// A user's main(), in outline:
+//   MyStateMachine machine;                 // implements raft::StateMachine
+//   MyCluster cluster(...);                 // implements raft::Cluster
+//   raft::Replica replica(1, {2, 3}, cluster, machine, raft::Transition{0, ""},
+//                         std::chrono::milliseconds(50),
+//                         {std::chrono::milliseconds(150), std::chrono::milliseconds(300)});
+//   replica.start();                        // returns once cluster.halt() is true
+// or, from a host's own event loop, call replica.poll(now) whenever replica.next_deadline()
+// passes, a message arrives or a transition is pending.
+#ifndef RAFT_HPP
+#define RAFT_HPP
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace raft {
+
+using ReplicaID = std::uint64_t;
+using Term = std::uint64_t;
+using Index = std::uint64_t; // log positions start at 1; 0 means "none"
+using Clock = std::chrono::steady_clock;
+using Duration = Clock::duration;
+
+// The user's command. `id` is only reported back through register_transition_state; `data` is
+// opaque bytes replicated unchanged.
+struct Transition {
+  std::uint64_t id = 0;
+  std::string data;
+};
+inline bool operator==(const Transition &a, const Transition &b) {
+  return a.id == b.id && a.data == b.data;
+}
+
+enum class TransitionState { Queued, Committed, Applied, Abandoned };
+enum class AbandonReason { None, NotLeader, ConflictWithLeader };
+
+// The state machine's state after applying every entry up to last_included_index (§7).
+struct Snapshot {
+  Index last_included_index = 0;
+  Term last_included_term = 0;
+  std::vector<ReplicaID> configuration; // every replica's id at last_included_index
+  std::string data;
+};
+
+// One slot of the replicated log: a transition and the term in which a leader appended it.
+struct Entry {
+  Term term = 0;
+  Transition transition;
+};
+
+enum class MessageType : std::uint8_t {
+  AppendEntries,
+  AppendEntriesResponse,
+  RequestVote,
+  RequestVoteResponse,
+  InstallSnapshot,
+  InstallSnapshotResponse,
+};
+
+// One plain value type for every RPC and reply of Figure 2 and §7. A transport never needs to
+// look inside; fields a type does not use keep their defaults.
+struct Message {
+  MessageType type = MessageType::AppendEntries;
+  ReplicaID from = 0;
+  ReplicaID to = 0;
+  Term term = 0; // the sender's currentTerm
+  // RequestVote: the candidate's last log entry (§5.4.1).
+  Index last_log_index = 0;
+  Term last_log_term = 0;
+  bool vote_granted = false; // RequestVoteResponse
+  // AppendEntries. In a response, prev_log_index echoes the request's.
+  Index prev_log_index = 0;
+  Term prev_log_term = 0;
+  std::vector<Entry> entries;
+  Index leader_commit = 0;
+  // AppendEntriesResponse: success means the follower's log matches the leader's through
+  // match_index. A rejection carries a hint (§5.3, the "optimization" paragraph): the term of the
+  // follower's conflicting entry (0 if its log is too short) and the first index it holds for
+  // that term (or its last index plus one).
+  bool success = false;
+  Index match_index = 0;
+  Index conflict_index = 0;
+  Term conflict_term = 0;
+  // InstallSnapshot: bytes [offset, offset + data.size()) of the leader's snapshot (§7); the
+  // response acknowledges through offset (its chunk's end), or asks again from offset.
+  Index last_included_index = 0;
+  Term last_included_term = 0;
+  std::vector<ReplicaID> configuration;
+  std::uint64_t offset = 0;
+  std::string data;
+  bool done = false;
+};
+
+// What the user implements: the replicated state. Every method is called from the thread that
+// runs the Replica, during poll().
+class StateMachine {
+public:
+  virtual ~StateMachine() = default;
+  // Reports what became of a transition taken from get_pending_transitions. `reason` is None
+  // unless `state` is Abandoned. The no-op transition's states are not reported.
+  virtual void register_transition_state(std::uint64_t transition_id, TransitionState state,
+                                         AbandonReason reason) = 0;
+  // Called once per committed entry, in log order, on every replica.
+  virtual void apply_transition(const Transition &transition) = 0;
+  // Polled once per poll(): the transitions the user wants replicated, in order.
+  virtual std::vector<Transition> get_pending_transitions() = 0;
+  // Snapshots. The defaults mean "this state machine does not snapshot": get_snapshot returns
+  // nullopt, create_snapshot and set_snapshot throw std::logic_error. Set snapshot_delta only
+  // with a state machine that implements all three.
+  virtual std::optional<Snapshot> get_snapshot();
+  virtual Snapshot create_snapshot(Index last_included_index, Term last_included_term);
+  virtual void set_snapshot(const Snapshot &snapshot); // state replaced wholesale
+};
+
+// What the user implements: the transport between replicas.
+class Cluster {
+public:
+  virtual ~Cluster() = default;
+  virtual void send_message(ReplicaID to, const Message &message) = 0; // never blocks; may drop
+  virtual std::vector<Message> receive_messages() = 0;                 // never blocks
+  virtual bool halt() const = 0;                                       // true: start() returns
+  virtual void register_leader(std::optional<ReplicaID> leader) = 0;   // on every change
+  // Blocks until a message may have arrived or `deadline` passes; start() calls it between
+  // polls. The default sleeps until the deadline or for 1 ms, whichever is sooner.
+  virtual void wait_until(Clock::time_point deadline);
+};
+
+// Durable state (Figure 2, §7): currentTerm and votedFor, the log, the latest snapshot. Writes
+// may be buffered; sync() makes every earlier write durable. The Replica calls sync() before it
+// sends anything that depends on those writes, so one poll needs at most one sync (group commit).
+// A method that cannot do its work throws; the Replica then must be rebuilt, as after a crash.
+class Storage {
+public:
+  struct State {
+    Term current_term = 0;
+    std::optional<ReplicaID> voted_for;
+    std::optional<Snapshot> snapshot;
+    std::vector<Entry> entries; // the log after the snapshot (from index 1 without one)
+  };
+  virtual ~Storage() = default;
+  virtual State load() = 0; // called once, by the Replica's constructor
+  virtual void save_term_and_vote(Term current_term, std::optional<ReplicaID> voted_for) = 0;
+  // Replaces the log from index `first` on by [begin, end): drops entries >= first, then appends.
+  virtual void save_entries(Index first, const Entry *begin, const Entry *end) = 0;
+  // Stores the snapshot and drops the entries it covers (index <= last_included_index).
+  virtual void save_snapshot(const Snapshot &snapshot) = 0;
+  virtual void sync() = 0;
+};
+
+// Keeps everything in memory: it survives a destroyed Replica, not a crashed process.
+class MemoryStorage : public Storage {
+public:
+  State load() override;
+  void save_term_and_vote(Term current_term, std::optional<ReplicaID> voted_for) override;
+  void save_entries(Index first, const Entry *begin, const Entry *end) override;
+  void save_snapshot(const Snapshot &snapshot) override;
+  void sync() override {}
+
+private:
+  State state_;
+};
+
+struct Options {
+  std::uint64_t seed = 0;     // 0: seed from std::random_device; else deterministic
+  Storage *storage = nullptr; // nullptr: in memory, owned by the replica
+  Index snapshot_delta = 0;   // 0: never compact; N: snapshot every N applied entries
+  std::size_t max_entries_per_message = 4096; // entries in one AppendEntries
+  std::size_t max_messages_in_flight = 8;     // unacknowledged AppendEntries per follower
+  std::size_t snapshot_chunk_bytes = 1 << 20; // bytes of snapshot in one InstallSnapshot
+};
+
+class Replica {
+public:
+  // `peer_ids` are the other replicas. `noop_transition` is appended by each new leader (§8) and
+  // must leave the state machine unchanged. Throws std::invalid_argument on bad arguments.
+  Replica(ReplicaID id, std::vector<ReplicaID> peer_ids, Cluster &cluster,
+          StateMachine &state_machine, Transition noop_transition, Duration heartbeat_timeout,
+          std::pair<Duration, Duration> election_timeout_range, Options options = {});
+  void start();                            // polls until cluster.halt(); sleeps when idle
+  void poll(Clock::time_point now);        // one pass: messages, transitions, timers, apply
+  Clock::time_point next_deadline() const; // when poll() next has timer work to do
+
+  ReplicaID id() const { return id_; }
+  Term current_term() const { return current_term_; }
+  bool is_leader() const { return role_ == Role::Leader; }
+  std::optional<ReplicaID> leader() const { return leader_; }
+  Index commit_index() const { return commit_index_; }
+  Index last_applied() const { return last_applied_; }
+  Index last_log_index() const { return log_start_ + log_.size(); }
+
+  // ---------------------------------------------------------------------------------------------
+private:
+  enum class Role { Follower, Candidate, Leader };
+  struct Peer {
+    ReplicaID id;
+    Index next_index = 1;  // leader: the next entry to send
+    Index match_index = 0; // leader: the last entry known to be replicated
+    bool probing = true;   // leader: until a success, one AppendEntries at a time
+    bool awaiting = false; // leader: a probe is in flight
+    Index commit_sent = 0; // leader: the leaderCommit last sent
+    Clock::time_point heartbeat_due{};
+    bool vote_granted = false; // candidate
+  };
+
+  Term term_at(Index index) const;
+  const Entry &entry_at(Index index) const;
+  void append(std::vector<Entry> entries);
+  void truncate_from(Index index);
+  void become_follower(Term term, std::optional<ReplicaID> leader);
+  void become_candidate();
+  void become_leader();
+  void set_leader(std::optional<ReplicaID> leader);
+  void save_term_and_vote();
+  void reset_election_timer();
+  bool observe_term(const Message &message);
+  bool has_quorum(std::size_t votes) const;
+  void handle_request_vote(const Message &request);
+  void handle_request_vote_response(const Message &response);
+  void send_append_entries(Peer &peer);
+  void replicate();
+  void handle_append_entries(const Message &request);
+  void handle_append_entries_response(const Message &response);
+  void advance_commit_index();
+  void set_commit_index(Index index);
+  bool log_is_up_to_date(Index last_log_index, Term last_log_term) const;
+  void take_pending_transitions();
+  void apply_committed();
+  void send(Message message);
+  Peer *find_peer(ReplicaID id);
+
+  const ReplicaID id_;
+  Cluster &cluster_;
+  StateMachine &state_machine_;
+  const Transition noop_;
+  const Duration heartbeat_timeout_;
+  const std::pair<Duration, Duration> election_timeout_range_;
+  const Options options_;
+  std::unique_ptr<Storage> owned_storage_;
+  Storage *storage_;
+  std::mt19937_64 random_;
+
+  // Persistent state (Figure 2), written through storage_ before anything depends on it.
+  Term current_term_ = 0;
+  std::optional<ReplicaID> voted_for_;
+  std::vector<Entry> log_; // log_[0] holds index log_start_ + 1
+  Index log_start_ = 0;    // the last index the snapshot covers (0: no snapshot)
+  Term log_start_term_ = 0;
+
+  // Volatile state. commit_index_ never decreases; last_applied_ <= commit_index_ <= last index.
+  Index commit_index_ = 0;
+  Index last_applied_ = 0;
+  Role role_ = Role::Follower;
+  std::optional<ReplicaID> leader_;
+
+  // Leader (and candidate) state, one record per peer.
+  std::vector<Peer> peers_;
+  Index durable_index_ = 0;                             // the last entry storage has synced
+  std::vector<std::pair<Index, std::uint64_t>> queued_; // (index, id) queued here, uncommitted
+
+  // Timers and bookkeeping.
+  Clock::time_point now_{};
+  Clock::time_point election_deadline_{};
+  std::vector<Message> outbox_; // sent after the poll's storage sync
+  bool broken_ = false;         // a storage write failed: rebuild the replica
+};
+
+// The wire format: compact, versioned, little-endian, explicit lengths. decode returns nullopt
+// for anything that is not exactly encode(m) for some message.
+std::string encode(const Message &message);
+std::optional<Message> decode(std::string_view bytes);
+
+} // namespace raft
+
+#endif
