@@ -25,6 +25,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <random>
@@ -224,29 +225,30 @@ private:
 
   Term term_at(Index index) const;
   const Entry &entry_at(Index index) const;
-  void append(std::vector<Entry> entries);
+  void append(std::vector<Entry>::iterator first, std::vector<Entry>::iterator last);
   void truncate_from(Index index);
   void become_follower(Term term, std::optional<ReplicaID> leader);
   void become_candidate();
   void become_leader();
   void set_leader(std::optional<ReplicaID> leader);
   void save_term_and_vote();
+  void observe_term(const Message &message);
   void reset_election_timer();
-  bool observe_term(const Message &message);
   bool has_quorum(std::size_t votes) const;
   void handle_request_vote(const Message &request);
   void handle_request_vote_response(const Message &response);
-  void send_append_entries(Peer &peer);
+  void send_append_entries(Peer &peer, std::size_t limit);
   void replicate();
-  void handle_append_entries(const Message &request);
+  void handle_append_entries(Message &request);
   void handle_append_entries_response(const Message &response);
   void advance_commit_index();
-  void set_commit_index(Index index);
   bool log_is_up_to_date(Index last_log_index, Term last_log_term) const;
   void take_pending_transitions();
   void apply_committed();
-  void send(Message message);
   Peer *find_peer(ReplicaID id);
+  Message make_message(MessageType type, ReplicaID to) const;
+  void send(Message message);
+  void handle(Message &message);
 
   const ReplicaID id_;
   Cluster &cluster_;
@@ -274,13 +276,14 @@ private:
 
   // Leader (and candidate) state, one record per peer.
   std::vector<Peer> peers_;
-  Index durable_index_ = 0;                             // the last entry storage has synced
-  std::vector<std::pair<Index, std::uint64_t>> queued_; // (index, id) queued here, uncommitted
+  Index durable_index_ = 0;                            // the last entry storage has synced
+  std::deque<std::pair<Index, std::uint64_t>> queued_; // (index, id) queued here, uncommitted
 
   // Timers and bookkeeping.
   Clock::time_point now_{};
   Clock::time_point election_deadline_{};
   std::vector<Message> outbox_; // sent after the poll's storage sync
+  bool polled_ = false;         // the first poll starts the election timer
   bool broken_ = false;         // a storage write failed: rebuild the replica
 };
 

@@ -1,0 +1,480 @@
+// raft.cpp: the Replica, in the order of the Raft paper. Section numbers (§5.2) and figures
+// refer to "In Search of an Understandable Consensus Algorithm" (extended version).
+#include "raft.hpp"
+
+#include <algorithm>
+#include <cassert>
+#include <stdexcept>
+#include <thread>
+
+namespace raft {
+
+// ---- Defaults of the user's interfaces ----
+
+std::optional<Snapshot> StateMachine::get_snapshot() { return std::nullopt; }
+Snapshot StateMachine::create_snapshot(Index, Term) {
+  throw std::logic_error("snapshot_delta is set but the state machine has no create_snapshot");
+}
+void StateMachine::set_snapshot(const Snapshot &) {
+  throw std::logic_error("a snapshot arrived but the state machine has no set_snapshot");
+}
+
+void Cluster::wait_until(Clock::time_point deadline) {
+  std::this_thread::sleep_until(std::min(deadline, Clock::now() + std::chrono::milliseconds(1)));
+}
+
+// ---- Storage ----
+
+Storage::State MemoryStorage::load() { return state_; }
+
+void MemoryStorage::save_term_and_vote(Term current_term, std::optional<ReplicaID> voted_for) {
+  state_.current_term = current_term;
+  state_.voted_for = voted_for;
+}
+
+void MemoryStorage::save_entries(Index first, const Entry *begin, const Entry *end) {
+  Index start = state_.snapshot ? state_.snapshot->last_included_index : 0;
+  if (first <= start) throw std::logic_error("MemoryStorage: entries would overwrite the snapshot");
+  state_.entries.resize(std::min<Index>(state_.entries.size(), first - start - 1));
+  state_.entries.insert(state_.entries.end(), begin, end);
+}
+
+void MemoryStorage::save_snapshot(const Snapshot &snapshot) {
+  Index start = state_.snapshot ? state_.snapshot->last_included_index : 0;
+  Index covered = std::min<Index>(state_.entries.size(), snapshot.last_included_index - start);
+  state_.entries.erase(state_.entries.begin(), state_.entries.begin() + covered);
+  state_.snapshot = snapshot;
+}
+
+namespace {
+// What a replica without options.storage writes to: nobody could ever read it back, so an
+// in-memory copy would only cost memory and time.
+class VolatileStorage : public Storage {
+public:
+  State load() override { return {}; }
+  void save_term_and_vote(Term, std::optional<ReplicaID>) override {}
+  void save_entries(Index, const Entry *, const Entry *) override {}
+  void save_snapshot(const Snapshot &) override {}
+  void sync() override {}
+};
+} // namespace
+
+// ---- Construction and recovery ----
+
+Replica::Replica(ReplicaID id, std::vector<ReplicaID> peer_ids, Cluster &cluster,
+                 StateMachine &state_machine, Transition noop_transition,
+                 Duration heartbeat_timeout, std::pair<Duration, Duration> election_timeout_range,
+                 Options options)
+    : id_(id), cluster_(cluster), state_machine_(state_machine), noop_(std::move(noop_transition)),
+      heartbeat_timeout_(heartbeat_timeout), election_timeout_range_(election_timeout_range),
+      options_(options), random_(options.seed ? options.seed : std::random_device{}()) {
+  std::sort(peer_ids.begin(), peer_ids.end());
+  if (std::find(peer_ids.begin(), peer_ids.end(), id) != peer_ids.end())
+    throw std::invalid_argument("peer_ids contains the replica's own id");
+  if (std::adjacent_find(peer_ids.begin(), peer_ids.end()) != peer_ids.end())
+    throw std::invalid_argument("peer_ids contains a duplicate id");
+  if (heartbeat_timeout <= Duration::zero())
+    throw std::invalid_argument("heartbeat_timeout must be positive");
+  if (election_timeout_range.first > election_timeout_range.second)
+    throw std::invalid_argument("election_timeout_range is inverted: minimum above maximum");
+  if (election_timeout_range.first == election_timeout_range.second)
+    throw std::invalid_argument("election_timeout_range is empty: elections need randomness");
+  if (election_timeout_range.first <= heartbeat_timeout)
+    throw std::invalid_argument("election_timeout_range minimum must be above heartbeat_timeout");
+  if (options.max_entries_per_message == 0 || options.max_messages_in_flight == 0)
+    throw std::invalid_argument("options: message and flight limits must be positive");
+  for (ReplicaID peer : peer_ids) peers_.push_back(Peer{peer});
+  if (!options.storage) owned_storage_ = std::make_unique<VolatileStorage>();
+  storage_ = options.storage ? options.storage : owned_storage_.get();
+
+  Storage::State state = storage_->load();
+  current_term_ = state.current_term;
+  voted_for_ = state.voted_for;
+  log_ = std::move(state.entries);
+  if (state.snapshot) {
+    log_start_ = state.snapshot->last_included_index;
+    log_start_term_ = state.snapshot->last_included_term;
+    state_machine_.set_snapshot(*state.snapshot);
+  } else if (std::optional<Snapshot> snapshot = state_machine_.get_snapshot()) {
+    // A state the machine is already in: keep it, drop the log it covers.
+    log_start_ = snapshot->last_included_index;
+    log_start_term_ = snapshot->last_included_term;
+    log_.erase(log_.begin(), log_.begin() + std::min<Index>(log_.size(), log_start_));
+    storage_->save_snapshot(*snapshot);
+    storage_->sync();
+  }
+  commit_index_ = last_applied_ = durable_index_ = log_start_;
+  durable_index_ = last_log_index();
+}
+
+// ---- The log, read through bounds-checked helpers aware of the snapshot offset ----
+
+// The term of the entry at `index`; 0 for index 0 and for positions outside the log.
+Term Replica::term_at(Index index) const {
+  if (index == log_start_) return log_start_term_;
+  if (index < log_start_ || index > last_log_index()) return 0;
+  return log_[index - log_start_ - 1].term;
+}
+
+const Entry &Replica::entry_at(Index index) const {
+  assert(index > log_start_ && index <= last_log_index());
+  return log_[index - log_start_ - 1];
+}
+
+// Appends to the log and writes from the first new index on, which also drops from storage any
+// suffix that truncate_from removed in memory.
+void Replica::append(std::vector<Entry>::iterator first, std::vector<Entry>::iterator last) {
+  Index index = last_log_index() + 1;
+  log_.insert(log_.end(), std::make_move_iterator(first), std::make_move_iterator(last));
+  const Entry *begin = log_.data() + (index - log_start_ - 1);
+  storage_->save_entries(index, begin, log_.data() + log_.size());
+}
+
+// Drops entries >= index; the caller appends the leader's entries from index right after.
+void Replica::truncate_from(Index index) {
+  assert(index > commit_index_ && index > log_start_); // committed entries are never removed
+  for (; !queued_.empty() && queued_.back().first >= index; queued_.pop_back())
+    state_machine_.register_transition_state(queued_.back().second, TransitionState::Abandoned,
+                                             AbandonReason::ConflictWithLeader);
+  log_.resize(index - log_start_ - 1);
+  durable_index_ = std::min(durable_index_, index - 1);
+}
+
+// ---- Role changes: the only code that changes the role or reports the leader ----
+
+void Replica::become_follower(Term term, std::optional<ReplicaID> leader) {
+  assert(term >= current_term_);
+  if (term > current_term_) {
+    current_term_ = term;
+    voted_for_.reset();
+    save_term_and_vote();
+  }
+  if (role_ != Role::Follower) reset_election_timer();
+  role_ = Role::Follower;
+  set_leader(leader);
+}
+
+void Replica::become_candidate() {
+  role_ = Role::Candidate;
+  ++current_term_;
+  voted_for_ = id_;
+  save_term_and_vote();
+  set_leader(std::nullopt);
+  reset_election_timer();
+  for (Peer &peer : peers_) peer.vote_granted = false;
+  if (has_quorum(1)) return become_leader();
+  for (Peer &peer : peers_) {
+    Message request = make_message(MessageType::RequestVote, peer.id);
+    request.last_log_index = last_log_index();
+    request.last_log_term = term_at(last_log_index());
+    send(std::move(request));
+  }
+}
+
+// §5.3, §8: a new leader assumes nothing of its followers, probes each from its own last index
+// and appends a no-op so that entries of earlier terms commit through it (Figure 8).
+void Replica::become_leader() {
+  role_ = Role::Leader;
+  set_leader(id_);
+  for (Peer &peer : peers_) peer = Peer{peer.id, last_log_index() + 1};
+  std::vector<Entry> noop{Entry{current_term_, noop_}};
+  append(noop.begin(), noop.end());
+}
+
+void Replica::set_leader(std::optional<ReplicaID> leader) {
+  if (leader == leader_) return;
+  leader_ = leader;
+  cluster_.register_leader(leader);
+}
+
+void Replica::save_term_and_vote() { storage_->save_term_and_vote(current_term_, voted_for_); }
+
+// ---- §5.1 Terms: a higher term in any message makes this replica a follower of that term ----
+
+void Replica::observe_term(const Message &message) {
+  if (message.term <= current_term_) return;
+  bool from_leader =
+      message.type == MessageType::AppendEntries || message.type == MessageType::InstallSnapshot;
+  become_follower(message.term,
+                  from_leader ? std::optional<ReplicaID>(message.from) : std::nullopt);
+}
+
+// ---- §5.2 Leader election ----
+
+// §5.2: a fresh random timeout at every reset keeps split votes rare.
+void Replica::reset_election_timer() {
+  auto [minimum, maximum] = election_timeout_range_;
+  auto span = static_cast<std::uint64_t>((maximum - minimum).count());
+  election_deadline_ =
+      now_ + minimum + Duration(static_cast<Duration::rep>(random_() % (span + 1)));
+}
+
+bool Replica::has_quorum(std::size_t votes) const { return 2 * votes > peers_.size() + 1; }
+
+void Replica::handle_request_vote(const Message &request) {
+  // Figure 2: grant if the term is current, no other vote was cast in it, and the candidate's
+  // log is at least as up to date as ours (§5.4.1).
+  bool vote_granted = request.term == current_term_ &&
+                      (!voted_for_ || *voted_for_ == request.from) &&
+                      log_is_up_to_date(request.last_log_index, request.last_log_term);
+  if (vote_granted && !voted_for_) {
+    voted_for_ = request.from;
+    save_term_and_vote();
+  }
+  if (vote_granted) reset_election_timer();
+  Message response = make_message(MessageType::RequestVoteResponse, request.from);
+  response.vote_granted = vote_granted;
+  send(std::move(response));
+}
+
+void Replica::handle_request_vote_response(const Message &response) {
+  if (role_ != Role::Candidate || response.term != current_term_ || !response.vote_granted) return;
+  find_peer(response.from)->vote_granted = true;
+  std::size_t votes = 1 + std::count_if(peers_.begin(), peers_.end(),
+                                        [](const Peer &peer) { return peer.vote_granted; });
+  if (has_quorum(votes)) become_leader();
+}
+
+// ---- §5.3 Log replication ----
+
+// Sends up to `limit` entries from the peer's nextIndex. A probing peer gets one request at a
+// time; a peer known to match gets a pipeline: nextIndex moves on as soon as entries are sent.
+void Replica::send_append_entries(Peer &peer, std::size_t limit) {
+  Message request = make_message(MessageType::AppendEntries, peer.id);
+  request.prev_log_index = peer.next_index - 1;
+  request.prev_log_term = term_at(request.prev_log_index);
+  Index last = std::min(last_log_index(), request.prev_log_index + limit);
+  request.entries.assign(log_.begin() + (request.prev_log_index - log_start_),
+                         log_.begin() + (last - log_start_));
+  request.leader_commit = commit_index_;
+  peer.commit_sent = commit_index_;
+  peer.heartbeat_due = now_ + heartbeat_timeout_;
+  if (peer.probing)
+    peer.awaiting = true;
+  else
+    peer.next_index = last + 1;
+  send(std::move(request));
+}
+
+// Called once at the end of a leader's poll: everything accepted or learned in the poll goes out
+// together, at most a window of unacknowledged entries per peer, and a heartbeat when idle.
+void Replica::replicate() {
+  std::size_t batch = options_.max_entries_per_message;
+  Index window = batch * options_.max_messages_in_flight;
+  for (Peer &peer : peers_) {
+    bool heartbeat_due = now_ >= peer.heartbeat_due;
+    if (peer.probing) {
+      if (!peer.awaiting || heartbeat_due) send_append_entries(peer, batch);
+      continue;
+    }
+    bool sent = false;
+    for (; peer.next_index <= last_log_index() && peer.next_index - peer.match_index <= window;
+         sent = true)
+      send_append_entries(peer, batch);
+    if (!sent && (heartbeat_due || peer.commit_sent < commit_index_)) send_append_entries(peer, 0);
+  }
+}
+
+void Replica::handle_append_entries(Message &request) {
+  Message response = make_message(MessageType::AppendEntriesResponse, request.from);
+  response.prev_log_index = request.prev_log_index;
+  if (request.term < current_term_) return send(std::move(response)); // a stale leader learns
+  become_follower(request.term, request.from); // a candidate steps down (§5.2)
+  reset_election_timer();
+
+  Index prev = request.prev_log_index;
+  if (prev > last_log_index()) { // our log is too short: tell the leader where it ends
+    response.conflict_index = last_log_index() + 1;
+    return send(std::move(response));
+  }
+  if (prev > log_start_ && term_at(prev) != request.prev_log_term) {
+    // §5.3 optimization: name the conflicting term and the first index we hold for it, so the
+    // leader skips the whole term in one round trip.
+    response.conflict_term = term_at(prev);
+    for (response.conflict_index = prev;
+         response.conflict_index - 1 > log_start_ &&
+         term_at(response.conflict_index - 1) == response.conflict_term;)
+      --response.conflict_index;
+    return send(std::move(response));
+  }
+  // Skip what we already hold (entries the snapshot covers are committed, hence equal); a stale
+  // or duplicated request never truncates. Truncate at the first conflict, then append.
+  Index match = prev + request.entries.size();
+  Index index = prev + 1;
+  auto entry = request.entries.begin();
+  for (; entry != request.entries.end() &&
+         (index <= log_start_ || (index <= last_log_index() && term_at(index) == entry->term));
+       ++entry, ++index) {}
+  if (entry != request.entries.end()) {
+    if (index <= last_log_index()) truncate_from(index);
+    append(entry, request.entries.end());
+  }
+  // Figure 2: commitIndex = min(leaderCommit, index of last new entry), never backwards.
+  commit_index_ = std::max(commit_index_, std::min(request.leader_commit, match));
+  response.success = true;
+  response.match_index = match;
+  send(std::move(response));
+}
+
+void Replica::handle_append_entries_response(const Message &response) {
+  if (role_ != Role::Leader || response.term != current_term_) return;
+  Peer &peer = *find_peer(response.from);
+  if (response.success) {
+    peer.match_index = std::max(peer.match_index, response.match_index);
+    peer.next_index = std::max(peer.next_index, peer.match_index + 1);
+    peer.probing = peer.awaiting = false;
+    return advance_commit_index();
+  }
+  // A rejection of an index the peer has since matched, or of a probe other than the one in
+  // flight, is stale: an answer to an earlier request that arrived late.
+  Index rejected = response.prev_log_index;
+  if (rejected <= peer.match_index || (peer.probing && rejected + 1 != peer.next_index)) return;
+  Index next = response.conflict_index;
+  if (response.conflict_term != 0) { // skip to our last entry of the follower's term, if any
+    for (Index i = std::min(rejected, last_log_index()); i > log_start_; --i) {
+      if (term_at(i) < response.conflict_term) break;
+      if (term_at(i) == response.conflict_term) {
+        next = i + 1;
+        break;
+      }
+    }
+  }
+  peer.next_index = std::clamp(next, peer.match_index + 1, rejected);
+  peer.probing = true;
+  peer.awaiting = false;
+}
+
+// §5.3, §5.4.2: the highest index stored on a majority (this replica counts once its copy is
+// durable) is committed, but only an entry of the current term commits by counting (Figure 8).
+void Replica::advance_commit_index() {
+  std::vector<Index> matched{durable_index_};
+  for (const Peer &peer : peers_) matched.push_back(peer.match_index);
+  auto majority = matched.begin() + matched.size() / 2;
+  std::nth_element(matched.begin(), majority, matched.end(), std::greater<Index>());
+  if (*majority > commit_index_ && term_at(*majority) == current_term_) commit_index_ = *majority;
+}
+
+// ---- §5.4 Safety ----
+
+// §5.4.1: a later last term wins; with equal last terms, the longer log wins.
+bool Replica::log_is_up_to_date(Index last_log_index, Term last_log_term) const {
+  Term our_last_term = term_at(this->last_log_index());
+  return last_log_term > our_last_term ||
+         (last_log_term == our_last_term && last_log_index >= this->last_log_index());
+}
+
+// ---- Transitions in, committed transitions out ----
+
+void Replica::take_pending_transitions() {
+  std::vector<Transition> pending = state_machine_.get_pending_transitions();
+  if (pending.empty()) return;
+  if (role_ != Role::Leader) {
+    for (const Transition &transition : pending)
+      state_machine_.register_transition_state(transition.id, TransitionState::Abandoned,
+                                               AbandonReason::NotLeader);
+    return;
+  }
+  std::vector<Entry> entries;
+  entries.reserve(pending.size());
+  for (Transition &transition : pending) {
+    queued_.emplace_back(last_log_index() + entries.size() + 1, transition.id);
+    state_machine_.register_transition_state(transition.id, TransitionState::Queued,
+                                             AbandonReason::None);
+    entries.push_back(Entry{current_term_, std::move(transition)});
+  }
+  append(entries.begin(), entries.end());
+}
+
+// Every replica applies committed entries in log order, each once per state machine lifetime.
+void Replica::apply_committed() {
+  for (; last_applied_ < commit_index_;) {
+    const Transition &transition = entry_at(last_applied_ + 1).transition;
+    bool report = !(transition == noop_);
+    if (report)
+      state_machine_.register_transition_state(transition.id, TransitionState::Committed,
+                                               AbandonReason::None);
+    state_machine_.apply_transition(transition);
+    ++last_applied_;
+    if (report)
+      state_machine_.register_transition_state(transition.id, TransitionState::Applied,
+                                               AbandonReason::None);
+    if (!queued_.empty() && queued_.front().first <= last_applied_) queued_.pop_front();
+  }
+}
+
+// ---- The poll loop ----
+
+Replica::Peer *Replica::find_peer(ReplicaID id) {
+  for (Peer &peer : peers_)
+    if (peer.id == id) return &peer;
+  return nullptr;
+}
+
+// Every message carries this replica's current term, which poll() makes durable before sending.
+Message Replica::make_message(MessageType type, ReplicaID to) const {
+  Message message;
+  message.type = type;
+  message.from = id_;
+  message.to = to;
+  message.term = current_term_;
+  return message;
+}
+
+void Replica::send(Message message) { outbox_.push_back(std::move(message)); }
+
+void Replica::handle(Message &message) {
+  if (message.to != id_ || !find_peer(message.from)) return; // misrouted, or not a member
+  observe_term(message);
+  switch (message.type) {
+  case MessageType::RequestVote: return handle_request_vote(message);
+  case MessageType::RequestVoteResponse: return handle_request_vote_response(message);
+  case MessageType::AppendEntries: return handle_append_entries(message);
+  case MessageType::AppendEntriesResponse: return handle_append_entries_response(message);
+  case MessageType::InstallSnapshot: return;
+  case MessageType::InstallSnapshotResponse: return;
+  }
+}
+
+// One deterministic pass. Storage is synced once, before any message that depends on it leaves
+// and before this replica counts its own entries toward a commit.
+void Replica::poll(Clock::time_point now) {
+  if (broken_) throw std::logic_error("raft::Replica: a storage write failed; rebuild the replica");
+  if (!polled_) {
+    polled_ = true;
+    now_ = now;
+    reset_election_timer();
+  }
+  now_ = std::max(now_, now);
+  try {
+    for (Message &message : cluster_.receive_messages()) handle(message);
+    take_pending_transitions();
+    if (role_ != Role::Leader && now_ >= election_deadline_) become_candidate();
+    if (role_ == Role::Leader) replicate();
+    storage_->sync();
+  } catch (...) {
+    broken_ = true;
+    outbox_.clear();
+    throw;
+  }
+  durable_index_ = last_log_index();
+  for (Message &message : outbox_) cluster_.send_message(message.to, message);
+  outbox_.clear();
+  if (role_ == Role::Leader) advance_commit_index();
+  apply_committed();
+}
+
+Clock::time_point Replica::next_deadline() const {
+  if (role_ != Role::Leader) return std::max(now_, election_deadline_);
+  Clock::time_point deadline = now_ + heartbeat_timeout_;
+  for (const Peer &peer : peers_) deadline = std::min(deadline, peer.heartbeat_due);
+  return std::max(now_, deadline);
+}
+
+void Replica::start() {
+  while (!cluster_.halt()) {
+    poll(Clock::now());
+    cluster_.wait_until(next_deadline());
+  }
+}
+
+} // namespace raft
