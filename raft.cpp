@@ -92,18 +92,17 @@ Replica::Replica(ReplicaID id, std::vector<ReplicaID> peer_ids, Cluster &cluster
   voted_for_ = state.voted_for;
   log_ = std::move(state.entries);
   if (state.snapshot) {
-    log_start_ = state.snapshot->last_included_index;
-    log_start_term_ = state.snapshot->last_included_term;
-    state_machine_.set_snapshot(*state.snapshot);
+    snapshot_ = std::move(*state.snapshot);
+    state_machine_.set_snapshot(snapshot_);
   } else if (std::optional<Snapshot> snapshot = state_machine_.get_snapshot()) {
-    // A state the machine is already in: keep it, drop the log it covers.
-    log_start_ = snapshot->last_included_index;
-    log_start_term_ = snapshot->last_included_term;
-    log_.erase(log_.begin(), log_.begin() + std::min<Index>(log_.size(), log_start_));
-    storage_->save_snapshot(*snapshot);
+    // A state the machine is already in: keep it and drop the log it covers.
+    log_.erase(log_.begin(),
+               log_.begin() + std::min<Index>(log_.size(), snapshot->last_included_index));
+    snapshot_ = std::move(*snapshot);
+    storage_->save_snapshot(snapshot_);
     storage_->sync();
   }
-  commit_index_ = last_applied_ = durable_index_ = log_start_;
+  commit_index_ = last_applied_ = log_start();
   durable_index_ = last_log_index();
 }
 
@@ -111,14 +110,14 @@ Replica::Replica(ReplicaID id, std::vector<ReplicaID> peer_ids, Cluster &cluster
 
 // The term of the entry at `index`; 0 for index 0 and for positions outside the log.
 Term Replica::term_at(Index index) const {
-  if (index == log_start_) return log_start_term_;
-  if (index < log_start_ || index > last_log_index()) return 0;
-  return log_[index - log_start_ - 1].term;
+  if (index == log_start()) return snapshot_.last_included_term;
+  if (index < log_start() || index > last_log_index()) return 0;
+  return log_[index - log_start() - 1].term;
 }
 
 const Entry &Replica::entry_at(Index index) const {
-  assert(index > log_start_ && index <= last_log_index());
-  return log_[index - log_start_ - 1];
+  assert(index > log_start() && index <= last_log_index());
+  return log_[index - log_start() - 1];
 }
 
 // Appends to the log and writes from the first new index on, which also drops from storage any
@@ -126,17 +125,17 @@ const Entry &Replica::entry_at(Index index) const {
 void Replica::append(std::vector<Entry>::iterator first, std::vector<Entry>::iterator last) {
   Index index = last_log_index() + 1;
   log_.insert(log_.end(), std::make_move_iterator(first), std::make_move_iterator(last));
-  const Entry *begin = log_.data() + (index - log_start_ - 1);
+  const Entry *begin = log_.data() + (index - log_start() - 1);
   storage_->save_entries(index, begin, log_.data() + log_.size());
 }
 
 // Drops entries >= index; the caller appends the leader's entries from index right after.
 void Replica::truncate_from(Index index) {
-  assert(index > commit_index_ && index > log_start_); // committed entries are never removed
+  assert(index > commit_index_ && index > log_start()); // committed entries are never removed
   for (; !queued_.empty() && queued_.back().first >= index; queued_.pop_back())
     state_machine_.register_transition_state(queued_.back().second, TransitionState::Abandoned,
                                              AbandonReason::ConflictWithLeader);
-  log_.resize(index - log_start_ - 1);
+  log_.resize(index - log_start() - 1);
   durable_index_ = std::min(durable_index_, index - 1);
 }
 
@@ -244,8 +243,8 @@ void Replica::send_append_entries(Peer &peer, std::size_t limit) {
   request.prev_log_index = peer.next_index - 1;
   request.prev_log_term = term_at(request.prev_log_index);
   Index last = std::min(last_log_index(), request.prev_log_index + limit);
-  request.entries.assign(log_.begin() + (request.prev_log_index - log_start_),
-                         log_.begin() + (last - log_start_));
+  request.entries.assign(log_.begin() + (request.prev_log_index - log_start()),
+                         log_.begin() + (last - log_start()));
   request.leader_commit = commit_index_;
   peer.commit_sent = commit_index_;
   peer.heartbeat_due = now_ + heartbeat_timeout_;
@@ -268,7 +267,8 @@ void Replica::replicate() {
       continue;
     }
     bool sent = false;
-    for (; peer.next_index <= last_log_index() && peer.next_index - peer.match_index <= window;
+    for (; !peer.probing && peer.next_index <= last_log_index() &&
+           peer.next_index - peer.match_index <= window;
          sent = true)
       send_append_entries(peer, batch);
     if (!sent && (heartbeat_due || peer.commit_sent < commit_index_)) send_append_entries(peer, 0);
@@ -287,12 +287,12 @@ void Replica::handle_append_entries(Message &request) {
     response.conflict_index = last_log_index() + 1;
     return send(std::move(response));
   }
-  if (prev > log_start_ && term_at(prev) != request.prev_log_term) {
+  if (prev > log_start() && term_at(prev) != request.prev_log_term) {
     // §5.3 optimization: name the conflicting term and the first index we hold for it, so the
     // leader skips the whole term in one round trip.
     response.conflict_term = term_at(prev);
     for (response.conflict_index = prev;
-         response.conflict_index - 1 > log_start_ &&
+         response.conflict_index - 1 > log_start() &&
          term_at(response.conflict_index - 1) == response.conflict_term;)
       --response.conflict_index;
     return send(std::move(response));
@@ -303,7 +303,7 @@ void Replica::handle_append_entries(Message &request) {
   Index index = prev + 1;
   auto entry = request.entries.begin();
   for (; entry != request.entries.end() &&
-         (index <= log_start_ || (index <= last_log_index() && term_at(index) == entry->term));
+         (index <= log_start() || (index <= last_log_index() && term_at(index) == entry->term));
        ++entry, ++index) {}
   if (entry != request.entries.end()) {
     if (index <= last_log_index()) truncate_from(index);
@@ -331,7 +331,7 @@ void Replica::handle_append_entries_response(const Message &response) {
   if (rejected <= peer.match_index || (peer.probing && rejected + 1 != peer.next_index)) return;
   Index next = response.conflict_index;
   if (response.conflict_term != 0) { // skip to our last entry of the follower's term, if any
-    for (Index i = std::min(rejected, last_log_index()); i > log_start_; --i) {
+    for (Index i = std::min(rejected, last_log_index()); i > log_start(); --i) {
       if (term_at(i) < response.conflict_term) break;
       if (term_at(i) == response.conflict_term) {
         next = i + 1;
@@ -361,6 +361,102 @@ bool Replica::log_is_up_to_date(Index last_log_index, Term last_log_term) const 
   Term our_last_term = term_at(this->last_log_index());
   return last_log_term > our_last_term ||
          (last_log_term == our_last_term && last_log_index >= this->last_log_index());
+}
+
+// ---- §7 Log compaction ----
+
+// The state machine's state through lastApplied replaces the log up to there.
+void Replica::take_snapshot() {
+  Snapshot snapshot = state_machine_.create_snapshot(last_applied_, term_at(last_applied_));
+  snapshot.last_included_index = last_applied_;
+  snapshot.last_included_term = term_at(last_applied_);
+  snapshot.configuration = {id_};
+  for (const Peer &peer : peers_) snapshot.configuration.push_back(peer.id);
+  storage_->save_snapshot(snapshot);
+  log_.erase(log_.begin(), log_.begin() + (last_applied_ - log_start()));
+  snapshot_ = std::move(snapshot);
+}
+
+// One chunk at a time, from where the peer last said it is; a lost chunk is sent again on the
+// next heartbeat, and a newer snapshot restarts the transfer.
+void Replica::send_snapshot_chunk(Peer &peer) {
+  if (peer.snapshot_index != log_start()) peer.snapshot_offset = 0;
+  peer.snapshot_index = log_start();
+  Message request = make_message(MessageType::InstallSnapshot, peer.id);
+  request.last_included_index = snapshot_.last_included_index;
+  request.last_included_term = snapshot_.last_included_term;
+  request.configuration = snapshot_.configuration;
+  request.offset = std::min<std::uint64_t>(peer.snapshot_offset, snapshot_.data.size());
+  request.data = snapshot_.data.substr(request.offset, options_.snapshot_chunk_bytes);
+  request.done = request.offset + request.data.size() == snapshot_.data.size();
+  peer.awaiting = true;
+  peer.heartbeat_due = now_ + heartbeat_timeout_;
+  send(std::move(request));
+}
+
+void Replica::handle_install_snapshot(const Message &request) {
+  Message response = make_message(MessageType::InstallSnapshotResponse, request.from);
+  response.last_included_index = request.last_included_index;
+  if (request.term < current_term_) return send(std::move(response));
+  become_follower(request.term, request.from);
+  reset_election_timer();
+  if (request.last_included_index <= commit_index_) { // we hold that state already
+    response.done = true;
+    return send(std::move(response));
+  }
+  // Chunks are taken in order only; for any other, the response names the byte we need next.
+  if (request.offset == 0)
+    incoming_ = Snapshot{
+        request.last_included_index, request.last_included_term, request.configuration, {}};
+  bool same = incoming_.last_included_index == request.last_included_index &&
+              incoming_.last_included_term == request.last_included_term;
+  if (same && request.offset == incoming_.data.size()) {
+    incoming_.data += request.data;
+    response.done = request.done;
+  }
+  response.offset = same ? incoming_.data.size() : 0;
+  if (response.done) install_snapshot(std::exchange(incoming_, Snapshot{}));
+  send(std::move(response));
+}
+
+// §7: a log that agrees with the snapshot at its last index keeps what follows; any other log
+// is replaced by it. Queued transitions the snapshot provably overwrites are reported.
+void Replica::install_snapshot(Snapshot snapshot) {
+  Index index = snapshot.last_included_index;
+  bool keep = index <= last_log_index() && term_at(index) == snapshot.last_included_term;
+  if (!keep) {
+    for (; !queued_.empty() && queued_.back().first > commit_index_; queued_.pop_back()) {
+      Index queued_at = queued_.back().first;
+      if (queued_at > index || term_at(queued_at) > snapshot.last_included_term)
+        state_machine_.register_transition_state(queued_.back().second, TransitionState::Abandoned,
+                                                 AbandonReason::ConflictWithLeader);
+    }
+  }
+  while (!queued_.empty() && queued_.front().first <= index) queued_.pop_front();
+  if (keep)
+    log_.erase(log_.begin(), log_.begin() + (index - log_start()));
+  else
+    log_.clear();
+  storage_->save_snapshot(snapshot);
+  if (!keep) storage_->save_entries(index + 1, nullptr, nullptr);
+  snapshot_ = std::move(snapshot);
+  state_machine_.set_snapshot(snapshot_);
+  commit_index_ = last_applied_ = index;
+  durable_index_ = std::min(durable_index_, last_log_index());
+}
+
+void Replica::handle_install_snapshot_response(const Message &response) {
+  if (role_ != Role::Leader || response.term != current_term_) return;
+  Peer &peer = *find_peer(response.from);
+  if (response.done) {
+    peer.match_index = std::max(peer.match_index, response.last_included_index);
+    peer.next_index = std::max(peer.next_index, peer.match_index + 1);
+    peer.probing = peer.awaiting = false;
+    return advance_commit_index();
+  }
+  if (response.last_included_index != peer.snapshot_index) return; // about an older snapshot
+  peer.snapshot_offset = response.offset;
+  peer.awaiting = false;
 }
 
 // ---- Transitions in, committed transitions out ----
@@ -400,6 +496,8 @@ void Replica::apply_committed() {
                                                AbandonReason::None);
     if (!queued_.empty() && queued_.front().first <= last_applied_) queued_.pop_front();
   }
+  if (options_.snapshot_delta && last_applied_ - log_start() >= options_.snapshot_delta)
+    take_snapshot();
 }
 
 // ---- The poll loop ----
@@ -430,8 +528,8 @@ void Replica::handle(Message &message) {
   case MessageType::RequestVoteResponse: return handle_request_vote_response(message);
   case MessageType::AppendEntries: return handle_append_entries(message);
   case MessageType::AppendEntriesResponse: return handle_append_entries_response(message);
-  case MessageType::InstallSnapshot: return;
-  case MessageType::InstallSnapshotResponse: return;
+  case MessageType::InstallSnapshot: return handle_install_snapshot(message);
+  case MessageType::InstallSnapshotResponse: return handle_install_snapshot_response(message);
   }
 }
 

@@ -207,11 +207,12 @@ public:
   std::optional<ReplicaID> leader() const { return leader_; }
   Index commit_index() const { return commit_index_; }
   Index last_applied() const { return last_applied_; }
-  Index last_log_index() const { return log_start_ + log_.size(); }
+  Index last_log_index() const { return log_start() + log_.size(); }
 
   // ---------------------------------------------------------------------------------------------
 private:
   enum class Role { Follower, Candidate, Leader };
+  Index log_start() const { return snapshot_.last_included_index; }
   struct Peer {
     ReplicaID id;
     Index next_index = 1;  // leader: the next entry to send
@@ -220,7 +221,9 @@ private:
     bool awaiting = false; // leader: a probe is in flight
     Index commit_sent = 0; // leader: the leaderCommit last sent
     Clock::time_point heartbeat_due{};
-    bool vote_granted = false; // candidate
+    bool vote_granted = false;         // candidate
+    Index snapshot_index = 0;          // leader: the snapshot being sent (§7)
+    std::uint64_t snapshot_offset = 0; // leader: its next byte to send
   };
 
   Term term_at(Index index) const;
@@ -243,6 +246,11 @@ private:
   void handle_append_entries_response(const Message &response);
   void advance_commit_index();
   bool log_is_up_to_date(Index last_log_index, Term last_log_term) const;
+  void take_snapshot();
+  void send_snapshot_chunk(Peer &peer);
+  void handle_install_snapshot(const Message &request);
+  void install_snapshot(Snapshot snapshot);
+  void handle_install_snapshot_response(const Message &response);
   void take_pending_transitions();
   void apply_committed();
   Peer *find_peer(ReplicaID id);
@@ -264,9 +272,8 @@ private:
   // Persistent state (Figure 2), written through storage_ before anything depends on it.
   Term current_term_ = 0;
   std::optional<ReplicaID> voted_for_;
-  std::vector<Entry> log_; // log_[0] holds index log_start_ + 1
-  Index log_start_ = 0;    // the last index the snapshot covers (0: no snapshot)
-  Term log_start_term_ = 0;
+  Snapshot snapshot_;      // the latest, created or installed (§7); empty data: none yet
+  std::vector<Entry> log_; // the entries after the snapshot: log_[0] holds log_start() + 1
 
   // Volatile state. commit_index_ never decreases; last_applied_ <= commit_index_ <= last index.
   Index commit_index_ = 0;
@@ -282,6 +289,7 @@ private:
   // Timers and bookkeeping.
   Clock::time_point now_{};
   Clock::time_point election_deadline_{};
+  Snapshot incoming_;           // follower: the chunks of a snapshot received so far
   std::vector<Message> outbox_; // sent after the poll's storage sync
   bool polled_ = false;         // the first poll starts the election timer
   bool broken_ = false;         // a storage write failed: rebuild the replica

@@ -1,0 +1,812 @@
+// tests/simulator.hpp: a deterministic simulated cluster for testing raft::Replica.
+//
+// N replicas share one simulated clock. The simulator decides when each replica is polled and
+// with what `now`, carries messages between them with random delays, loss and duplication, splits
+// them into partitions, and crashes and restarts them over their surviving MemoryStorage. One
+// seeded generator drives all of it, so a seed replays the identical run.
+//
+// Every poll is checked against the safety properties of the paper (Figure 3) and the contract
+// in raft.hpp. The first violation stops the run and becomes its failure, naming the seed and the
+// simulated time. tests/simulator.cpp drives it: scripted scenarios and random faults.
+#ifndef TESTS_SIMULATOR_HPP
+#define TESTS_SIMULATOR_HPP
+
+#include "raft.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <iomanip>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <set>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace sim {
+
+using namespace std::chrono_literals;
+using raft::AbandonReason;
+using raft::Clock;
+using raft::Duration;
+using raft::Index;
+using raft::Message;
+using raft::ReplicaID;
+using raft::Term;
+using raft::Transition;
+using raft::TransitionState;
+
+// The no-op each new leader appends. No client uses its id, so the checks can tell it apart.
+inline const Transition kNoop{UINT64_MAX, "no-op"};
+
+// ---- Small helpers ----
+
+// A seeded generator with the few draws the simulator needs, written out because the standard
+// distributions give different numbers on different standard libraries.
+class Random {
+public:
+  explicit Random(std::uint64_t seed) : engine_(seed) {}
+  std::uint64_t next() { return engine_(); }
+  std::uint64_t below(std::uint64_t n) { return engine_() % n; } // n > 0
+  bool chance(double probability) { return (engine_() >> 11) * 0x1.0p-53 < probability; }
+  Duration between(Duration low, Duration high) { // inclusive
+    auto span = static_cast<std::uint64_t>((high - low).count());
+    return low + Duration(static_cast<Duration::rep>(below(span + 1)));
+  }
+
+private:
+  std::mt19937_64 engine_;
+};
+
+inline const char *name(TransitionState state) {
+  switch (state) {
+  case TransitionState::Queued: return "Queued";
+  case TransitionState::Committed: return "Committed";
+  case TransitionState::Applied: return "Applied";
+  case TransitionState::Abandoned: return "Abandoned";
+  }
+  return "?";
+}
+
+inline const char *name(AbandonReason reason) {
+  switch (reason) {
+  case AbandonReason::None: return "None";
+  case AbandonReason::NotLeader: return "NotLeader";
+  case AbandonReason::ConflictWithLeader: return "ConflictWithLeader";
+  }
+  return "?";
+}
+
+inline const char *name(raft::MessageType type) {
+  switch (type) {
+  case raft::MessageType::AppendEntries: return "AppendEntries";
+  case raft::MessageType::AppendEntriesResponse: return "AppendEntriesResponse";
+  case raft::MessageType::RequestVote: return "RequestVote";
+  case raft::MessageType::RequestVoteResponse: return "RequestVoteResponse";
+  case raft::MessageType::InstallSnapshot: return "InstallSnapshot";
+  case raft::MessageType::InstallSnapshotResponse: return "InstallSnapshotResponse";
+  }
+  return "?";
+}
+
+inline std::string who(std::optional<ReplicaID> replica) {
+  return replica ? "r" + std::to_string(*replica) : "none";
+}
+
+// Streams every argument into one string: text("r", 3, " leads") == "r3 leads".
+template <typename... Parts> std::string text(const Parts &...parts) {
+  std::ostringstream out;
+  (out << ... << parts);
+  return out.str();
+}
+
+inline double milliseconds(Duration duration) {
+  return std::chrono::duration<double, std::milli>(duration).count();
+}
+
+// ---- History: what all replicas did so far, and what the checks compare against ----
+
+class History {
+public:
+  History(std::uint64_t seed, Clock::time_point start, bool tracing)
+      : seed_(seed), start_(start), now_(start), tracing_(tracing) {}
+
+  std::uint64_t seed() const { return seed_; }
+  Clock::time_point now() const { return now_; }
+  void set_now(Clock::time_point now) { now_ = now; }
+  bool tracing() const { return tracing_; }
+
+  template <typename... Parts> void trace(const Parts &...parts) {
+    if (tracing_) std::cout << stamp() << text(parts...) << '\n';
+  }
+
+  // Keeps the first violation only: the run stops at the end of the step that found it.
+  template <typename... Parts> void fail(const Parts &...parts) {
+    std::string what = text(parts...);
+    trace("VIOLATION: ", what);
+    if (failure_.empty())
+      failure_ = text("seed ", seed_, " at t=", std::fixed, std::setprecision(3),
+                      milliseconds(now_ - start_), " ms: ", what);
+  }
+  bool failed() const { return !failure_.empty(); }
+  const std::string &failure() const { return failure_; }
+
+  // State Machine Safety (Figure 3): whoever applies index i applies the same transition there.
+  // The first replica to apply an index extends the one committed sequence.
+  void record_apply(ReplicaID replica, Index index, const Transition &transition) {
+    if (index <= committed_.size()) {
+      const Transition &expected = committed_[index - 1];
+      if (!(transition == expected))
+        fail("r", replica, " applied #", transition.id, " at index ", index, " where r",
+             first_applier_[index - 1], " applied #", expected.id, " (or the data differ)");
+      return;
+    }
+    committed_.push_back(transition);
+    first_applier_.push_back(replica);
+    if (abandoned_.count(transition.id))
+      fail("#", transition.id, " is committed at index ", index, " but was reported Abandoned");
+    if (transition.id != kNoop.id) committed_ids_.insert(transition.id);
+  }
+
+  // Abandoned means "will never be applied": its transition must never be committed.
+  void record_abandoned(ReplicaID replica, std::uint64_t id, AbandonReason reason) {
+    abandoned_.insert(id);
+    if (committed_ids_.count(id))
+      fail("r", replica, " reported #", id, " Abandoned/", name(reason), " but it is committed");
+  }
+
+  // Election Safety (Figure 3): at most one leader in a term.
+  void record_leader(Term term, ReplicaID replica) {
+    auto [known, inserted] = leaders_.emplace(term, replica);
+    if (!inserted && known->second != replica)
+      fail("two leaders in term ", term, ": r", known->second, " and r", replica);
+  }
+
+  const std::vector<Transition> &committed() const { return committed_; }
+  bool is_committed(std::uint64_t id) const { return committed_ids_.count(id) > 0; }
+
+private:
+  std::string stamp() const {
+    return text("[", std::fixed, std::setprecision(3), std::setw(9), milliseconds(now_ - start_),
+                " ms] ");
+  }
+
+  const std::uint64_t seed_;
+  const Clock::time_point start_;
+  Clock::time_point now_;
+  const bool tracing_;
+  std::string failure_;
+  std::vector<Transition> committed_;      // committed_[i - 1]: the transition at index i
+  std::vector<ReplicaID> first_applier_;   // who applied each index first, for messages
+  std::set<std::uint64_t> committed_ids_;  // ids in committed_, without the no-op
+  std::set<std::uint64_t> abandoned_;      // ids some replica reported Abandoned
+  std::map<Term, ReplicaID> leaders_;      // who led each term
+};
+
+// ---- The state machine: records what the replica does to it, checks it against raft.hpp ----
+
+class CheckedStateMachine : public raft::StateMachine {
+public:
+  CheckedStateMachine(ReplicaID replica, History &history) : replica_(replica), history_(history) {}
+
+  // The client side: transitions handed to the replica at its next poll.
+  void propose(Transition transition) { pending_.push_back(std::move(transition)); }
+  bool has_pending() const { return !pending_.empty(); }
+  const std::vector<Transition> &applied() const { return applied_; }
+  // The last state reported for a transition in this lifetime, and the reason if Abandoned.
+  std::optional<TransitionState> state_of(std::uint64_t id) const {
+    auto found = reports_.find(id);
+    if (found == reports_.end()) return std::nullopt;
+    return found->second.last;
+  }
+  AbandonReason abandon_reason(std::uint64_t id) const {
+    auto found = reports_.find(id);
+    return found == reports_.end() ? AbandonReason::None : found->second.reason;
+  }
+
+  // The simulator calls these around every poll: some rules are about "the same poll".
+  void begin_poll() { taken_this_poll_.clear(); }
+  void end_poll() {
+    for (std::uint64_t id : taken_this_poll_) {
+      const Reports &reports = reports_[id];
+      if (!reports.queued && reports.reason != AbandonReason::NotLeader)
+        return fail("took #", id, " but did not report it Queued or NotLeader in that poll");
+    }
+    // Applied in the same poll as apply_transition, for every transition but the no-op, in log
+    // order; Committed no later, in the same order.
+    if (applied_reports_.size() != applied_ids_.size())
+      return fail("applied ", applied_ids_.size(), " transitions (no-ops aside) but reported ",
+                  applied_reports_.size(), " Applied");
+    if (committed_reports_.size() < applied_reports_.size())
+      return fail("reported Applied for a transition not yet reported Committed");
+    for (; checked_ < applied_ids_.size(); ++checked_) {
+      std::uint64_t id = applied_ids_[checked_];
+      if (applied_reports_[checked_] != id || committed_reports_[checked_] != id)
+        return fail("reports are out of log order: transition ", checked_ + 1, " applied is #",
+                    id, ", Applied #", applied_reports_[checked_], ", Committed #",
+                    committed_reports_[checked_]);
+    }
+  }
+
+  void register_transition_state(std::uint64_t id, TransitionState state,
+                                 AbandonReason reason) override {
+    if (id == kNoop.id) return fail("reported ", name(state), " for the no-op");
+    if ((reason == AbandonReason::None) != (state != TransitionState::Abandoned))
+      return fail("reported #", id, " ", name(state), " with reason ", name(reason));
+    Reports &reports = reports_[id];
+    if (reports.last == TransitionState::Abandoned)
+      return fail("reported #", id, " ", name(state), " after Abandoned");
+    reports.last = state;
+    switch (state) {
+    case TransitionState::Queued:
+      if (reports.queued) return fail("reported #", id, " Queued twice");
+      if (!taken_this_poll_.count(id)) return fail("reported #", id, " Queued in a later poll");
+      reports.queued = true;
+      history_.trace("r", replica_, " queues #", id);
+      return;
+    case TransitionState::Committed:
+      if (reports.committed) return fail("reported #", id, " Committed twice");
+      reports.committed = true;
+      committed_reports_.push_back(id);
+      return;
+    case TransitionState::Applied:
+      if (reports.applied) return fail("reported #", id, " Applied twice");
+      reports.applied = true;
+      applied_reports_.push_back(id);
+      return;
+    case TransitionState::Abandoned: return abandon(id, reason, reports);
+    }
+  }
+
+  void apply_transition(const Transition &transition) override {
+    history_.record_apply(replica_, applied_.size() + 1, transition);
+    applied_.push_back(transition);
+    if (transition.id == kNoop.id) return;
+    if (!seen_ids_.insert(transition.id).second)
+      return fail("applied #", transition.id, " twice");
+    applied_ids_.push_back(transition.id);
+  }
+
+  std::vector<Transition> get_pending_transitions() override {
+    for (const Transition &transition : pending_) taken_this_poll_.push_back(transition.id);
+    return std::exchange(pending_, {});
+  }
+
+private:
+  struct Reports {
+    std::optional<TransitionState> last;
+    bool queued = false, committed = false, applied = false;
+    AbandonReason reason = AbandonReason::None;
+  };
+
+  void abandon(std::uint64_t id, AbandonReason reason, Reports &reports) {
+    bool taken_now = std::count(taken_this_poll_.begin(), taken_this_poll_.end(), id) > 0;
+    if (reason == AbandonReason::NotLeader && !taken_now)
+      return fail("reported #", id, " NotLeader outside the poll that took it");
+    if (reason == AbandonReason::ConflictWithLeader && !reports.queued)
+      return fail("reported #", id, " ConflictWithLeader but never queued it");
+    if (reports.committed) return fail("reported #", id, " Abandoned after Committed");
+    reports.reason = reason;
+    history_.trace("r", replica_, " abandons #", id, " (", name(reason), ")");
+    history_.record_abandoned(replica_, id, reason);
+  }
+
+  template <typename... Parts> void fail(const Parts &...parts) {
+    history_.fail("r", replica_, "'s state machine: ", parts...);
+  }
+
+  const ReplicaID replica_;
+  History &history_;
+  std::vector<Transition> pending_;
+  std::vector<Transition> applied_;               // every apply_transition, no-ops included
+  std::vector<std::uint64_t> applied_ids_;        // the same without no-ops
+  std::set<std::uint64_t> seen_ids_;              // applied_ids_ as a set
+  std::vector<std::uint64_t> applied_reports_;    // ids reported Applied, in order
+  std::vector<std::uint64_t> committed_reports_;  // ids reported Committed, in order
+  std::size_t checked_ = 0;                       // applied_ids_ already checked for order
+  std::vector<std::uint64_t> taken_this_poll_;    // ids get_pending_transitions returned
+  std::map<std::uint64_t, Reports> reports_;
+};
+
+// ---- The network: delays, loss, duplication, partitions, crashed receivers ----
+
+class Network {
+public:
+  struct Faults {
+    Duration min_delay = 1ms; // each copy of a message arrives after a delay in this range
+    Duration max_delay = 20ms;
+    double loss = 0;        // probability that a message is dropped
+    double duplication = 0; // probability that a message arrives twice
+  };
+
+  Network(std::vector<ReplicaID> members, Random &random, History &history)
+      : members_(std::move(members)), random_(random), history_(history) {
+    for (ReplicaID member : members_) group_[member] = 0;
+  }
+
+  Faults faults;
+  bool trace_messages = false; // SIM_TRACE=2: every message sent, delivered or dropped
+
+  bool is_member(ReplicaID id) const { return group_.count(id) > 0; }
+
+  void send(ReplicaID from, ReplicaID to, const Message &message) {
+    std::uint64_t copies = random_.chance(faults.duplication) ? 2 : 1;
+    for (std::uint64_t copy = 0; copy < copies; ++copy) {
+      if (random_.chance(faults.loss) || down_.count(to)) {
+        trace_message("drops", from, to, message);
+        continue;
+      }
+      Duration delay = random_.between(faults.min_delay, faults.max_delay);
+      inboxes_[to].push_back(InFlight{history_.now() + delay, next_sequence_++, from, message});
+    }
+  }
+
+  // Removes and returns the messages for `to` that are due, in order of arrival. A message whose
+  // sender is now on the other side of a partition is lost on the way.
+  std::vector<Message> deliver(ReplicaID to) {
+    std::vector<InFlight> &inbox = inboxes_[to];
+    auto due = std::stable_partition(inbox.begin(), inbox.end(), [&](const InFlight &in_flight) {
+      return in_flight.due > history_.now();
+    });
+    std::vector<InFlight> arrived(std::make_move_iterator(due), std::make_move_iterator(inbox.end()));
+    inbox.erase(due, inbox.end());
+    std::sort(arrived.begin(), arrived.end(), [](const InFlight &a, const InFlight &b) {
+      return std::make_pair(a.due, a.sequence) < std::make_pair(b.due, b.sequence);
+    });
+    std::vector<Message> messages;
+    for (InFlight &in_flight : arrived) {
+      bool reachable = can_reach(in_flight.from, to);
+      trace_message(reachable ? "delivers" : "cuts", in_flight.from, to, in_flight.message);
+      if (reachable) messages.push_back(std::move(in_flight.message));
+    }
+    return messages;
+  }
+
+  bool has_due(ReplicaID to) const {
+    auto inbox = inboxes_.find(to);
+    if (inbox == inboxes_.end()) return false;
+    for (const InFlight &in_flight : inbox->second)
+      if (in_flight.due <= history_.now()) return true;
+    return false;
+  }
+
+  Clock::time_point next_arrival() const {
+    Clock::time_point next = Clock::time_point::max();
+    for (const auto &[to, inbox] : inboxes_)
+      for (const InFlight &in_flight : inbox) next = std::min(next, in_flight.due);
+    return next;
+  }
+
+  // Each replica talks only to its own group until heal().
+  void partition(const std::vector<std::vector<ReplicaID>> &groups) {
+    std::string description;
+    for (std::size_t group = 0; group < groups.size(); ++group) {
+      description += " {";
+      for (ReplicaID member : groups[group]) {
+        group_[member] = static_cast<int>(group);
+        description += text(" r", member);
+      }
+      description += " }";
+    }
+    history_.trace("partition:", description);
+  }
+  void heal() {
+    if (is_partitioned()) history_.trace("partition healed");
+    for (auto &[member, group] : group_) group = 0;
+  }
+  bool is_partitioned() const {
+    for (const auto &[member, group] : group_)
+      if (group != group_.begin()->second) return true;
+    return false;
+  }
+  bool can_reach(ReplicaID from, ReplicaID to) const { return group_.at(from) == group_.at(to); }
+
+  // A crashed replica loses what was on its way to it, and whatever is sent to it while down.
+  void set_down(ReplicaID id, bool down) {
+    if (down) {
+      down_.insert(id);
+      inboxes_[id].clear();
+    } else {
+      down_.erase(id);
+    }
+  }
+
+private:
+  struct InFlight {
+    Clock::time_point due;
+    std::uint64_t sequence; // ties at the same instant keep the order of sending
+    ReplicaID from;
+    Message message;
+  };
+
+  void trace_message(const char *what, ReplicaID from, ReplicaID to, const Message &message) {
+    if (!trace_messages) return;
+    history_.trace("  net ", what, " r", from, "->r", to, " ", name(message.type), " term ",
+                   message.term, " prev ", message.prev_log_index, " entries ",
+                   message.entries.size(), " commit ", message.leader_commit,
+                   message.success || message.vote_granted ? " yes" : "");
+  }
+
+  std::vector<ReplicaID> members_;
+  Random &random_;
+  History &history_;
+  std::map<ReplicaID, std::vector<InFlight>> inboxes_;
+  std::map<ReplicaID, int> group_; // partition group of each member; all 0 when healed
+  std::set<ReplicaID> down_;
+  std::uint64_t next_sequence_ = 0;
+};
+
+// ---- The transport one replica sees: the Cluster interface over the network ----
+
+class Host : public raft::Cluster {
+public:
+  Host(ReplicaID id, Network &network, History &history)
+      : id_(id), network_(network), history_(history) {}
+
+  void send_message(ReplicaID to, const Message &message) override {
+    if (message.from != id_ || message.to != to || to == id_ || !network_.is_member(to))
+      return history_.fail("r", id_, " sent a ", name(message.type), " from r", message.from,
+                           " to r", message.to, " through send_message(", to,
+                           "): from must be the sender, to the argument, another member");
+    ++messages_sent_;
+    network_.send(id_, to, message);
+  }
+  std::vector<Message> receive_messages() override { return network_.deliver(id_); }
+  bool halt() const override { return false; }
+  void register_leader(std::optional<ReplicaID> leader) override {
+    registered_leader_ = leader;
+    history_.trace("r", id_, " registers leader ", who(leader));
+  }
+
+  std::optional<ReplicaID> registered_leader() const { return registered_leader_; }
+  std::uint64_t messages_sent() const { return messages_sent_; }
+
+private:
+  const ReplicaID id_;
+  Network &network_;
+  History &history_;
+  std::optional<ReplicaID> registered_leader_;
+  std::uint64_t messages_sent_ = 0;
+};
+
+// ---- The simulator ----
+
+class Simulator {
+public:
+  struct Settings {
+    std::size_t replicas = 3;
+    Duration heartbeat = 10ms;
+    std::pair<Duration, Duration> election_timeout = {50ms, 100ms};
+    Network::Faults faults;
+    std::size_t max_entries_per_message = 4096; // passed on in raft::Options
+    std::size_t max_messages_in_flight = 8;
+    int trace = 0; // 0: quiet; 1: events; 2: events and every message
+  };
+
+  Simulator(std::uint64_t seed, Settings settings)
+      : settings_(settings), random_(seed), history_(seed, kStart, settings.trace > 0),
+        network_(ids_of(settings.replicas), random_, history_) {
+    network_.faults = settings.faults;
+    network_.trace_messages = settings.trace > 1;
+    for (ReplicaID id : ids_of(settings.replicas)) {
+      slots_.push_back(std::make_unique<Slot>());
+      slots_.back()->id = id;
+      build_replica(*slots_.back());
+    }
+  }
+
+  // ---- Time ----
+
+  Clock::time_point now() const { return history_.now(); }
+
+  // Polls every replica that needs it, jumping from one event to the next (a message arriving,
+  // a replica's deadline), until `end`. Returns false once a check has failed.
+  bool run_until(Clock::time_point end) {
+    int rounds_at_this_instant = 0;
+    while (!failed()) {
+      poll_due();
+      Clock::time_point next = next_event();
+      if (next > end) {
+        history_.set_now(std::max(now(), end));
+        break;
+      }
+      if (next > now()) {
+        rounds_at_this_instant = 0;
+        history_.set_now(next);
+      } else if (++rounds_at_this_instant > 100) {
+        history_.fail("livelock: replicas keep asking to be polled again at the same instant");
+      }
+    }
+    return !failed();
+  }
+  bool run_for(Duration duration) { return run_until(now() + duration); }
+
+  // Runs until `done()` holds, checking it every millisecond. False on timeout or violation.
+  bool run_until(const std::function<bool()> &done, Duration timeout) {
+    Clock::time_point limit = now() + timeout;
+    while (!failed() && !done()) {
+      if (now() >= limit) return false;
+      run_until(std::min(limit, now() + 1ms));
+    }
+    return !failed();
+  }
+
+  // ---- Clients ----
+
+  // Hands a new transition (fresh id, a few random bytes) to a replica's next poll.
+  std::uint64_t propose(ReplicaID to) {
+    std::uint64_t id = next_transition_id_++;
+    std::string data(random_.below(9), '\0');
+    for (char &byte : data) byte = static_cast<char>(random_.below(256));
+    history_.trace("client proposes #", id, " to r", to);
+    slot(to).machine->propose(Transition{id, std::move(data)});
+    return id;
+  }
+
+  // ---- Faults ----
+
+  void crash(ReplicaID id) {
+    Slot &crashed = slot(id);
+    if (!crashed.replica) return;
+    history_.trace("r", id, " crashes (term ", crashed.replica->current_term(), ", log ",
+                   crashed.replica->last_log_index(), ")");
+    crashed.term_at_crash = crashed.replica->current_term();
+    crashed.log_at_crash = crashed.replica->last_log_index();
+    crashed.replica.reset(); // before the state machine and host it refers to
+    crashed.machine.reset();
+    crashed.host.reset();
+    network_.set_down(id, true);
+  }
+
+  // A new Replica over the same storage, with a fresh state machine: it must recover its term
+  // and log, and replay every committed transition from index 1.
+  void restart(ReplicaID id) {
+    Slot &restarted = slot(id);
+    if (restarted.replica) return;
+    build_replica(restarted);
+    const raft::Replica &replica = *restarted.replica;
+    history_.trace("r", id, " restarts (term ", replica.current_term(), ", log ",
+                   replica.last_log_index(), ")");
+    if (replica.current_term() != restarted.term_at_crash ||
+        replica.last_log_index() != restarted.log_at_crash)
+      history_.fail("r", id, " restarted with term ", replica.current_term(), " and log ",
+                    replica.last_log_index(), " but crashed with term ", restarted.term_at_crash,
+                    " and log ", restarted.log_at_crash);
+  }
+
+  void partition(const std::vector<std::vector<ReplicaID>> &groups) { network_.partition(groups); }
+  void heal() { network_.heal(); }
+  Network &network() { return network_; }
+
+  // ---- Observations ----
+
+  std::vector<ReplicaID> ids() const { return ids_of(slots_.size()); }
+  bool is_up(ReplicaID id) const { return slot(id).replica != nullptr; }
+  const raft::Replica &replica(ReplicaID id) const { return *slot(id).replica; }
+  const CheckedStateMachine &machine(ReplicaID id) const { return *slot(id).machine; }
+  Random &random() { return random_; }
+  History &history() { return history_; }
+  const Settings &settings() const { return settings_; }
+  bool failed() const { return history_.failed(); }
+  const std::string &failure() const { return history_.failure(); }
+
+  // The running replica that leads the highest term any running replica knows, if any.
+  std::optional<ReplicaID> leader() const {
+    std::optional<ReplicaID> leader;
+    Term highest = 0;
+    for (const auto &slot : slots_) {
+      if (!slot->replica) continue;
+      if (slot->replica->current_term() > highest) leader.reset();
+      highest = std::max(highest, slot->replica->current_term());
+      if (slot->replica->is_leader() && slot->replica->current_term() == highest)
+        leader = slot->id;
+    }
+    return leader;
+  }
+
+  // True when every replica runs and has applied the whole committed sequence.
+  bool all_caught_up() const {
+    for (const auto &slot : slots_)
+      if (!slot->replica || slot->machine->applied().size() != history_.committed().size())
+        return false;
+    return true;
+  }
+
+  // One line per replica, for failure messages.
+  std::string describe() const {
+    std::string lines;
+    for (const auto &slot : slots_) {
+      if (!slot->replica) {
+        lines += text("\n  r", slot->id, ": down");
+        continue;
+      }
+      const raft::Replica &replica = *slot->replica;
+      lines += text("\n  r", slot->id, ": term ", replica.current_term(),
+                    replica.is_leader() ? " leader" : "", ", leader ", who(replica.leader()),
+                    ", log ", replica.last_log_index(), ", commit ", replica.commit_index(),
+                    ", applied ", replica.last_applied());
+    }
+    return text("committed sequence: ", history_.committed().size(), lines);
+  }
+
+  // A summary of the run that two runs of the same seed must share.
+  std::string fingerprint() const {
+    std::string summary = text(milliseconds(now() - kStart), " ms, ", polls_, " polls");
+    for (const auto &slot : slots_)
+      summary += text(", r", slot->id, " term ", slot->highest_term, " sent ",
+                      slot->messages_sent + (slot->host ? slot->host->messages_sent() : 0));
+    for (const Transition &transition : history_.committed())
+      summary += text(" #", transition.id);
+    return summary;
+  }
+
+private:
+  // Any fixed instant will do; a large one keeps "time zero" from looking special.
+  static constexpr Clock::time_point kStart = Clock::time_point(std::chrono::hours(1000));
+
+  // One replica's place in the cluster. The storage survives crashes; the rest is rebuilt.
+  struct Slot {
+    ReplicaID id = 0;
+    raft::MemoryStorage storage;
+    std::unique_ptr<Host> host;
+    std::unique_ptr<CheckedStateMachine> machine;
+    std::unique_ptr<raft::Replica> replica; // null while crashed
+    bool polled = false;                    // polled at least once in this lifetime
+    Index commit_index = 0;                 // as of the last poll in this lifetime
+    bool was_leader = false;                // as of the last poll in this lifetime
+    Term highest_term = 0;                  // over all lifetimes: terms are durable
+    Term term_at_crash = 0;
+    Index log_at_crash = 0;
+    std::uint64_t messages_sent = 0; // by earlier lifetimes
+  };
+
+  static std::vector<ReplicaID> ids_of(std::size_t count) {
+    std::vector<ReplicaID> ids;
+    for (ReplicaID id = 1; id <= count; ++id) ids.push_back(id);
+    return ids;
+  }
+
+  Slot &slot(ReplicaID id) { return *slots_.at(id - 1); }
+  const Slot &slot(ReplicaID id) const { return *slots_.at(id - 1); }
+
+  void build_replica(Slot &slot) {
+    if (slot.host) slot.messages_sent += slot.host->messages_sent();
+    slot.host = std::make_unique<Host>(slot.id, network_, history_);
+    slot.machine = std::make_unique<CheckedStateMachine>(slot.id, history_);
+    std::vector<ReplicaID> peers;
+    for (ReplicaID id : ids())
+      if (id != slot.id) peers.push_back(id);
+    raft::Options options;
+    options.seed = random_.next() | 1; // never 0, which would mean "seed from random_device"
+    options.storage = &slot.storage;
+    options.max_entries_per_message = settings_.max_entries_per_message;
+    options.max_messages_in_flight = settings_.max_messages_in_flight;
+    slot.replica = std::make_unique<raft::Replica>(slot.id, peers, *slot.host, *slot.machine,
+                                                   kNoop, settings_.heartbeat,
+                                                   settings_.election_timeout, options);
+    slot.polled = false;
+    slot.commit_index = 0;
+    slot.was_leader = false;
+    network_.set_down(slot.id, false);
+  }
+
+  // A replica is polled when its deadline passes, a message arrives or a transition is pending,
+  // which the contract says is enough; and once at the start of each lifetime.
+  bool needs_poll(const Slot &slot) const {
+    return !slot.polled || slot.replica->next_deadline() <= now() || network_.has_due(slot.id) ||
+           slot.machine->has_pending();
+  }
+
+  Clock::time_point next_event() const {
+    Clock::time_point next = network_.next_arrival();
+    for (const auto &slot : slots_)
+      if (slot->replica) next = std::min(next, slot->polled ? slot->replica->next_deadline() : now());
+    return next;
+  }
+
+  void poll_due() {
+    for (const auto &slot : slots_) {
+      if (!slot->replica || !needs_poll(*slot)) continue;
+      poll(*slot);
+      if (failed()) return;
+    }
+    check_leader_completeness();
+  }
+
+  void poll(Slot &slot) {
+    ++polls_;
+    slot.machine->begin_poll();
+    slot.replica->poll(now());
+    slot.machine->end_poll();
+    slot.polled = true;
+    check_after_poll(slot);
+  }
+
+  void check_after_poll(Slot &slot) {
+    const raft::Replica &replica = *slot.replica;
+    Term term = replica.current_term();
+    if (term < slot.highest_term)
+      history_.fail("r", slot.id, "'s term went back from ", slot.highest_term, " to ", term);
+    if (term > slot.highest_term) history_.trace("r", slot.id, " enters term ", term);
+    slot.highest_term = std::max(slot.highest_term, term);
+
+    if (replica.commit_index() < slot.commit_index)
+      history_.fail("r", slot.id, "'s commit index went back from ", slot.commit_index, " to ",
+                    replica.commit_index());
+    if (replica.commit_index() > slot.commit_index)
+      history_.trace("r", slot.id, " commits through ", replica.commit_index());
+    slot.commit_index = replica.commit_index();
+    if (replica.last_applied() > replica.commit_index() ||
+        replica.commit_index() > replica.last_log_index())
+      history_.fail("r", slot.id, ": not last_applied ", replica.last_applied(),
+                    " <= commit_index ", replica.commit_index(), " <= last_log_index ",
+                    replica.last_log_index());
+    if (replica.last_applied() != slot.machine->applied().size())
+      history_.fail("r", slot.id, ": last_applied() is ", replica.last_applied(),
+                    " but its state machine saw ", slot.machine->applied().size(),
+                    " transitions");
+
+    check_leadership(slot);
+    check_deadline(slot);
+  }
+
+  void check_leadership(Slot &slot) {
+    const raft::Replica &replica = *slot.replica;
+    if (replica.leader() != slot.host->registered_leader())
+      history_.fail("r", slot.id, ": leader() is ", who(replica.leader()),
+                    " but the last register_leader was ", who(slot.host->registered_leader()));
+    if (replica.is_leader()) {
+      if (replica.leader() != replica.id())
+        history_.fail("r", slot.id, " is leader but leader() is ", who(replica.leader()));
+      history_.record_leader(replica.current_term(), slot.id);
+      if (!slot.was_leader)
+        history_.trace("r", slot.id, " becomes leader of term ", replica.current_term());
+    } else if (slot.was_leader) {
+      history_.trace("r", slot.id, " steps down in term ", replica.current_term());
+    }
+    slot.was_leader = replica.is_leader();
+  }
+
+  void check_deadline(const Slot &slot) {
+    const raft::Replica &replica = *slot.replica;
+    Duration limit =
+        replica.is_leader() ? settings_.heartbeat : settings_.election_timeout.second;
+    Clock::time_point deadline = replica.next_deadline();
+    if (deadline < now() || deadline > now() + limit)
+      history_.fail("r", slot.id, ": next_deadline() is ", milliseconds(deadline - now()),
+                    " ms after now, outside [0, ", milliseconds(limit), "] ms");
+  }
+
+  // Leader Completeness (Figure 3): a leader of the highest term any replica has reached holds
+  // every committed entry, so its log is at least as long as the committed sequence.
+  void check_leader_completeness() {
+    Term highest = 0;
+    for (const auto &slot : slots_) highest = std::max(highest, slot->highest_term);
+    for (const auto &slot : slots_) {
+      const raft::Replica *replica = slot->replica.get();
+      if (!replica || !replica->is_leader() || replica->current_term() != highest) continue;
+      if (replica->last_log_index() < history_.committed().size())
+        history_.fail("r", slot->id, " leads term ", highest, " with a log of ",
+                      replica->last_log_index(), " entries, but ", history_.committed().size(),
+                      " are committed");
+    }
+  }
+
+  const Settings settings_;
+  Random random_;
+  History history_;
+  Network network_;
+  std::vector<std::unique_ptr<Slot>> slots_; // slots_[id - 1]; never moved: storage is referenced
+  std::uint64_t next_transition_id_ = 1;
+  std::uint64_t polls_ = 0;
+};
+
+} // namespace sim
+
+#endif
