@@ -3,9 +3,15 @@
 #include "raft.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cassert>
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
 #include <stdexcept>
+#include <sys/stat.h>
 #include <thread>
+#include <unistd.h>
 
 namespace raft {
 
@@ -44,6 +50,289 @@ void MemoryStorage::save_snapshot(const Snapshot &snapshot) {
   Index covered = std::min<Index>(state_.entries.size(), snapshot.last_included_index - start);
   state_.entries.erase(state_.entries.begin(), state_.entries.begin() + covered);
   state_.snapshot = snapshot;
+}
+
+// ---- FileStorage: a log of CRC-checked records, plus state and snapshot files ----
+
+namespace {
+void put(std::string &out, std::uint64_t value, int bytes = 8) {
+  for (int i = 0; i < bytes; ++i) out += static_cast<char>(value >> (8 * i));
+}
+
+// Reads little-endian fields; a read past the end returns 0 and clears `ok`.
+struct Reader {
+  std::string_view in;
+  bool ok = true;
+  std::uint64_t get(std::size_t bytes = 8) {
+    if (in.size() < bytes) return ok = false;
+    std::uint64_t value = 0;
+    for (std::size_t i = 0; i < bytes; ++i)
+      value |= std::uint64_t(static_cast<unsigned char>(in[i])) << (8 * i);
+    in.remove_prefix(bytes);
+    return value;
+  }
+  std::string_view take(std::uint64_t bytes) {
+    if (in.size() < bytes) return ok = false, std::string_view();
+    std::string_view taken = in.substr(0, bytes);
+    in.remove_prefix(bytes);
+    return taken;
+  }
+};
+
+std::uint32_t crc32(std::string_view bytes) { // IEEE 802.3, as in zlib
+  static const std::array<std::uint32_t, 256> table = [] {
+    std::array<std::uint32_t, 256> table{};
+    for (std::uint32_t i = 0; i < 256; ++i) {
+      table[i] = i;
+      for (int k = 0; k < 8; ++k)
+        table[i] = table[i] & 1 ? 0xEDB88320u ^ (table[i] >> 1) : table[i] >> 1;
+    }
+    return table;
+  }();
+  std::uint32_t crc = 0xFFFFFFFFu;
+  for (unsigned char byte : bytes) crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8);
+  return crc ^ 0xFFFFFFFFu;
+}
+
+constexpr std::string_view log_magic = "RAFTLOG1", state_magic = "RAFTSTA1",
+                           snapshot_magic = "RAFTSNP1";
+enum RecordKind : std::uint8_t { EntryRecord = 1, TruncateRecord = 2 };
+
+void put_record(std::string &out, std::string_view payload) {
+  put(out, payload.size(), 4);
+  put(out, crc32(payload), 4);
+  out += payload;
+}
+
+std::string entry_record(Index index, const Entry &entry) {
+  std::string payload, record;
+  put(payload, EntryRecord, 1);
+  put(payload, index);
+  put(payload, entry.term);
+  put(payload, entry.transition.id);
+  payload += entry.transition.data;
+  put_record(record, payload);
+  return record;
+}
+
+std::runtime_error file_error(const std::string &path, std::size_t offset, const char *what) {
+  return std::runtime_error("FileStorage: " + path + ": " + what + " at offset " +
+                            std::to_string(offset));
+}
+std::runtime_error system_error(const std::string &path, const char *call) {
+  return std::runtime_error("FileStorage: " + path + ": " + call + ": " + std::strerror(errno));
+}
+
+void write_all(int fd, std::string_view bytes, const std::string &path) {
+  while (!bytes.empty()) {
+    ssize_t written = ::write(fd, bytes.data(), bytes.size());
+    if (written < 0 && errno != EINTR) throw system_error(path, "write");
+    if (written > 0) bytes.remove_prefix(written);
+  }
+}
+
+// A file's record payloads after its magic. A record cut short at the end of the file (a torn
+// write) ends the list and `length` says where; damage anywhere else throws.
+std::vector<std::string_view> read_records(const std::string &path, std::string_view contents,
+                                           std::string_view magic, std::size_t &length) {
+  if (contents.substr(0, magic.size()) != magic)
+    throw file_error(path, 0, "not a file of this format (bad magic)");
+  std::vector<std::string_view> payloads;
+  for (length = magic.size(); length < contents.size();) {
+    Reader reader{contents.substr(length)};
+    std::uint64_t size = reader.get(4), crc = reader.get(4);
+    std::string_view payload = reader.take(size);
+    if (!reader.ok) break;
+    if (crc32(payload) != crc) {
+      if (length + 8 + size == contents.size()) break; // the last record, torn
+      throw file_error(path, length, "bad CRC in the middle of the file");
+    }
+    payloads.push_back(payload);
+    length += 8 + size;
+  }
+  return payloads;
+}
+
+std::string_view only_record(const std::string &path, std::string_view contents,
+                             std::string_view magic) {
+  std::size_t length = 0;
+  std::vector<std::string_view> payloads = read_records(path, contents, magic, length);
+  if (payloads.size() != 1 || length != contents.size())
+    throw file_error(path, length, "damaged record");
+  return payloads[0];
+}
+
+// Replays the log's records into `entries`, returning the index of entries[0] (0: none yet).
+Index replay_log(const std::string &path, std::string_view contents, std::vector<Entry> &entries,
+                 std::size_t &length) {
+  Index first = 0;
+  for (std::string_view payload : read_records(path, contents, log_magic, length)) {
+    Reader reader{payload};
+    std::uint64_t kind = reader.get(1);
+    Index index = reader.get();
+    if (first == 0) first = index;
+    if (!reader.ok || index < first || index > first + entries.size() ||
+        (kind != EntryRecord && kind != TruncateRecord))
+      throw file_error(path, length, "inconsistent log record");
+    entries.resize(index - first); // a record at index i replaces the log from i on
+    if (kind == TruncateRecord) continue;
+    Entry entry;
+    entry.term = reader.get();
+    entry.transition.id = reader.get();
+    entry.transition.data = std::string(reader.in);
+    if (!reader.ok) throw file_error(path, length, "short log record");
+    entries.push_back(std::move(entry));
+  }
+  return first;
+}
+} // namespace
+
+FileStorage::FileStorage(std::string directory) : directory_(std::move(directory)) {
+  if (::mkdir(directory_.c_str(), 0777) != 0 && errno != EEXIST)
+    throw system_error(directory_, "mkdir");
+  std::string state = read_file("state", false), snapshot = read_file("snapshot", false),
+              log = read_file("log", false);
+  if (state.empty() && (!snapshot.empty() || !log.empty()))
+    throw file_error(directory_ + "/state", 0, "missing, while other files exist");
+  if (!state.empty()) {
+    Reader reader{only_record(directory_ + "/state", state, state_magic)};
+    recovered_.current_term = reader.get();
+    bool voted = reader.get(1);
+    ReplicaID vote = reader.get();
+    if (!reader.ok || !reader.in.empty()) throw file_error(directory_ + "/state", 8, "bad state");
+    if (voted) recovered_.voted_for = vote;
+  }
+  if (!snapshot.empty()) {
+    Reader reader{only_record(directory_ + "/snapshot", snapshot, snapshot_magic)};
+    Snapshot &s = recovered_.snapshot.emplace();
+    s.last_included_index = reader.get();
+    s.last_included_term = reader.get();
+    for (std::uint64_t n = reader.get(4); reader.ok && n > 0; --n)
+      s.configuration.push_back(reader.get());
+    s.data = std::string(reader.in);
+    if (!reader.ok) throw file_error(directory_ + "/snapshot", 8, "bad snapshot");
+  }
+  if (!log.empty()) {
+    std::size_t length = 0;
+    Index first = replay_log(directory_ + "/log", log, recovered_.entries, length);
+    Index start = recovered_.snapshot ? recovered_.snapshot->last_included_index : 0;
+    if (!recovered_.entries.empty() && first > start + 1)
+      throw file_error(directory_ + "/log", log_magic.size(), "a gap before the log's first entry");
+    if (first != 0 && first <= start) // entries the snapshot covers
+      recovered_.entries.erase(recovered_.entries.begin(),
+                               recovered_.entries.begin() +
+                                   std::min<Index>(recovered_.entries.size(), start - first + 1));
+    if (length < log.size() && ::truncate((directory_ + "/log").c_str(), length) != 0)
+      throw system_error(directory_ + "/log", "truncate");
+  }
+  if (log.empty()) replace_file("log", std::string(log_magic));
+  open_log();
+}
+
+FileStorage::~FileStorage() {
+  if (log_fd_ >= 0) ::close(log_fd_);
+}
+
+Storage::State FileStorage::load() { return std::exchange(recovered_, State{}); }
+
+void FileStorage::save_term_and_vote(Term current_term, std::optional<ReplicaID> voted_for) {
+  pending_state_.emplace(current_term, voted_for);
+}
+
+void FileStorage::save_entries(Index first, const Entry *begin, const Entry *end) {
+  if (begin == end) {
+    std::string payload;
+    put(payload, TruncateRecord, 1);
+    put(payload, first);
+    put_record(pending_, payload);
+  }
+  for (const Entry *entry = begin; entry != end; ++entry)
+    pending_ += entry_record(first + (entry - begin), *entry);
+}
+
+// The snapshot is made durable first; only then is the log rewritten without what it covers.
+// A crash in between leaves the old log, whose covered entries recovery skips.
+void FileStorage::save_snapshot(const Snapshot &snapshot) {
+  sync();
+  std::string payload, file(snapshot_magic);
+  put(payload, snapshot.last_included_index);
+  put(payload, snapshot.last_included_term);
+  put(payload, snapshot.configuration.size(), 4);
+  for (ReplicaID id : snapshot.configuration) put(payload, id);
+  payload += snapshot.data;
+  put_record(file, payload);
+  replace_file("snapshot", file);
+
+  std::string log = read_file("log", true), rewritten(log_magic);
+  std::vector<Entry> entries;
+  std::size_t length = 0;
+  Index first = replay_log(directory_ + "/log", log, entries, length);
+  for (Index i = std::max(first, snapshot.last_included_index + 1); i < first + entries.size(); ++i)
+    rewritten += entry_record(i, entries[i - first]);
+  replace_file("log", rewritten);
+  ::close(log_fd_);
+  open_log();
+}
+
+void FileStorage::sync() {
+  if (pending_state_) { // term and vote first: a log entry never outruns its term
+    std::string payload, file(state_magic);
+    put(payload, pending_state_->first);
+    put(payload, pending_state_->second.has_value(), 1);
+    put(payload, pending_state_->second.value_or(0));
+    put_record(file, payload);
+    replace_file("state", file);
+    pending_state_.reset();
+  }
+  if (pending_.empty()) return;
+  write_all(log_fd_, pending_, directory_ + "/log");
+  if (::fdatasync(log_fd_) != 0) throw system_error(directory_ + "/log", "fdatasync");
+  pending_.clear();
+}
+
+std::string FileStorage::read_file(const std::string &name, bool must_exist) const {
+  std::string path = directory_ + "/" + name, contents;
+  int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0 && errno == ENOENT && !must_exist) return contents;
+  if (fd < 0) throw system_error(path, "open");
+  char buffer[1 << 16];
+  for (ssize_t n; (n = ::read(fd, buffer, sizeof buffer)) != 0;) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      ::close(fd);
+      throw system_error(path, "read");
+    }
+    contents.append(buffer, n);
+  }
+  ::close(fd);
+  return contents;
+}
+
+// Write a temporary file, fsync it, rename it over the old one, fsync the directory: a crash
+// leaves either the old contents or the new, never a mix.
+void FileStorage::replace_file(const std::string &name, const std::string &contents) const {
+  std::string path = directory_ + "/" + name, temporary = path + ".tmp";
+  int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0666);
+  if (fd < 0) throw system_error(temporary, "open");
+  try {
+    write_all(fd, contents, temporary);
+    if (::fsync(fd) != 0) throw system_error(temporary, "fsync");
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  ::close(fd);
+  if (::rename(temporary.c_str(), path.c_str()) != 0) throw system_error(path, "rename");
+  int directory = ::open(directory_.c_str(), O_RDONLY | O_DIRECTORY);
+  if (directory < 0) throw system_error(directory_, "open");
+  int synced = ::fsync(directory);
+  ::close(directory);
+  if (synced != 0) throw system_error(directory_, "fsync");
+}
+
+void FileStorage::open_log() {
+  log_fd_ = ::open((directory_ + "/log").c_str(), O_WRONLY | O_APPEND);
+  if (log_fd_ < 0) throw system_error(directory_ + "/log", "open");
 }
 
 namespace {

@@ -181,6 +181,35 @@ private:
   State state_;
 };
 
+// Durable storage in a directory of three files (format in README.md): `log`, an append-only
+// file of CRC-checked records, and `state` (term and vote) and `snapshot`, each replaced
+// atomically. sync() writes and fsyncs everything buffered, so one poll costs one fsync. The
+// constructor creates the directory if needed and recovers: a torn last record is cut off; any
+// other damage throws std::runtime_error naming the file and offset.
+class FileStorage : public Storage {
+public:
+  explicit FileStorage(std::string directory);
+  ~FileStorage() override;
+  FileStorage(const FileStorage &) = delete;
+  FileStorage &operator=(const FileStorage &) = delete;
+  State load() override;
+  void save_term_and_vote(Term current_term, std::optional<ReplicaID> voted_for) override;
+  void save_entries(Index first, const Entry *begin, const Entry *end) override;
+  void save_snapshot(const Snapshot &snapshot) override;
+  void sync() override;
+
+private:
+  std::string read_file(const std::string &name, bool must_exist) const;
+  void replace_file(const std::string &name, const std::string &contents) const;
+  void open_log();
+
+  const std::string directory_;
+  State recovered_;     // what the constructor found, handed over by load()
+  int log_fd_ = -1;     // the log, open for appending
+  std::string pending_; // log records not yet written
+  std::optional<std::pair<Term, std::optional<ReplicaID>>> pending_state_;
+};
+
 struct Options {
   std::uint64_t seed = 0;     // 0: seed from std::random_device; else deterministic
   Storage *storage = nullptr; // nullptr: in memory, owned by the replica

@@ -182,11 +182,11 @@ private:
   Clock::time_point now_;
   const bool tracing_;
   std::string failure_;
-  std::vector<Transition> committed_;      // committed_[i - 1]: the transition at index i
-  std::vector<ReplicaID> first_applier_;   // who applied each index first, for messages
-  std::set<std::uint64_t> committed_ids_;  // ids in committed_, without the no-op
-  std::set<std::uint64_t> abandoned_;      // ids some replica reported Abandoned
-  std::map<Term, ReplicaID> leaders_;      // who led each term
+  std::vector<Transition> committed_;     // committed_[i - 1]: the transition at index i
+  std::vector<ReplicaID> first_applier_;  // who applied each index first, for messages
+  std::set<std::uint64_t> committed_ids_; // ids in committed_, without the no-op
+  std::set<std::uint64_t> abandoned_;     // ids some replica reported Abandoned
+  std::map<Term, ReplicaID> leaders_;     // who led each term
 };
 
 // ---- The state machine: records what the replica does to it, checks it against raft.hpp ----
@@ -228,8 +228,8 @@ public:
     for (; checked_ < applied_ids_.size(); ++checked_) {
       std::uint64_t id = applied_ids_[checked_];
       if (applied_reports_[checked_] != id || committed_reports_[checked_] != id)
-        return fail("reports are out of log order: transition ", checked_ + 1, " applied is #",
-                    id, ", Applied #", applied_reports_[checked_], ", Committed #",
+        return fail("reports are out of log order: transition ", checked_ + 1, " applied is #", id,
+                    ", Applied #", applied_reports_[checked_], ", Committed #",
                     committed_reports_[checked_]);
     }
   }
@@ -268,13 +268,12 @@ public:
     history_.record_apply(replica_, applied_.size() + 1, transition);
     applied_.push_back(transition);
     if (transition.id == kNoop.id) return;
-    if (!seen_ids_.insert(transition.id).second)
-      return fail("applied #", transition.id, " twice");
+    if (!seen_ids_.insert(transition.id).second) return fail("applied #", transition.id, " twice");
     applied_ids_.push_back(transition.id);
   }
 
   std::vector<Transition> get_pending_transitions() override {
-    for (const Transition &transition : pending_) taken_this_poll_.push_back(transition.id);
+    for (const Transition &transition : pending_) taken_this_poll_.insert(transition.id);
     return std::exchange(pending_, {});
   }
 
@@ -286,8 +285,7 @@ private:
   };
 
   void abandon(std::uint64_t id, AbandonReason reason, Reports &reports) {
-    bool taken_now = std::count(taken_this_poll_.begin(), taken_this_poll_.end(), id) > 0;
-    if (reason == AbandonReason::NotLeader && !taken_now)
+    if (reason == AbandonReason::NotLeader && !taken_this_poll_.count(id))
       return fail("reported #", id, " NotLeader outside the poll that took it");
     if (reason == AbandonReason::ConflictWithLeader && !reports.queued)
       return fail("reported #", id, " ConflictWithLeader but never queued it");
@@ -304,13 +302,13 @@ private:
   const ReplicaID replica_;
   History &history_;
   std::vector<Transition> pending_;
-  std::vector<Transition> applied_;               // every apply_transition, no-ops included
-  std::vector<std::uint64_t> applied_ids_;        // the same without no-ops
-  std::set<std::uint64_t> seen_ids_;              // applied_ids_ as a set
-  std::vector<std::uint64_t> applied_reports_;    // ids reported Applied, in order
-  std::vector<std::uint64_t> committed_reports_;  // ids reported Committed, in order
-  std::size_t checked_ = 0;                       // applied_ids_ already checked for order
-  std::vector<std::uint64_t> taken_this_poll_;    // ids get_pending_transitions returned
+  std::vector<Transition> applied_;              // every apply_transition, no-ops included
+  std::vector<std::uint64_t> applied_ids_;       // the same without no-ops
+  std::set<std::uint64_t> seen_ids_;             // applied_ids_ as a set
+  std::vector<std::uint64_t> applied_reports_;   // ids reported Applied, in order
+  std::vector<std::uint64_t> committed_reports_; // ids reported Committed, in order
+  std::size_t checked_ = 0;                      // applied_ids_ already checked for order
+  std::set<std::uint64_t> taken_this_poll_;      // ids get_pending_transitions returned
   std::map<std::uint64_t, Reports> reports_;
 };
 
@@ -354,7 +352,8 @@ public:
     auto due = std::stable_partition(inbox.begin(), inbox.end(), [&](const InFlight &in_flight) {
       return in_flight.due > history_.now();
     });
-    std::vector<InFlight> arrived(std::make_move_iterator(due), std::make_move_iterator(inbox.end()));
+    std::vector<InFlight> arrived(std::make_move_iterator(due),
+                                  std::make_move_iterator(inbox.end()));
     inbox.erase(due, inbox.end());
     std::sort(arrived.begin(), arrived.end(), [](const InFlight &a, const InFlight &b) {
       return std::make_pair(a.due, a.sequence) < std::make_pair(b.due, b.sequence);
@@ -592,6 +591,7 @@ public:
   const CheckedStateMachine &machine(ReplicaID id) const { return *slot(id).machine; }
   Random &random() { return random_; }
   History &history() { return history_; }
+  const History &history() const { return history_; }
   const Settings &settings() const { return settings_; }
   bool failed() const { return history_.failed(); }
   const std::string &failure() const { return history_.failure(); }
@@ -604,8 +604,7 @@ public:
       if (!slot->replica) continue;
       if (slot->replica->current_term() > highest) leader.reset();
       highest = std::max(highest, slot->replica->current_term());
-      if (slot->replica->is_leader() && slot->replica->current_term() == highest)
-        leader = slot->id;
+      if (slot->replica->is_leader() && slot->replica->current_term() == highest) leader = slot->id;
     }
     return leader;
   }
@@ -641,8 +640,7 @@ public:
     for (const auto &slot : slots_)
       summary += text(", r", slot->id, " term ", slot->highest_term, " sent ",
                       slot->messages_sent + (slot->host ? slot->host->messages_sent() : 0));
-    for (const Transition &transition : history_.committed())
-      summary += text(" #", transition.id);
+    for (const Transition &transition : history_.committed()) summary += text(" #", transition.id);
     return summary;
   }
 
@@ -687,9 +685,9 @@ private:
     options.storage = &slot.storage;
     options.max_entries_per_message = settings_.max_entries_per_message;
     options.max_messages_in_flight = settings_.max_messages_in_flight;
-    slot.replica = std::make_unique<raft::Replica>(slot.id, peers, *slot.host, *slot.machine,
-                                                   kNoop, settings_.heartbeat,
-                                                   settings_.election_timeout, options);
+    slot.replica =
+        std::make_unique<raft::Replica>(slot.id, peers, *slot.host, *slot.machine, kNoop,
+                                        settings_.heartbeat, settings_.election_timeout, options);
     slot.polled = false;
     slot.commit_index = 0;
     slot.was_leader = false;
@@ -706,7 +704,8 @@ private:
   Clock::time_point next_event() const {
     Clock::time_point next = network_.next_arrival();
     for (const auto &slot : slots_)
-      if (slot->replica) next = std::min(next, slot->polled ? slot->replica->next_deadline() : now());
+      if (slot->replica)
+        next = std::min(next, slot->polled ? slot->replica->next_deadline() : now());
     return next;
   }
 
@@ -749,8 +748,7 @@ private:
                     replica.last_log_index());
     if (replica.last_applied() != slot.machine->applied().size())
       history_.fail("r", slot.id, ": last_applied() is ", replica.last_applied(),
-                    " but its state machine saw ", slot.machine->applied().size(),
-                    " transitions");
+                    " but its state machine saw ", slot.machine->applied().size(), " transitions");
 
     check_leadership(slot);
     check_deadline(slot);
@@ -775,8 +773,7 @@ private:
 
   void check_deadline(const Slot &slot) {
     const raft::Replica &replica = *slot.replica;
-    Duration limit =
-        replica.is_leader() ? settings_.heartbeat : settings_.election_timeout.second;
+    Duration limit = replica.is_leader() ? settings_.heartbeat : settings_.election_timeout.second;
     Clock::time_point deadline = replica.next_deadline();
     if (deadline < now() || deadline > now() + limit)
       history_.fail("r", slot.id, ": next_deadline() is ", milliseconds(deadline - now()),

@@ -1,0 +1,282 @@
+// §5.1 terms and §5.2 leader election: the rules of Figure 2 for all servers, followers and
+// candidates, and the RequestVote receiver.
+#include "harness.hpp"
+
+using namespace harness;
+
+TEST_SUITE("§5.1 Terms") {
+  TEST_CASE("a higher term in a request makes a follower adopt it and forget its vote") {
+    Node follower(1, {2, 3});
+    follower.receive(request_vote(2, 1, 1, 0, 0));
+    CHECK(follower.take_reply().vote_granted);
+
+    follower.receive(request_vote(3, 1, 2, 0, 0));
+    Message reply = follower.take_reply();
+    CHECK(reply.vote_granted); // votedFor was reset with the new term
+    CHECK(reply.term == 2);
+    CHECK(follower->current_term() == 2);
+    CHECK(follower.storage.load().voted_for == 3);
+  }
+
+  TEST_CASE("a higher term in a response makes a candidate step down") {
+    Node candidate(1, {2, 3});
+    candidate.time_out();
+    REQUIRE(candidate->current_term() == 1);
+
+    candidate.receive(vote(2, 1, 5, false));
+    CHECK(candidate->current_term() == 5);
+    CHECK(candidate.storage.load().current_term == 5);
+    CHECK(candidate.storage.load().voted_for == std::nullopt);
+    candidate.receive(vote(3, 1, 5, true)); // a follower counts no votes
+    CHECK_FALSE(candidate->is_leader());
+  }
+
+  TEST_CASE("a higher term in a response makes a leader step down") {
+    Node leader(1, {2, 3});
+    win_election(leader);
+
+    leader.receive(append_response(2, 1, 3, false, 0));
+    CHECK_FALSE(leader->is_leader());
+    CHECK(leader->current_term() == 3);
+    CHECK(leader->leader() == std::nullopt);
+    CHECK(leader.cluster.leaders.back() == std::nullopt);
+  }
+
+  TEST_CASE("a higher term in AppendEntries makes a leader follow the new leader") {
+    Node leader(1, {2, 3});
+    win_election(leader); // term 1, the no-op at index 1
+    leader.take_sent();
+
+    leader.receive(append_entries(2, 1, 2, 1, 1));
+    Message reply = leader.take_reply();
+    CHECK(reply.type == MessageType::AppendEntriesResponse);
+    CHECK(reply.success);
+    CHECK(reply.term == 2);
+    CHECK_FALSE(leader->is_leader());
+    CHECK(leader->leader() == 2);
+    CHECK(leader.cluster.leaders.back() == 2);
+  }
+}
+
+TEST_SUITE("§5.2 Leader election") {
+  TEST_CASE("a follower waits at least the minimum election timeout before campaigning") {
+    Node follower(1, {2, 3});
+    follower.poll();
+    follower.advance(kElectionMin - 1ms);
+    CHECK(follower.take_sent().empty());
+    CHECK(follower->current_term() == 0);
+  }
+
+  TEST_CASE("a follower that hears nothing for an election timeout becomes a candidate") {
+    Node follower(1, {2, 3});
+    follower.time_out();
+
+    CHECK(follower->current_term() == 1);
+    CHECK_FALSE(follower->is_leader());
+    CHECK(follower.storage.load().voted_for == 1); // it votes for itself
+    std::vector<Message> sent = follower.take_sent();
+    CHECK(sent.size() == 2);
+    CHECK(count(sent, MessageType::RequestVote, 2) == 1);
+    CHECK(count(sent, MessageType::RequestVote, 3) == 1);
+    for (const Message &m : sent) CHECK(m.term == 1);
+  }
+
+  TEST_CASE("a candidate requests votes with its last log index and term") {
+    Node follower(1, {2, 3}, stored(2, make_log({{1, 1}, {2, 2}})));
+    follower.time_out();
+
+    for (const Message &m : follower.take_sent()) {
+      CHECK(m.type == MessageType::RequestVote);
+      CHECK(m.term == 3);
+      CHECK(m.last_log_index == 3);
+      CHECK(m.last_log_term == 2);
+    }
+  }
+
+  TEST_CASE("a candidate that receives votes from a majority becomes leader") {
+    Node candidate(1, {2, 3, 4, 5});
+    candidate.time_out();
+
+    candidate.receive(vote(2, 1, 1, true));
+    CHECK_FALSE(candidate->is_leader()); // 2 of 5
+    candidate.receive(vote(3, 1, 1, true));
+    CHECK(candidate->is_leader()); // 3 of 5
+    CHECK(candidate->leader() == 1);
+    CHECK(candidate.cluster.leaders.back() == 1);
+  }
+
+  TEST_CASE("a candidate counts a duplicated vote once") {
+    Node candidate(1, {2, 3, 4, 5});
+    candidate.time_out();
+
+    candidate.receive(vote(2, 1, 1, true));
+    candidate.receive(vote(2, 1, 1, true));
+    candidate.receive(vote(2, 1, 1, true));
+    CHECK_FALSE(candidate->is_leader());
+  }
+
+  TEST_CASE("a candidate ignores a vote granted in an earlier term") {
+    Node candidate(1, {2, 3});
+    candidate.time_out();
+    candidate.time_out(); // a second election, in term 2
+    REQUIRE(candidate->current_term() == 2);
+
+    candidate.receive(vote(2, 1, 1, true));
+    CHECK_FALSE(candidate->is_leader());
+    CHECK(candidate->current_term() == 2);
+  }
+
+  TEST_CASE("a candidate that hears from a leader of its term becomes its follower") {
+    Node candidate(1, {2, 3});
+    candidate.time_out();
+    candidate.take_sent();
+
+    candidate.receive(append_entries(2, 1, 1, 0, 0));
+    CHECK(candidate.take_reply().success);
+    CHECK(candidate->leader() == 2);
+    CHECK(candidate->current_term() == 1);
+    candidate.receive(vote(3, 1, 1, true)); // too late: it no longer campaigns
+    CHECK_FALSE(candidate->is_leader());
+  }
+
+  TEST_CASE("a candidate whose election times out starts a new election in the next term") {
+    Node candidate(1, {2, 3});
+    candidate.time_out();
+    candidate.take_sent();
+
+    candidate.advance(kElectionMax + 1ms);
+    CHECK(candidate->current_term() == 2);
+    CHECK(candidate.storage.load().voted_for == 1);
+    std::vector<Message> sent = candidate.take_sent();
+    CHECK(count(sent, MessageType::RequestVote, 2) == 1);
+    CHECK(count(sent, MessageType::RequestVote, 3) == 1);
+    for (const Message &m : sent) CHECK(m.term == 2);
+  }
+
+  TEST_CASE("a follower that hears from its leader in time does not campaign") {
+    Node follower(1, {2, 3});
+    follower.poll();
+    for (int i = 0; i < 20; ++i) { // 20 * 90 ms, far beyond any election timeout
+      follower.advance(kElectionMin - 10ms);
+      follower.receive(append_entries(2, 1, 1, 0, 0));
+      CHECK(of_type(follower.take_sent(), MessageType::RequestVote).empty());
+    }
+    CHECK(follower->current_term() == 1);
+    CHECK(follower->leader() == 2);
+    CHECK(follower.cluster.leaders == std::vector<std::optional<ReplicaID>>{2});
+  }
+
+  TEST_CASE("a new leader appends a no-op entry and sends AppendEntries to every peer at once") {
+    Node candidate(1, {2, 3});
+    candidate.time_out();
+    candidate.take_sent();
+
+    candidate.receive(vote(2, 1, 1, true));
+    REQUIRE(candidate->is_leader());
+    CHECK(candidate->last_log_index() == 1);
+    std::vector<Message> sent = candidate.take_sent();
+    CHECK(count(sent, MessageType::AppendEntries, 2) == 1);
+    CHECK(count(sent, MessageType::AppendEntries, 3) == 1);
+    for (const Message &m : of_type(sent, MessageType::AppendEntries)) {
+      CHECK(m.term == 1);
+      CHECK(m.leader_commit == 0);
+      if (!m.entries.empty()) CHECK(m.entries.back().transition == kNoop);
+    }
+  }
+
+  TEST_CASE("an idle leader sends each follower one AppendEntries per heartbeat timeout") {
+    Node leader(1, {2, 3}); // 3 never answers
+    Node follower(2, {1, 3});
+    elect(leader, follower);
+    settle(leader, follower);
+    leader.take_sent();
+
+    for (int beat = 0; beat < 20; ++beat) {
+      leader.advance(kHeartbeat / 2);
+      CHECK(leader.cluster.sent.empty());
+      leader.advance(kHeartbeat / 2);
+      CHECK(count(leader.cluster.sent, MessageType::AppendEntries, 2) == 1);
+      CHECK(count(leader.cluster.sent, MessageType::AppendEntries, 3) == 1);
+      round_trip(leader, follower);
+      leader.take_sent();
+    }
+    CHECK(follower.take_sent().empty());
+    CHECK(follower->current_term() == 1);
+  }
+
+  TEST_CASE("a one-replica cluster elects itself after its first election timeout") {
+    Node solo(1, {});
+    solo.poll();
+    solo.advance(kElectionMin - 1ms);
+    CHECK_FALSE(solo->is_leader());
+
+    solo.advance(kElectionMax - kElectionMin + 2ms);
+    CHECK(solo->is_leader());
+    CHECK(solo->current_term() == 1);
+    CHECK(solo->leader() == 1);
+    solo.poll();
+    CHECK(solo->commit_index() == 1); // its own no-op, a majority of one
+    CHECK(solo.machine().applied == std::vector<Transition>{kNoop});
+  }
+}
+
+TEST_SUITE("§5.2 RequestVote receiver") {
+  TEST_CASE("a replica rejects a RequestVote from an older term") {
+    Node voter(1, {2, 3}, stored(3));
+    voter.receive(request_vote(2, 1, 2, 0, 0));
+
+    Message reply = voter.take_reply();
+    CHECK(reply.type == MessageType::RequestVoteResponse);
+    CHECK_FALSE(reply.vote_granted);
+    CHECK(reply.term == 3);
+    CHECK(voter->current_term() == 3);
+  }
+
+  TEST_CASE("a replica grants at most one vote per term") {
+    Node voter(1, {2, 3});
+    voter.receive(request_vote(2, 1, 1, 0, 0));
+    Message first = voter.take_reply();
+    CHECK(first.vote_granted);
+    CHECK(first.term == 1);
+    CHECK(first.to == 2);
+
+    voter.receive(request_vote(3, 1, 1, 0, 0));
+    CHECK_FALSE(voter.take_reply().vote_granted);
+    CHECK(voter.storage.load().voted_for == 2);
+  }
+
+  TEST_CASE("a replica grants its vote again to the candidate it voted for") {
+    Node voter(1, {2, 3});
+    voter.receive(request_vote(2, 1, 1, 0, 0));
+    CHECK(voter.take_reply().vote_granted);
+
+    voter.receive(request_vote(2, 1, 1, 0, 0)); // a retry, or the network duplicated it
+    CHECK(voter.take_reply().vote_granted);
+  }
+
+  TEST_CASE("a replica that grants a vote resets its election timer") {
+    Node voter(1, {2, 3}, {}, {}, {100ms, 101ms});
+    voter.poll();
+    voter.advance(90ms);
+    voter.receive(request_vote(2, 1, 1, 0, 0));
+    CHECK(voter.take_reply().vote_granted);
+
+    voter.advance(60ms); // past the first timeout, not past the reset one
+    CHECK(voter.take_sent().empty());
+    voter.advance(50ms);
+    CHECK(voter->current_term() == 2);
+    CHECK(count(voter.take_sent(), MessageType::RequestVote, 2) == 1);
+  }
+
+  TEST_CASE("a replica that rejects a stale RequestVote keeps its election timer") {
+    Node voter(1, {2, 3}, stored(3), {}, {100ms, 101ms});
+    voter.poll();
+    voter.advance(90ms);
+    voter.receive(request_vote(2, 1, 2, 0, 0));
+    CHECK_FALSE(voter.take_reply().vote_granted);
+
+    voter.advance(12ms); // past the first timeout
+    CHECK(voter->current_term() == 4);
+    CHECK(count(voter.take_sent(), MessageType::RequestVote, 2) == 1);
+  }
+}

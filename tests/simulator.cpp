@@ -1,0 +1,370 @@
+// tests/simulator.cpp: whole clusters on a simulated clock (tests/simulator.hpp).
+//
+// First a few scripted scenarios, then random faults over many seeds: crashes and restarts,
+// partitions, loss, duplication and reordering, with clients proposing all along. After the
+// faults stop, a leader must emerge and every replica must apply a new proposal.
+//
+//   SIM_SEEDS=n   run seeds 1..n (default 300)
+//   SIM_SEED=n    run only seed n
+//   SIM_TRACE=1   print what happens (elections, crashes, partitions, commits); 2 adds messages
+//   make sim SEED=n   replays seed n with a trace
+#include "simulator.hpp"
+
+#include <doctest/doctest.h>
+
+#include <cstdlib>
+
+using namespace sim;
+
+namespace {
+
+// ---- Reading the environment ----
+
+std::uint64_t environment_number(const char *variable, std::uint64_t otherwise) {
+  const char *value = std::getenv(variable);
+  return value && *value ? std::strtoull(value, nullptr, 10) : otherwise;
+}
+
+int trace_level() { return static_cast<int>(environment_number("SIM_TRACE", 0)); }
+bool replaying_one_seed() { return environment_number("SIM_SEED", 0) != 0; }
+
+std::vector<std::uint64_t> seeds_to_run() {
+  if (replaying_one_seed()) return {environment_number("SIM_SEED", 0)};
+  std::vector<std::uint64_t> seeds;
+  for (std::uint64_t seed = 1; seed <= environment_number("SIM_SEEDS", 300); ++seed)
+    seeds.push_back(seed);
+  return seeds;
+}
+
+// ---- Helpers for the scripted scenarios ----
+
+// A fault-free network; the scenarios add their faults by hand. `make sim` replays a random seed,
+// so the scenarios stay quiet then.
+Simulator::Settings scenario(std::size_t replicas) {
+  Simulator::Settings settings;
+  settings.replicas = replicas;
+  settings.trace = replaying_one_seed() ? 0 : trace_level();
+  return settings;
+}
+
+void require_progress(const Simulator &sim, bool done, const std::string &waiting_for) {
+  REQUIRE_MESSAGE(!sim.failed(), sim.failure());
+  REQUIRE_MESSAGE(done, text("timed out waiting for ", waiting_for, "; ", sim.describe()));
+}
+
+ReplicaID elect(Simulator &sim) {
+  require_progress(sim, sim.run_until([&] { return sim.leader().has_value(); }, 2s), "a leader");
+  return *sim.leader();
+}
+
+std::vector<std::uint64_t> propose(Simulator &sim, ReplicaID to, int count) {
+  std::vector<std::uint64_t> ids;
+  for (int i = 0; i < count; ++i) ids.push_back(sim.propose(to));
+  return ids;
+}
+
+bool all_committed(const Simulator &sim, const std::vector<std::uint64_t> &ids) {
+  return std::all_of(ids.begin(), ids.end(),
+                     [&](std::uint64_t id) { return sim.history().is_committed(id); });
+}
+
+// Runs until every replica has applied the whole committed sequence, `ids` included.
+void settle(Simulator &sim, const std::vector<std::uint64_t> &ids) {
+  bool settled = sim.run_until([&] { return all_committed(sim, ids) && sim.all_caught_up(); }, 2s);
+  require_progress(sim, settled, "every replica to apply the proposals");
+}
+
+// While `down` is crashed, the others elect a leader if they need one and commit more.
+void progress_without(Simulator &sim, ReplicaID down) {
+  std::vector<std::uint64_t> ids = propose(sim, elect(sim), 3);
+  require_progress(sim, sim.run_until([&] { return all_committed(sim, ids); }, 2s),
+                   text("commits while r", down, " is down"));
+}
+
+std::vector<ReplicaID> all_but(const Simulator &sim, ReplicaID excluded) {
+  std::vector<ReplicaID> others;
+  for (ReplicaID id : sim.ids())
+    if (id != excluded) others.push_back(id);
+  return others;
+}
+
+// ---- Random faults ----
+
+// How one seed's run misbehaves, drawn from the seed.
+struct ChaosPlan {
+  Simulator::Settings settings;
+  Duration fault_phase; // faults happen during this first part of the run
+  bool crashes = false;
+  bool partitions = false;
+  Duration client_gap; // the mean time between two client requests
+};
+
+ChaosPlan plan_for(std::uint64_t seed) {
+  Random random(seed ^ 0x5eed'5eed'5eed'5eedULL); // not the simulator's own stream
+  ChaosPlan plan;
+  plan.settings.replicas = random.chance(0.5) ? 3 : 5;
+  plan.settings.faults.max_delay = random.between(2ms, 20ms);
+  plan.settings.faults.loss = random.chance(0.7) ? random.below(20) / 100.0 : 0;
+  plan.settings.faults.duplication = random.chance(0.5) ? 0.05 : 0;
+  const std::size_t batches[] = {1, 3, 64, 4096};
+  const std::size_t windows[] = {1, 2, 8};
+  plan.settings.max_entries_per_message = batches[random.below(4)];
+  plan.settings.max_messages_in_flight = windows[random.below(3)];
+  plan.crashes = random.chance(0.7);
+  plan.partitions = random.chance(0.7);
+  plan.fault_phase = random.between(1s, 2s);
+  plan.client_gap = random.between(5ms, 25ms);
+  return plan;
+}
+
+std::string describe(const ChaosPlan &plan) {
+  const Simulator::Settings &settings = plan.settings;
+  return text(settings.replicas, " replicas, delays 1-", milliseconds(settings.faults.max_delay),
+              " ms, loss ", settings.faults.loss * 100, "%, duplication ",
+              settings.faults.duplication * 100, "%, ", settings.max_entries_per_message,
+              " entries per message, ", settings.max_messages_in_flight, " in flight",
+              plan.crashes ? ", crashes" : "", plan.partitions ? ", partitions" : "", ", ",
+              milliseconds(plan.fault_phase), " ms of faults");
+}
+
+// Drives one run: clients and faults at random times, then the liveness check.
+class Chaos {
+public:
+  Chaos(Simulator &sim, ChaosPlan plan) : sim_(sim), plan_(std::move(plan)) {}
+
+  void run_faults() {
+    Clock::time_point end = now() + plan_.fault_phase;
+    Clock::time_point next_client = now();
+    Clock::time_point next_fault = now() + random().between(20ms, 300ms);
+    while (now() < end) {
+      if (!sim_.run_until(std::min({end, next_client, next_fault, next_repair()}))) return;
+      if (now() >= next_client) {
+        propose_some();
+        next_client = now() + random().between(1ms, 2 * plan_.client_gap);
+      }
+      repair_due();
+      if (now() >= next_fault) {
+        inject_fault();
+        next_fault = now() + random().between(20ms, 300ms);
+      }
+    }
+  }
+
+  // Heals everything, then requires a leader and a new proposal applied on every replica within
+  // ten election timeouts and some round trips; at that point all applied sequences are equal.
+  void check_liveness() {
+    sim_.history().trace("faults stop: partitions healed, replicas restarted, no more loss");
+    sim_.heal();
+    for (ReplicaID id : sim_.ids()) sim_.restart(id);
+    sim_.network().faults.loss = 0;
+    const Simulator::Settings &settings = sim_.settings();
+    Duration bound = 10 * settings.election_timeout.second + 40 * settings.faults.max_delay;
+    Clock::time_point limit = now() + bound;
+    std::vector<std::uint64_t> markers;
+    std::optional<std::pair<ReplicaID, Term>> asked; // the leader and term last given a marker
+    while (!sim_.failed() && !(sim_.all_caught_up() && any_committed(markers))) {
+      if (now() >= limit)
+        return sim_.history().fail("no progress within ", milliseconds(bound),
+                                   " ms after the faults stopped; ", sim_.describe());
+      if (std::optional<ReplicaID> leader = sim_.leader()) {
+        std::pair<ReplicaID, Term> current{*leader, sim_.replica(*leader).current_term()};
+        if (asked != current) markers.push_back(sim_.propose(*leader));
+        asked = current;
+      }
+      sim_.run_until(std::min(limit, now() + 1ms));
+    }
+    for (ReplicaID id : sim_.ids())
+      if (!sim_.failed() && sim_.machine(id).applied() != sim_.history().committed())
+        sim_.history().fail("r", id, " applied a different sequence at the end");
+  }
+
+private:
+  Clock::time_point now() const { return sim_.now(); }
+  Random &random() { return sim_.random(); }
+
+  bool any_committed(const std::vector<std::uint64_t> &ids) const {
+    return std::any_of(ids.begin(), ids.end(),
+                       [&](std::uint64_t id) { return sim_.history().is_committed(id); });
+  }
+
+  std::vector<ReplicaID> running() const {
+    std::vector<ReplicaID> up;
+    for (ReplicaID id : sim_.ids())
+      if (sim_.is_up(id)) up.push_back(id);
+    return up;
+  }
+
+  // Mostly to the leader, so that much gets committed; sometimes to anyone.
+  void propose_some() {
+    std::vector<ReplicaID> up = running();
+    if (up.empty()) return;
+    std::optional<ReplicaID> leader = sim_.leader();
+    ReplicaID target = leader && random().chance(0.7) ? *leader : up[random().below(up.size())];
+    for (std::uint64_t count = 1 + random().below(3); count > 0; --count) sim_.propose(target);
+  }
+
+  void inject_fault() {
+    std::uint64_t kind = random().below(3); // 2: a quiet spell
+    if (kind == 0 && plan_.crashes) crash_one();
+    if (kind == 1 && plan_.partitions && !heal_at_) partition_randomly();
+  }
+
+  void crash_one() {
+    std::vector<ReplicaID> up = running();
+    if (up.size() <= 1) return;
+    ReplicaID victim = up[random().below(up.size())];
+    sim_.crash(victim);
+    restart_at_[victim] = now() + random().between(0ms, 400ms);
+  }
+
+  void partition_randomly() {
+    std::vector<std::vector<ReplicaID>> groups(2 + random().below(2));
+    for (ReplicaID id : sim_.ids()) groups[random().below(groups.size())].push_back(id);
+    sim_.partition(groups);
+    heal_at_ = now() + random().between(50ms, 800ms);
+  }
+
+  Clock::time_point next_repair() const {
+    Clock::time_point next = heal_at_.value_or(Clock::time_point::max());
+    for (const auto &[id, when] : restart_at_) next = std::min(next, when);
+    return next;
+  }
+
+  void repair_due() {
+    if (heal_at_ && *heal_at_ <= now()) {
+      sim_.heal();
+      heal_at_.reset();
+    }
+    for (auto due = restart_at_.begin(); due != restart_at_.end();) {
+      if (due->second > now()) {
+        ++due;
+        continue;
+      }
+      sim_.restart(due->first);
+      due = restart_at_.erase(due);
+    }
+  }
+
+  Simulator &sim_;
+  const ChaosPlan plan_;
+  std::map<ReplicaID, Clock::time_point> restart_at_; // crashed replicas and when they return
+  std::optional<Clock::time_point> heal_at_;          // set while partitioned
+};
+
+struct RunResult {
+  std::string failure; // empty: every check passed
+  std::string fingerprint;
+};
+
+RunResult run_chaos(std::uint64_t seed, int trace) {
+  ChaosPlan plan = plan_for(seed);
+  plan.settings.trace = trace;
+  Simulator sim(seed, plan.settings);
+  sim.history().trace("seed ", seed, ": ", describe(plan));
+  Chaos chaos(sim, plan);
+  chaos.run_faults();
+  if (!sim.failed()) chaos.check_liveness();
+  return {sim.failure(), sim.fingerprint()};
+}
+
+} // namespace
+
+TEST_SUITE("simulator") {
+
+  TEST_CASE("simulator: a leader is elected and proposals commit with no faults") {
+    Simulator sim(1, scenario(3));
+    ReplicaID leader = elect(sim);
+    std::vector<std::uint64_t> ids = propose(sim, leader, 20);
+    settle(sim, ids);
+
+    CHECK(sim.leader() == leader); // nothing disturbed it
+    for (std::uint64_t id : ids)
+      CHECK(sim.machine(leader).state_of(id) == TransitionState::Applied);
+    for (ReplicaID id : sim.ids()) {
+      CHECK(sim.machine(id).applied() == sim.history().committed());
+      CHECK(sim.replica(id).leader() == leader);
+    }
+    CHECK(sim.history().committed().size() == 21); // the leader's no-op, then the 20
+  }
+
+  TEST_CASE("simulator: a proposal to a follower is abandoned with NotLeader") {
+    Simulator sim(2, scenario(3));
+    ReplicaID leader = elect(sim);
+    ReplicaID follower = all_but(sim, leader).front();
+    std::uint64_t id = sim.propose(follower);
+    require_progress(sim, sim.run_for(1ms), "one poll");
+
+    CHECK(sim.machine(follower).state_of(id) == TransitionState::Abandoned);
+    CHECK(sim.machine(follower).abandon_reason(id) == AbandonReason::NotLeader);
+  }
+
+  TEST_CASE("simulator: a partitioned old leader rejoins and its uncommitted entries are "
+            "abandoned with ConflictWithLeader") {
+    Simulator sim(3, scenario(5));
+    ReplicaID old_leader = elect(sim);
+    settle(sim, propose(sim, old_leader, 3));
+    Term old_term = sim.replica(old_leader).current_term();
+
+    // Alone, the old leader still accepts proposals but cannot commit them.
+    sim.partition({{old_leader}, all_but(sim, old_leader)});
+    std::vector<std::uint64_t> stranded = propose(sim, old_leader, 3);
+    bool elected = sim.run_until([&] { return sim.leader() && sim.leader() != old_leader; }, 2s);
+    require_progress(sim, elected, "a leader among the majority");
+    ReplicaID new_leader = *sim.leader();
+    for (std::uint64_t id : stranded)
+      CHECK(sim.machine(old_leader).state_of(id) == TransitionState::Queued);
+    std::vector<std::uint64_t> accepted = propose(sim, new_leader, 5);
+    require_progress(sim, sim.run_until([&] { return all_committed(sim, accepted); }, 2s),
+                     "the majority to commit");
+
+    sim.heal();
+    settle(sim, accepted);
+    CHECK_FALSE(sim.replica(old_leader).is_leader());
+    CHECK(sim.replica(old_leader).current_term() > old_term);
+    for (std::uint64_t id : stranded) {
+      CHECK(sim.machine(old_leader).abandon_reason(id) == AbandonReason::ConflictWithLeader);
+      CHECK_FALSE(sim.history().is_committed(id));
+    }
+    for (std::uint64_t id : accepted)
+      CHECK(sim.machine(new_leader).state_of(id) == TransitionState::Applied);
+  }
+
+  TEST_CASE("simulator: every replica restarted in turn recovers its log from storage and "
+            "replays it") {
+    Simulator sim(4, scenario(3));
+    settle(sim, propose(sim, elect(sim), 10));
+
+    for (ReplicaID id : sim.ids()) {
+      Term term = sim.replica(id).current_term();
+      Index log = sim.replica(id).last_log_index();
+      sim.crash(id);
+      progress_without(sim, id);
+      sim.restart(id);
+      CHECK(sim.replica(id).current_term() == term);
+      CHECK(sim.replica(id).last_log_index() == log);
+      CHECK(sim.machine(id).applied().empty()); // a fresh state machine
+
+      settle(sim, propose(sim, elect(sim), 2));
+      CHECK(sim.machine(id).applied() == sim.history().committed());
+    }
+  }
+
+  TEST_CASE("simulator: the same seed gives the identical run") {
+    RunResult first = run_chaos(42, 0);
+    RunResult again = run_chaos(42, 0);
+    RunResult other = run_chaos(43, 0);
+    CHECK(first.fingerprint == again.fingerprint);
+    CHECK(first.failure == again.failure);
+    CHECK(first.fingerprint != other.fingerprint);
+  }
+
+  TEST_CASE("simulator: safety and liveness under faults across many seeds") {
+    int trace = trace_level();
+    for (std::uint64_t seed : seeds_to_run()) {
+      RunResult result = run_chaos(seed, trace);
+      if (!result.failure.empty())
+        FAIL_CHECK(text(result.failure, "\n  replay: make sim SEED=", seed));
+    }
+  }
+
+} // TEST_SUITE
