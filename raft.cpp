@@ -21,7 +21,7 @@ std::optional<Snapshot> StateMachine::get_snapshot() { return std::nullopt; }
 Snapshot StateMachine::create_snapshot(Index, Term) {
   throw std::logic_error("snapshot_delta is set but the state machine has no create_snapshot");
 }
-void StateMachine::set_snapshot(const Snapshot &) {
+void StateMachine::set_snapshot(const Snapshot&) {
   throw std::logic_error("a snapshot arrived but the state machine has no set_snapshot");
 }
 
@@ -38,14 +38,14 @@ void MemoryStorage::save_term_and_vote(Term current_term, std::optional<ReplicaI
   state_.voted_for = voted_for;
 }
 
-void MemoryStorage::save_entries(Index first, const Entry *begin, const Entry *end) {
+void MemoryStorage::save_entries(Index first, const Entry* begin, const Entry* end) {
   Index start = state_.snapshot ? state_.snapshot->last_included_index : 0;
   if (first <= start) throw std::logic_error("MemoryStorage: entries would overwrite the snapshot");
   state_.entries.resize(std::min<Index>(state_.entries.size(), first - start - 1));
   state_.entries.insert(state_.entries.end(), begin, end);
 }
 
-void MemoryStorage::save_snapshot(const Snapshot &snapshot) {
+void MemoryStorage::save_snapshot(const Snapshot& snapshot) {
   Index start = state_.snapshot ? state_.snapshot->last_included_index : 0;
   Index covered = std::min<Index>(state_.entries.size(), snapshot.last_included_index - start);
   state_.entries.erase(state_.entries.begin(), state_.entries.begin() + covered);
@@ -55,7 +55,7 @@ void MemoryStorage::save_snapshot(const Snapshot &snapshot) {
 // ---- FileStorage: a log of CRC-checked records, plus state and snapshot files ----
 
 namespace {
-void put(std::string &out, std::uint64_t value, int bytes = 8) {
+void put(std::string& out, std::uint64_t value, int bytes = 8) {
   for (int i = 0; i < bytes; ++i) out += static_cast<char>(value >> (8 * i));
 }
 
@@ -98,13 +98,13 @@ constexpr std::string_view log_magic = "RAFTLOG1", state_magic = "RAFTSTA1",
                            snapshot_magic = "RAFTSNP1";
 enum RecordKind : std::uint8_t { EntryRecord = 1, TruncateRecord = 2 };
 
-void put_record(std::string &out, std::string_view payload) {
+void put_record(std::string& out, std::string_view payload) {
   put(out, payload.size(), 4);
   put(out, crc32(payload), 4);
   out += payload;
 }
 
-std::string entry_record(Index index, const Entry &entry) {
+std::string entry_record(Index index, const Entry& entry) {
   std::string payload, record;
   put(payload, EntryRecord, 1);
   put(payload, index);
@@ -115,15 +115,15 @@ std::string entry_record(Index index, const Entry &entry) {
   return record;
 }
 
-std::runtime_error file_error(const std::string &path, std::size_t offset, const char *what) {
+std::runtime_error file_error(const std::string& path, std::size_t offset, const char* what) {
   return std::runtime_error("FileStorage: " + path + ": " + what + " at offset " +
                             std::to_string(offset));
 }
-std::runtime_error system_error(const std::string &path, const char *call) {
+std::runtime_error system_error(const std::string& path, const char* call) {
   return std::runtime_error("FileStorage: " + path + ": " + call + ": " + std::strerror(errno));
 }
 
-void write_all(int fd, std::string_view bytes, const std::string &path) {
+void write_all(int fd, std::string_view bytes, const std::string& path) {
   while (!bytes.empty()) {
     ssize_t written = ::write(fd, bytes.data(), bytes.size());
     if (written < 0 && errno != EINTR) throw system_error(path, "write");
@@ -133,8 +133,8 @@ void write_all(int fd, std::string_view bytes, const std::string &path) {
 
 // A file's record payloads after its magic. A record cut short at the end of the file (a torn
 // write) ends the list and `length` says where; damage anywhere else throws.
-std::vector<std::string_view> read_records(const std::string &path, std::string_view contents,
-                                           std::string_view magic, std::size_t &length) {
+std::vector<std::string_view> read_records(const std::string& path, std::string_view contents,
+                                           std::string_view magic, std::size_t& length) {
   if (contents.substr(0, magic.size()) != magic)
     throw file_error(path, 0, "not a file of this format (bad magic)");
   std::vector<std::string_view> payloads;
@@ -153,7 +153,7 @@ std::vector<std::string_view> read_records(const std::string &path, std::string_
   return payloads;
 }
 
-std::string_view only_record(const std::string &path, std::string_view contents,
+std::string_view only_record(const std::string& path, std::string_view contents,
                              std::string_view magic) {
   std::size_t length = 0;
   std::vector<std::string_view> payloads = read_records(path, contents, magic, length);
@@ -163,8 +163,8 @@ std::string_view only_record(const std::string &path, std::string_view contents,
 }
 
 // Replays the log's records into `entries`, returning the index of entries[0] (0: none yet).
-Index replay_log(const std::string &path, std::string_view contents, std::vector<Entry> &entries,
-                 std::size_t &length) {
+Index replay_log(const std::string& path, std::string_view contents, std::vector<Entry>& entries,
+                 std::size_t& length) {
   Index first = 0;
   for (std::string_view payload : read_records(path, contents, log_magic, length)) {
     Reader reader{payload};
@@ -204,7 +204,7 @@ FileStorage::FileStorage(std::string directory) : directory_(std::move(directory
   }
   if (!snapshot.empty()) {
     Reader reader{only_record(directory_ + "/snapshot", snapshot, snapshot_magic)};
-    Snapshot &s = recovered_.snapshot.emplace();
+    Snapshot& s = recovered_.snapshot.emplace();
     s.last_included_index = reader.get();
     s.last_included_term = reader.get();
     for (std::uint64_t n = reader.get(4); reader.ok && n > 0; --n)
@@ -239,20 +239,20 @@ void FileStorage::save_term_and_vote(Term current_term, std::optional<ReplicaID>
   pending_state_.emplace(current_term, voted_for);
 }
 
-void FileStorage::save_entries(Index first, const Entry *begin, const Entry *end) {
+void FileStorage::save_entries(Index first, const Entry* begin, const Entry* end) {
   if (begin == end) {
     std::string payload;
     put(payload, TruncateRecord, 1);
     put(payload, first);
     put_record(pending_, payload);
   }
-  for (const Entry *entry = begin; entry != end; ++entry)
+  for (const Entry* entry = begin; entry != end; ++entry)
     pending_ += entry_record(first + (entry - begin), *entry);
 }
 
 // The snapshot is made durable first; only then is the log rewritten without what it covers.
 // A crash in between leaves the old log, whose covered entries recovery skips.
-void FileStorage::save_snapshot(const Snapshot &snapshot) {
+void FileStorage::save_snapshot(const Snapshot& snapshot) {
   sync();
   std::string payload, file(snapshot_magic);
   put(payload, snapshot.last_included_index);
@@ -290,7 +290,7 @@ void FileStorage::sync() {
   pending_.clear();
 }
 
-std::string FileStorage::read_file(const std::string &name, bool must_exist) const {
+std::string FileStorage::read_file(const std::string& name, bool must_exist) const {
   std::string path = directory_ + "/" + name, contents;
   int fd = ::open(path.c_str(), O_RDONLY);
   if (fd < 0 && errno == ENOENT && !must_exist) return contents;
@@ -310,7 +310,7 @@ std::string FileStorage::read_file(const std::string &name, bool must_exist) con
 
 // Write a temporary file, fsync it, rename it over the old one, fsync the directory: a crash
 // leaves either the old contents or the new, never a mix.
-void FileStorage::replace_file(const std::string &name, const std::string &contents) const {
+void FileStorage::replace_file(const std::string& name, const std::string& contents) const {
   std::string path = directory_ + "/" + name, temporary = path + ".tmp";
   int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0666);
   if (fd < 0) throw system_error(temporary, "open");
@@ -342,16 +342,16 @@ class VolatileStorage : public Storage {
 public:
   State load() override { return {}; }
   void save_term_and_vote(Term, std::optional<ReplicaID>) override {}
-  void save_entries(Index, const Entry *, const Entry *) override {}
-  void save_snapshot(const Snapshot &) override {}
+  void save_entries(Index, const Entry*, const Entry*) override {}
+  void save_snapshot(const Snapshot&) override {}
   void sync() override {}
 };
 } // namespace
 
 // ---- Construction and recovery ----
 
-Replica::Replica(ReplicaID id, std::vector<ReplicaID> peer_ids, Cluster &cluster,
-                 StateMachine &state_machine, Transition noop_transition,
+Replica::Replica(ReplicaID id, std::vector<ReplicaID> peer_ids, Cluster& cluster,
+                 StateMachine& state_machine, Transition noop_transition,
                  Duration heartbeat_timeout, std::pair<Duration, Duration> election_timeout_range,
                  Options options)
     : id_(id), cluster_(cluster), state_machine_(state_machine), noop_(std::move(noop_transition)),
@@ -404,7 +404,7 @@ Term Replica::term_at(Index index) const {
   return log_[index - log_start() - 1].term;
 }
 
-const Entry &Replica::entry_at(Index index) const {
+const Entry& Replica::entry_at(Index index) const {
   assert(index > log_start() && index <= last_log_index());
   return log_[index - log_start() - 1];
 }
@@ -414,7 +414,7 @@ const Entry &Replica::entry_at(Index index) const {
 void Replica::append(std::vector<Entry>::iterator first, std::vector<Entry>::iterator last) {
   Index index = last_log_index() + 1;
   log_.insert(log_.end(), std::make_move_iterator(first), std::make_move_iterator(last));
-  const Entry *begin = log_.data() + (index - log_start() - 1);
+  const Entry* begin = log_.data() + (index - log_start() - 1);
   storage_->save_entries(index, begin, log_.data() + log_.size());
 }
 
@@ -449,9 +449,9 @@ void Replica::become_candidate() {
   save_term_and_vote();
   set_leader(std::nullopt);
   reset_election_timer();
-  for (Peer &peer : peers_) peer.vote_granted = false;
+  for (Peer& peer : peers_) peer.vote_granted = false;
   if (has_quorum(1)) return become_leader();
-  for (Peer &peer : peers_) {
+  for (Peer& peer : peers_) {
     Message request = make_message(MessageType::RequestVote, peer.id);
     request.last_log_index = last_log_index();
     request.last_log_term = term_at(last_log_index());
@@ -464,7 +464,7 @@ void Replica::become_candidate() {
 void Replica::become_leader() {
   role_ = Role::Leader;
   set_leader(id_);
-  for (Peer &peer : peers_) peer = Peer{peer.id, last_log_index() + 1};
+  for (Peer& peer : peers_) peer = Peer{peer.id, last_log_index() + 1};
   std::vector<Entry> noop{Entry{current_term_, noop_}};
   append(noop.begin(), noop.end());
 }
@@ -479,7 +479,7 @@ void Replica::save_term_and_vote() { storage_->save_term_and_vote(current_term_,
 
 // ---- §5.1 Terms: a higher term in any message makes this replica a follower of that term ----
 
-void Replica::observe_term(const Message &message) {
+void Replica::observe_term(const Message& message) {
   if (message.term <= current_term_) return;
   bool from_leader =
       message.type == MessageType::AppendEntries || message.type == MessageType::InstallSnapshot;
@@ -499,7 +499,7 @@ void Replica::reset_election_timer() {
 
 bool Replica::has_quorum(std::size_t votes) const { return 2 * votes > peers_.size() + 1; }
 
-void Replica::handle_request_vote(const Message &request) {
+void Replica::handle_request_vote(const Message& request) {
   // Figure 2: grant if the term is current, no other vote was cast in it, and the candidate's
   // log is at least as up to date as ours (§5.4.1).
   bool vote_granted = request.term == current_term_ &&
@@ -515,11 +515,11 @@ void Replica::handle_request_vote(const Message &request) {
   send(std::move(response));
 }
 
-void Replica::handle_request_vote_response(const Message &response) {
+void Replica::handle_request_vote_response(const Message& response) {
   if (role_ != Role::Candidate || response.term != current_term_ || !response.vote_granted) return;
   find_peer(response.from)->vote_granted = true;
   std::size_t votes = 1 + std::count_if(peers_.begin(), peers_.end(),
-                                        [](const Peer &peer) { return peer.vote_granted; });
+                                        [](const Peer& peer) { return peer.vote_granted; });
   if (has_quorum(votes)) become_leader();
 }
 
@@ -527,7 +527,7 @@ void Replica::handle_request_vote_response(const Message &response) {
 
 // Sends up to `limit` entries from the peer's nextIndex. A probing peer gets one request at a
 // time; a peer known to match gets a pipeline: nextIndex moves on as soon as entries are sent.
-void Replica::send_append_entries(Peer &peer, std::size_t limit) {
+void Replica::send_append_entries(Peer& peer, std::size_t limit) {
   Message request = make_message(MessageType::AppendEntries, peer.id);
   request.prev_log_index = peer.next_index - 1;
   request.prev_log_term = term_at(request.prev_log_index);
@@ -549,7 +549,7 @@ void Replica::send_append_entries(Peer &peer, std::size_t limit) {
 void Replica::replicate() {
   std::size_t batch = options_.max_entries_per_message;
   Index window = batch * options_.max_messages_in_flight;
-  for (Peer &peer : peers_) {
+  for (Peer& peer : peers_) {
     bool heartbeat_due = now_ >= peer.heartbeat_due;
     if (peer.probing) {
       if (!peer.awaiting || heartbeat_due) send_append_entries(peer, batch);
@@ -564,7 +564,7 @@ void Replica::replicate() {
   }
 }
 
-void Replica::handle_append_entries(Message &request) {
+void Replica::handle_append_entries(Message& request) {
   Message response = make_message(MessageType::AppendEntriesResponse, request.from);
   response.prev_log_index = request.prev_log_index;
   if (request.term < current_term_) return send(std::move(response)); // a stale leader learns
@@ -605,9 +605,9 @@ void Replica::handle_append_entries(Message &request) {
   send(std::move(response));
 }
 
-void Replica::handle_append_entries_response(const Message &response) {
+void Replica::handle_append_entries_response(const Message& response) {
   if (role_ != Role::Leader || response.term != current_term_) return;
-  Peer &peer = *find_peer(response.from);
+  Peer& peer = *find_peer(response.from);
   if (response.success) {
     peer.match_index = std::max(peer.match_index, response.match_index);
     peer.next_index = std::max(peer.next_index, peer.match_index + 1);
@@ -637,7 +637,7 @@ void Replica::handle_append_entries_response(const Message &response) {
 // durable) is committed, but only an entry of the current term commits by counting (Figure 8).
 void Replica::advance_commit_index() {
   std::vector<Index> matched{durable_index_};
-  for (const Peer &peer : peers_) matched.push_back(peer.match_index);
+  for (const Peer& peer : peers_) matched.push_back(peer.match_index);
   auto majority = matched.begin() + matched.size() / 2;
   std::nth_element(matched.begin(), majority, matched.end(), std::greater<Index>());
   if (*majority > commit_index_ && term_at(*majority) == current_term_) commit_index_ = *majority;
@@ -660,7 +660,7 @@ void Replica::take_snapshot() {
   snapshot.last_included_index = last_applied_;
   snapshot.last_included_term = term_at(last_applied_);
   snapshot.configuration = {id_};
-  for (const Peer &peer : peers_) snapshot.configuration.push_back(peer.id);
+  for (const Peer& peer : peers_) snapshot.configuration.push_back(peer.id);
   storage_->save_snapshot(snapshot);
   log_.erase(log_.begin(), log_.begin() + (last_applied_ - log_start()));
   snapshot_ = std::move(snapshot);
@@ -668,7 +668,7 @@ void Replica::take_snapshot() {
 
 // One chunk at a time, from where the peer last said it is; a lost chunk is sent again on the
 // next heartbeat, and a newer snapshot restarts the transfer.
-void Replica::send_snapshot_chunk(Peer &peer) {
+void Replica::send_snapshot_chunk(Peer& peer) {
   if (peer.snapshot_index != log_start()) peer.snapshot_offset = 0;
   peer.snapshot_index = log_start();
   Message request = make_message(MessageType::InstallSnapshot, peer.id);
@@ -683,7 +683,7 @@ void Replica::send_snapshot_chunk(Peer &peer) {
   send(std::move(request));
 }
 
-void Replica::handle_install_snapshot(const Message &request) {
+void Replica::handle_install_snapshot(const Message& request) {
   Message response = make_message(MessageType::InstallSnapshotResponse, request.from);
   response.last_included_index = request.last_included_index;
   if (request.term < current_term_) return send(std::move(response));
@@ -734,9 +734,9 @@ void Replica::install_snapshot(Snapshot snapshot) {
   durable_index_ = std::min(durable_index_, last_log_index());
 }
 
-void Replica::handle_install_snapshot_response(const Message &response) {
+void Replica::handle_install_snapshot_response(const Message& response) {
   if (role_ != Role::Leader || response.term != current_term_) return;
-  Peer &peer = *find_peer(response.from);
+  Peer& peer = *find_peer(response.from);
   if (response.done) {
     peer.match_index = std::max(peer.match_index, response.last_included_index);
     peer.next_index = std::max(peer.next_index, peer.match_index + 1);
@@ -754,14 +754,14 @@ void Replica::take_pending_transitions() {
   std::vector<Transition> pending = state_machine_.get_pending_transitions();
   if (pending.empty()) return;
   if (role_ != Role::Leader) {
-    for (const Transition &transition : pending)
+    for (const Transition& transition : pending)
       state_machine_.register_transition_state(transition.id, TransitionState::Abandoned,
                                                AbandonReason::NotLeader);
     return;
   }
   std::vector<Entry> entries;
   entries.reserve(pending.size());
-  for (Transition &transition : pending) {
+  for (Transition& transition : pending) {
     queued_.emplace_back(last_log_index() + entries.size() + 1, transition.id);
     state_machine_.register_transition_state(transition.id, TransitionState::Queued,
                                              AbandonReason::None);
@@ -773,7 +773,7 @@ void Replica::take_pending_transitions() {
 // Every replica applies committed entries in log order, each once per state machine lifetime.
 void Replica::apply_committed() {
   for (; last_applied_ < commit_index_;) {
-    const Transition &transition = entry_at(last_applied_ + 1).transition;
+    const Transition& transition = entry_at(last_applied_ + 1).transition;
     bool report = !(transition == noop_);
     if (report)
       state_machine_.register_transition_state(transition.id, TransitionState::Committed,
@@ -791,8 +791,8 @@ void Replica::apply_committed() {
 
 // ---- The poll loop ----
 
-Replica::Peer *Replica::find_peer(ReplicaID id) {
-  for (Peer &peer : peers_)
+Replica::Peer* Replica::find_peer(ReplicaID id) {
+  for (Peer& peer : peers_)
     if (peer.id == id) return &peer;
   return nullptr;
 }
@@ -809,7 +809,7 @@ Message Replica::make_message(MessageType type, ReplicaID to) const {
 
 void Replica::send(Message message) { outbox_.push_back(std::move(message)); }
 
-void Replica::handle(Message &message) {
+void Replica::handle(Message& message) {
   if (message.to != id_ || !find_peer(message.from)) return; // misrouted, or not a member
   observe_term(message);
   switch (message.type) {
@@ -833,7 +833,7 @@ void Replica::poll(Clock::time_point now) {
   }
   now_ = std::max(now_, now);
   try {
-    for (Message &message : cluster_.receive_messages()) handle(message);
+    for (Message& message : cluster_.receive_messages()) handle(message);
     take_pending_transitions();
     if (role_ != Role::Leader && now_ >= election_deadline_) become_candidate();
     if (role_ == Role::Leader) replicate();
@@ -844,7 +844,7 @@ void Replica::poll(Clock::time_point now) {
     throw;
   }
   durable_index_ = last_log_index();
-  for (Message &message : outbox_) cluster_.send_message(message.to, message);
+  for (Message& message : outbox_) cluster_.send_message(message.to, message);
   outbox_.clear();
   if (role_ == Role::Leader) advance_commit_index();
   apply_committed();
@@ -853,7 +853,7 @@ void Replica::poll(Clock::time_point now) {
 Clock::time_point Replica::next_deadline() const {
   if (role_ != Role::Leader) return std::max(now_, election_deadline_);
   Clock::time_point deadline = now_ + heartbeat_timeout_;
-  for (const Peer &peer : peers_) deadline = std::min(deadline, peer.heartbeat_due);
+  for (const Peer& peer : peers_) deadline = std::min(deadline, peer.heartbeat_due);
   return std::max(now_, deadline);
 }
 

@@ -48,7 +48,7 @@ struct Transition {
   std::uint64_t id = 0;
   std::string data;
 };
-inline bool operator==(const Transition &a, const Transition &b) {
+inline bool operator==(const Transition& a, const Transition& b) {
   return a.id == b.id && a.data == b.data;
 }
 
@@ -122,7 +122,7 @@ public:
   virtual void register_transition_state(std::uint64_t transition_id, TransitionState state,
                                          AbandonReason reason) = 0;
   // Called once per committed entry, in log order, on every replica.
-  virtual void apply_transition(const Transition &transition) = 0;
+  virtual void apply_transition(const Transition& transition) = 0;
   // Polled once per poll(): the transitions the user wants replicated, in order.
   virtual std::vector<Transition> get_pending_transitions() = 0;
   // Snapshots. The defaults mean "this state machine does not snapshot": get_snapshot returns
@@ -130,14 +130,14 @@ public:
   // with a state machine that implements all three.
   virtual std::optional<Snapshot> get_snapshot();
   virtual Snapshot create_snapshot(Index last_included_index, Term last_included_term);
-  virtual void set_snapshot(const Snapshot &snapshot); // state replaced wholesale
+  virtual void set_snapshot(const Snapshot& snapshot); // state replaced wholesale
 };
 
 // What the user implements: the transport between replicas.
 class Cluster {
 public:
   virtual ~Cluster() = default;
-  virtual void send_message(ReplicaID to, const Message &message) = 0; // never blocks; may drop
+  virtual void send_message(ReplicaID to, const Message& message) = 0; // never blocks; may drop
   virtual std::vector<Message> receive_messages() = 0;                 // never blocks
   virtual bool halt() const = 0;                                       // true: start() returns
   virtual void register_leader(std::optional<ReplicaID> leader) = 0;   // on every change
@@ -162,9 +162,9 @@ public:
   virtual State load() = 0; // called once, by the Replica's constructor
   virtual void save_term_and_vote(Term current_term, std::optional<ReplicaID> voted_for) = 0;
   // Replaces the log from index `first` on by [begin, end): drops entries >= first, then appends.
-  virtual void save_entries(Index first, const Entry *begin, const Entry *end) = 0;
+  virtual void save_entries(Index first, const Entry* begin, const Entry* end) = 0;
   // Stores the snapshot and drops the entries it covers (index <= last_included_index).
-  virtual void save_snapshot(const Snapshot &snapshot) = 0;
+  virtual void save_snapshot(const Snapshot& snapshot) = 0;
   virtual void sync() = 0;
 };
 
@@ -173,8 +173,8 @@ class MemoryStorage : public Storage {
 public:
   State load() override;
   void save_term_and_vote(Term current_term, std::optional<ReplicaID> voted_for) override;
-  void save_entries(Index first, const Entry *begin, const Entry *end) override;
-  void save_snapshot(const Snapshot &snapshot) override;
+  void save_entries(Index first, const Entry* begin, const Entry* end) override;
+  void save_snapshot(const Snapshot& snapshot) override;
   void sync() override {}
 
 private:
@@ -190,17 +190,17 @@ class FileStorage : public Storage {
 public:
   explicit FileStorage(std::string directory);
   ~FileStorage() override;
-  FileStorage(const FileStorage &) = delete;
-  FileStorage &operator=(const FileStorage &) = delete;
+  FileStorage(const FileStorage&) = delete;
+  FileStorage& operator=(const FileStorage&) = delete;
   State load() override;
   void save_term_and_vote(Term current_term, std::optional<ReplicaID> voted_for) override;
-  void save_entries(Index first, const Entry *begin, const Entry *end) override;
-  void save_snapshot(const Snapshot &snapshot) override;
+  void save_entries(Index first, const Entry* begin, const Entry* end) override;
+  void save_snapshot(const Snapshot& snapshot) override;
   void sync() override;
 
 private:
-  std::string read_file(const std::string &name, bool must_exist) const;
-  void replace_file(const std::string &name, const std::string &contents) const;
+  std::string read_file(const std::string& name, bool must_exist) const;
+  void replace_file(const std::string& name, const std::string& contents) const;
   void open_log();
 
   const std::string directory_;
@@ -212,7 +212,7 @@ private:
 
 struct Options {
   std::uint64_t seed = 0;     // 0: seed from std::random_device; else deterministic
-  Storage *storage = nullptr; // nullptr: in memory, owned by the replica
+  Storage* storage = nullptr; // nullptr: in memory, owned by the replica
   Index snapshot_delta = 0;   // 0: never compact; N: snapshot every N applied entries
   std::size_t max_entries_per_message = 4096; // entries in one AppendEntries
   std::size_t max_messages_in_flight = 8;     // unacknowledged AppendEntries per follower
@@ -223,8 +223,8 @@ class Replica {
 public:
   // `peer_ids` are the other replicas. `noop_transition` is appended by each new leader (§8) and
   // must leave the state machine unchanged. Throws std::invalid_argument on bad arguments.
-  Replica(ReplicaID id, std::vector<ReplicaID> peer_ids, Cluster &cluster,
-          StateMachine &state_machine, Transition noop_transition, Duration heartbeat_timeout,
+  Replica(ReplicaID id, std::vector<ReplicaID> peer_ids, Cluster& cluster,
+          StateMachine& state_machine, Transition noop_transition, Duration heartbeat_timeout,
           std::pair<Duration, Duration> election_timeout_range, Options options = {});
   void start();                            // polls until cluster.halt(); sleeps when idle
   void poll(Clock::time_point now);        // one pass: messages, transitions, timers, apply
@@ -256,7 +256,7 @@ private:
   };
 
   Term term_at(Index index) const;
-  const Entry &entry_at(Index index) const;
+  const Entry& entry_at(Index index) const;
   void append(std::vector<Entry>::iterator first, std::vector<Entry>::iterator last);
   void truncate_from(Index index);
   void become_follower(Term term, std::optional<ReplicaID> leader);
@@ -264,38 +264,38 @@ private:
   void become_leader();
   void set_leader(std::optional<ReplicaID> leader);
   void save_term_and_vote();
-  void observe_term(const Message &message);
+  void observe_term(const Message& message);
   void reset_election_timer();
   bool has_quorum(std::size_t votes) const;
-  void handle_request_vote(const Message &request);
-  void handle_request_vote_response(const Message &response);
-  void send_append_entries(Peer &peer, std::size_t limit);
+  void handle_request_vote(const Message& request);
+  void handle_request_vote_response(const Message& response);
+  void send_append_entries(Peer& peer, std::size_t limit);
   void replicate();
-  void handle_append_entries(Message &request);
-  void handle_append_entries_response(const Message &response);
+  void handle_append_entries(Message& request);
+  void handle_append_entries_response(const Message& response);
   void advance_commit_index();
   bool log_is_up_to_date(Index last_log_index, Term last_log_term) const;
   void take_snapshot();
-  void send_snapshot_chunk(Peer &peer);
-  void handle_install_snapshot(const Message &request);
+  void send_snapshot_chunk(Peer& peer);
+  void handle_install_snapshot(const Message& request);
   void install_snapshot(Snapshot snapshot);
-  void handle_install_snapshot_response(const Message &response);
+  void handle_install_snapshot_response(const Message& response);
   void take_pending_transitions();
   void apply_committed();
-  Peer *find_peer(ReplicaID id);
+  Peer* find_peer(ReplicaID id);
   Message make_message(MessageType type, ReplicaID to) const;
   void send(Message message);
-  void handle(Message &message);
+  void handle(Message& message);
 
   const ReplicaID id_;
-  Cluster &cluster_;
-  StateMachine &state_machine_;
+  Cluster& cluster_;
+  StateMachine& state_machine_;
   const Transition noop_;
   const Duration heartbeat_timeout_;
   const std::pair<Duration, Duration> election_timeout_range_;
   const Options options_;
   std::unique_ptr<Storage> owned_storage_;
-  Storage *storage_;
+  Storage* storage_;
   std::mt19937_64 random_;
 
   // Persistent state (Figure 2), written through storage_ before anything depends on it.
@@ -326,7 +326,7 @@ private:
 
 // The wire format: compact, versioned, little-endian, explicit lengths. decode returns nullopt
 // for anything that is not exactly encode(m) for some message.
-std::string encode(const Message &message);
+std::string encode(const Message& message);
 std::optional<Message> decode(std::string_view bytes);
 
 } // namespace raft

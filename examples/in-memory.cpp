@@ -20,7 +20,7 @@ public:
   long balance = 0;
   std::vector<raft::Transition> pending;
 
-  void apply_transition(const raft::Transition &transition) override {
+  void apply_transition(const raft::Transition& transition) override {
     if (!transition.data.empty()) balance += std::stol(transition.data.substr(8));
   }
   std::vector<raft::Transition> get_pending_transitions() override { return std::move(pending); }
@@ -37,8 +37,8 @@ struct Network {
 
 class InMemoryCluster : public raft::Cluster {
 public:
-  InMemoryCluster(raft::ReplicaID id, Network &network) : id_(id), network_(network) {}
-  void send_message(raft::ReplicaID to, const raft::Message &message) override {
+  InMemoryCluster(raft::ReplicaID id, Network& network) : id_(id), network_(network) {}
+  void send_message(raft::ReplicaID to, const raft::Message& message) override {
     if (!network_.down[id_] && !network_.down[to]) network_.inbox[to].push_back(message);
   }
   std::vector<raft::Message> receive_messages() override {
@@ -56,7 +56,7 @@ public:
 
 private:
   raft::ReplicaID id_;
-  Network &network_;
+  Network& network_;
 };
 
 struct Node {
@@ -72,7 +72,7 @@ std::map<raft::ReplicaID, Node> nodes;
 raft::Clock::time_point now; // the simulated clock
 
 void boot(raft::ReplicaID id) {
-  Node &node = nodes[id];
+  Node& node = nodes[id];
   node.account = std::make_unique<Account>();
   node.cluster = std::make_unique<InMemoryCluster>(id, network);
   std::vector<raft::ReplicaID> peers;
@@ -91,34 +91,34 @@ long long millis() {
 }
 
 std::optional<raft::ReplicaID> leader() {
-  for (auto &[id, node] : nodes)
+  for (auto& [id, node] : nodes)
     if (!network.down[id] && node.replica->is_leader()) return id;
   return std::nullopt;
 }
 
 // Advances the clock 1 ms at a time, polling every live replica, until `done` or a time limit.
-template <class Done> void run(Done done, const char *what) {
+template <class Done> void run(Done done, const char* what) {
   for (int step = 0; step < 10000 && !done(); ++step) {
     now += 1ms;
-    for (auto &[id, node] : nodes)
+    for (auto& [id, node] : nodes)
       if (!network.down[id]) node.replica->poll(now);
   }
   std::printf("  [t = %lld ms] %s\n", millis(), what);
 }
 
 bool all_applied(raft::Index index) {
-  for (auto &[id, node] : nodes)
+  for (auto& [id, node] : nodes)
     if (!network.down[id] && node.replica->last_applied() < index) return false;
   return true;
 }
 
-void deposit(raft::ReplicaID at, int count, std::uint64_t &next_id) {
+void deposit(raft::ReplicaID at, int count, std::uint64_t& next_id) {
   for (int i = 0; i < count; ++i, ++next_id)
     nodes[at].account->pending.push_back({next_id, "deposit " + std::to_string(10 * (i + 1))});
 }
 
 void show() {
-  for (auto &[id, node] : nodes)
+  for (auto& [id, node] : nodes)
     std::printf("  replica %llu: %-9s term %llu, log up to %llu, committed %llu, balance %ld\n",
                 (unsigned long long)id,
                 network.down[id]            ? "(down)"
@@ -177,7 +177,7 @@ int main() {
   show();
 
   long expected = nodes[second].account->balance;
-  for (auto &[id, node] : nodes)
+  for (auto& [id, node] : nodes)
     if (node.account->balance != expected) {
       std::printf("\nThe replicas disagree: this is a bug.\n");
       return 1;
