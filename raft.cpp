@@ -190,20 +190,22 @@ Index replay_log(const std::string& path, std::string_view contents, std::vector
 FileStorage::FileStorage(std::string directory) : directory_(std::move(directory)) {
   if (::mkdir(directory_.c_str(), 0777) != 0 && errno != EEXIST)
     throw system_error(directory_, "mkdir");
-  std::string state = read_file("state", false), snapshot = read_file("snapshot", false),
-              log = read_file("log", false);
-  if (state.empty() && (!snapshot.empty() || !log.empty()))
+  std::optional<std::string> state = read_file("state"), snapshot = read_file("snapshot"),
+                             log = read_file("log");
+  if (!log && (state || snapshot))
+    throw file_error(directory_ + "/log", 0, "missing, while other files exist");
+  if (!state && (snapshot || (log && log->size() > log_magic.size())))
     throw file_error(directory_ + "/state", 0, "missing, while other files exist");
-  if (!state.empty()) {
-    Reader reader{only_record(directory_ + "/state", state, state_magic)};
+  if (state) {
+    Reader reader{only_record(directory_ + "/state", *state, state_magic)};
     recovered_.current_term = reader.get();
     bool voted = reader.get(1);
     ReplicaID vote = reader.get();
     if (!reader.ok || !reader.in.empty()) throw file_error(directory_ + "/state", 8, "bad state");
     if (voted) recovered_.voted_for = vote;
   }
-  if (!snapshot.empty()) {
-    Reader reader{only_record(directory_ + "/snapshot", snapshot, snapshot_magic)};
+  if (snapshot) {
+    Reader reader{only_record(directory_ + "/snapshot", *snapshot, snapshot_magic)};
     Snapshot& s = recovered_.snapshot.emplace();
     s.last_included_index = reader.get();
     s.last_included_term = reader.get();
@@ -212,9 +214,10 @@ FileStorage::FileStorage(std::string directory) : directory_(std::move(directory
     s.data = std::string(reader.in);
     if (!reader.ok) throw file_error(directory_ + "/snapshot", 8, "bad snapshot");
   }
-  if (!log.empty()) {
+  if (!log) replace_file("log", std::string(log_magic)); // a new directory
+  if (log) {
     std::size_t length = 0;
-    Index first = replay_log(directory_ + "/log", log, recovered_.entries, length);
+    Index first = replay_log(directory_ + "/log", *log, recovered_.entries, length);
     Index start = recovered_.snapshot ? recovered_.snapshot->last_included_index : 0;
     if (!recovered_.entries.empty() && first > start + 1)
       throw file_error(directory_ + "/log", log_magic.size(), "a gap before the log's first entry");
@@ -222,10 +225,9 @@ FileStorage::FileStorage(std::string directory) : directory_(std::move(directory
       recovered_.entries.erase(recovered_.entries.begin(),
                                recovered_.entries.begin() +
                                    std::min<Index>(recovered_.entries.size(), start - first + 1));
-    if (length < log.size() && ::truncate((directory_ + "/log").c_str(), length) != 0)
+    if (length < log->size() && ::truncate((directory_ + "/log").c_str(), length) != 0)
       throw system_error(directory_ + "/log", "truncate");
   }
-  if (log.empty()) replace_file("log", std::string(log_magic));
   open_log();
 }
 
@@ -263,10 +265,12 @@ void FileStorage::save_snapshot(const Snapshot& snapshot) {
   put_record(file, payload);
   replace_file("snapshot", file);
 
-  std::string log = read_file("log", true), rewritten(log_magic);
+  std::optional<std::string> log = read_file("log");
+  if (!log) throw file_error(directory_ + "/log", 0, "missing");
+  std::string rewritten(log_magic);
   std::vector<Entry> entries;
   std::size_t length = 0;
-  Index first = replay_log(directory_ + "/log", log, entries, length);
+  Index first = replay_log(directory_ + "/log", *log, entries, length);
   for (Index i = std::max(first, snapshot.last_included_index + 1); i < first + entries.size(); ++i)
     rewritten += entry_record(i, entries[i - first]);
   replace_file("log", rewritten);
@@ -290,10 +294,10 @@ void FileStorage::sync() {
   pending_.clear();
 }
 
-std::string FileStorage::read_file(const std::string& name, bool must_exist) const {
+std::optional<std::string> FileStorage::read_file(const std::string& name) const {
   std::string path = directory_ + "/" + name, contents;
   int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0 && errno == ENOENT && !must_exist) return contents;
+  if (fd < 0 && errno == ENOENT) return std::nullopt;
   if (fd < 0) throw system_error(path, "open");
   char buffer[1 << 16];
   for (ssize_t n; (n = ::read(fd, buffer, sizeof buffer)) != 0;) {

@@ -199,7 +199,7 @@ public:
   void sync() override;
 
 private:
-  std::string read_file(const std::string& name, bool must_exist) const;
+  std::optional<std::string> read_file(const std::string& name) const; // nullopt: missing
   void replace_file(const std::string& name, const std::string& contents) const;
   void open_log();
 
