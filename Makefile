@@ -1,18 +1,21 @@
 # make test   builds everything under AddressSanitizer and UBSan, runs the tests and the demo
 # make demo   runs the in-memory 5-replica example
 # make sim SEED=n   replays one simulator seed with a trace
+# make fuzz   runs the libFuzzer target for decode (needs clang) for FUZZ_SECONDS
 CXX ?= g++
 FLAGS := -std=c++17 -Wall -Wextra -Werror -g -I.
 SAN := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 BUILD := build
 TEST_SOURCES := $(wildcard tests/*.cpp)
 SIM_SEEDS ?= 300
+FUZZ_SECONDS ?= 60
 
-.PHONY: test demo sim deps format clean
+.PHONY: test demo sim fuzz fuzz-if-clang deps format clean
 
 test: deps $(BUILD)/tests $(BUILD)/demo
 	$(BUILD)/demo > $(BUILD)/demo.out
-	@tail -n 3 $(BUILD)/demo.out
+	@tail -n 1 $(BUILD)/demo.out
+	@$(MAKE) --no-print-directory fuzz-if-clang FUZZ_SECONDS=10
 	SIM_SEEDS=$(SIM_SEEDS) $(BUILD)/tests
 
 deps:
@@ -36,8 +39,21 @@ demo: $(BUILD)/demo
 sim: deps $(BUILD)/tests
 	SIM_SEED=$(SEED) SIM_TRACE=1 $(BUILD)/tests -tc='*simulator*'
 
+$(BUILD)/fuzz-wire: tests/fuzz/wire.cpp raft.cpp raft.hpp
+	@mkdir -p $(BUILD)/fuzz-corpus
+	clang++ -std=c++17 -g -O1 -I. -fsanitize=fuzzer,address,undefined $< raft.cpp -o $@
+
+fuzz: $(BUILD)/fuzz-wire
+	$(BUILD)/fuzz-wire -max_total_time=$(FUZZ_SECONDS) $(BUILD)/fuzz-corpus
+
+fuzz-if-clang:
+	@if command -v clang++ >/dev/null && $(MAKE) --no-print-directory $(BUILD)/fuzz-wire >/dev/null 2>&1; \
+	then $(MAKE) --no-print-directory fuzz > $(BUILD)/fuzz.log 2>&1; status=$$?; \
+	  tail -n 1 $(BUILD)/fuzz.log; exit $$status; \
+	else echo "fuzz: skipped, clang++ with libFuzzer is not available"; fi
+
 format:
-	clang-format -i raft.hpp raft.cpp tests/*.cpp tests/*.hpp examples/*.cpp
+	clang-format -i raft.hpp raft.cpp tests/*.cpp tests/*.hpp tests/fuzz/*.cpp examples/*.cpp
 
 clean:
 	rm -rf $(BUILD)

@@ -58,6 +58,14 @@ namespace {
 void put(std::string& out, std::uint64_t value, int bytes = 8) {
   for (int i = 0; i < bytes; ++i) out += static_cast<char>(value >> (8 * i));
 }
+void put_varint(std::string& out, std::uint64_t value) {
+  for (; value >= 0x80; value >>= 7) out += static_cast<char>(value | 0x80);
+  out += static_cast<char>(value);
+}
+void put_bytes(std::string& out, std::string_view bytes) {
+  put_varint(out, bytes.size());
+  out += bytes;
+}
 
 // Reads little-endian fields; a read past the end returns 0 and clears `ok`.
 struct Reader {
@@ -70,6 +78,23 @@ struct Reader {
       value |= std::uint64_t(static_cast<unsigned char>(in[i])) << (8 * i);
     in.remove_prefix(bytes);
     return value;
+  }
+  std::uint64_t varint() { // LEB128; an overlong or overflowing encoding is malformed
+    std::uint64_t value = 0;
+    for (int shift = 0; shift < 64 && !in.empty(); shift += 7) {
+      auto byte = static_cast<unsigned char>(in[0]);
+      in.remove_prefix(1);
+      value |= std::uint64_t(byte & 0x7F) << shift;
+      if (byte & 0x80) continue;
+      if ((byte == 0 && shift > 0) || (shift == 63 && byte > 1)) ok = false;
+      return value;
+    }
+    return ok = false;
+  }
+  bool boolean() {
+    std::uint64_t value = get(1);
+    if (value > 1) ok = false;
+    return value == 1;
   }
   std::string_view take(std::uint64_t bytes) {
     if (in.size() < bytes) return ok = false, std::string_view();
@@ -866,6 +891,110 @@ void Replica::start() {
     poll(Clock::now());
     cluster_.wait_until(next_deadline());
   }
+}
+
+// ---- The wire format ----
+// A version byte, the type byte, then from, to and term and the type's own fields as LEB128
+// varints; booleans as one byte 0 or 1; byte strings and lists prefixed by their length.
+
+constexpr std::uint8_t wire_version = 1;
+
+std::string encode(const Message& m) {
+  std::string out{static_cast<char>(wire_version), static_cast<char>(m.type)};
+  auto varints = [&out](std::initializer_list<std::uint64_t> values) {
+    for (std::uint64_t value : values) put_varint(out, value);
+  };
+  varints({m.from, m.to, m.term});
+  switch (m.type) {
+  case MessageType::RequestVote: varints({m.last_log_index, m.last_log_term}); break;
+  case MessageType::RequestVoteResponse: put(out, m.vote_granted, 1); break;
+  case MessageType::AppendEntries:
+    varints({m.prev_log_index, m.prev_log_term, m.leader_commit, m.entries.size()});
+    for (const Entry& entry : m.entries) {
+      varints({entry.term, entry.transition.id});
+      put_bytes(out, entry.transition.data);
+    }
+    break;
+  case MessageType::AppendEntriesResponse:
+    put(out, m.success, 1);
+    varints({m.prev_log_index, m.match_index, m.conflict_index, m.conflict_term});
+    break;
+  case MessageType::InstallSnapshot:
+    varints({m.last_included_index, m.last_included_term, m.configuration.size()});
+    for (ReplicaID id : m.configuration) put_varint(out, id);
+    put_varint(out, m.offset);
+    put(out, m.done, 1);
+    put_bytes(out, m.data);
+    break;
+  case MessageType::InstallSnapshotResponse:
+    varints({m.last_included_index, m.offset});
+    put(out, m.done, 1);
+    break;
+  }
+  return out;
+}
+
+// Reads exactly what encode writes. A count is checked against the bytes left before anything
+// is reserved, so a forged length cannot make decode allocate more than the input's size.
+std::optional<Message> decode(std::string_view bytes) {
+  Reader r{bytes};
+  Message m;
+  std::uint64_t version = r.get(1), type = r.get(1);
+  if (!r.ok || version != wire_version ||
+      type > std::uint64_t(MessageType::InstallSnapshotResponse))
+    return std::nullopt;
+  m.type = static_cast<MessageType>(type);
+  m.from = r.varint();
+  m.to = r.varint();
+  m.term = r.varint();
+  auto bytes_field = [&r] { return std::string(r.take(r.varint())); };
+  switch (m.type) {
+  case MessageType::RequestVote:
+    m.last_log_index = r.varint();
+    m.last_log_term = r.varint();
+    break;
+  case MessageType::RequestVoteResponse: m.vote_granted = r.boolean(); break;
+  case MessageType::AppendEntries: {
+    m.prev_log_index = r.varint();
+    m.prev_log_term = r.varint();
+    m.leader_commit = r.varint();
+    std::uint64_t count = r.varint();
+    if (count > r.in.size() / 3) return std::nullopt; // an entry takes at least 3 bytes
+    m.entries.resize(count);
+    for (Entry& entry : m.entries) {
+      entry.term = r.varint();
+      entry.transition.id = r.varint();
+      entry.transition.data = bytes_field();
+    }
+    break;
+  }
+  case MessageType::AppendEntriesResponse:
+    m.success = r.boolean();
+    m.prev_log_index = r.varint();
+    m.match_index = r.varint();
+    m.conflict_index = r.varint();
+    m.conflict_term = r.varint();
+    break;
+  case MessageType::InstallSnapshot: {
+    m.last_included_index = r.varint();
+    m.last_included_term = r.varint();
+    std::uint64_t count = r.varint();
+    if (count > r.in.size()) return std::nullopt; // an id takes at least 1 byte
+    m.configuration.resize(count);
+    for (ReplicaID& id : m.configuration) id = r.varint();
+    m.offset = r.varint();
+    m.done = r.boolean();
+    m.data = bytes_field();
+    break;
+  }
+  case MessageType::InstallSnapshotResponse:
+    m.last_included_index = r.varint();
+    m.offset = r.varint();
+    m.done = r.boolean();
+    break;
+  }
+  if (!r.ok || !r.in.empty()) return std::nullopt;
+  return m;
 }
 
 } // namespace raft
