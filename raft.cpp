@@ -450,9 +450,8 @@ void Replica::append(std::vector<Entry>::iterator first, std::vector<Entry>::ite
 // Drops entries >= index; the caller appends the leader's entries from index right after.
 void Replica::truncate_from(Index index) {
   assert(index > commit_index_ && index > log_start()); // committed entries are never removed
-  for (; !queued_.empty() && queued_.back().first >= index; queued_.pop_back())
-    state_machine_.register_transition_state(queued_.back().second, TransitionState::Abandoned,
-                                             AbandonReason::ConflictWithLeader);
+  for (; !queued_.empty() && queued_.back().index >= index; queued_.pop_back())
+    overwritten_.push_back(queued_.back());
   log_.resize(index - log_start() - 1);
   durable_index_ = std::min(durable_index_, index - 1);
 }
@@ -738,19 +737,25 @@ void Replica::handle_install_snapshot(const Message& request) {
 }
 
 // §7: a log that agrees with the snapshot at its last index keeps what follows; any other log
-// is replaced by it. Queued transitions the snapshot provably overwrites are reported.
+// is replaced by it. A queued transition the snapshot covers is settled where its fate is
+// known: by the term at its index when our log agrees, else only if its term is above the
+// snapshot's (terms never decrease along a log); otherwise it is simply covered.
 void Replica::install_snapshot(Snapshot snapshot) {
   Index index = snapshot.last_included_index;
-  bool keep = index <= last_log_index() && term_at(index) == snapshot.last_included_term;
-  if (!keep) {
-    for (; !queued_.empty() && queued_.back().first > commit_index_; queued_.pop_back()) {
-      Index queued_at = queued_.back().first;
-      if (queued_at > index || term_at(queued_at) > snapshot.last_included_term)
-        state_machine_.register_transition_state(queued_.back().second, TransitionState::Abandoned,
-                                                 AbandonReason::ConflictWithLeader);
-    }
+  Term term = snapshot.last_included_term;
+  bool keep = index <= last_log_index() && term_at(index) == term;
+  for (; !queued_.empty() && (!keep || queued_.front().index <= index); queued_.pop_front())
+    if (!keep) overwritten_.push_back(queued_.front());
+  for (const Queued& queued : overwritten_) {
+    if (queued.index > index) continue;
+    bool known = queued.index == index || (keep && queued.index > log_start());
+    Term committed = queued.index == index ? term : known ? term_at(queued.index) : 0;
+    if (known ? queued.term != committed : queued.term > term) abandon(queued.id);
   }
-  while (!queued_.empty() && queued_.front().first <= index) queued_.pop_front();
+  overwritten_.erase(
+      std::remove_if(overwritten_.begin(), overwritten_.end(),
+                     [index](const Queued& queued) { return queued.index <= index; }),
+      overwritten_.end());
   if (keep)
     log_.erase(log_.begin(), log_.begin() + (index - log_start()));
   else
@@ -791,7 +796,7 @@ void Replica::take_pending_transitions() {
   std::vector<Entry> entries;
   entries.reserve(pending.size());
   for (Transition& transition : pending) {
-    queued_.emplace_back(last_log_index() + entries.size() + 1, transition.id);
+    queued_.push_back(Queued{last_log_index() + entries.size() + 1, current_term_, transition.id});
     state_machine_.register_transition_state(transition.id, TransitionState::Queued,
                                              AbandonReason::None);
     entries.push_back(Entry{current_term_, std::move(transition)});
@@ -799,10 +804,29 @@ void Replica::take_pending_transitions() {
   append(entries.begin(), entries.end());
 }
 
+// A queued transition that a new leader overwrote in our log may still commit from another
+// replica's log; its fate is known once its index commits (Log Matching: same index and term,
+// same entry). Only then is it reported ConflictWithLeader, so a committed one never is.
+void Replica::settle_overwritten(Index index, Term committed_term) {
+  auto settled = [&](const Queued& queued) {
+    if (queued.index == index && queued.term != committed_term) abandon(queued.id);
+    return queued.index == index;
+  };
+  overwritten_.erase(std::remove_if(overwritten_.begin(), overwritten_.end(), settled),
+                     overwritten_.end());
+}
+
+void Replica::abandon(std::uint64_t id) {
+  state_machine_.register_transition_state(id, TransitionState::Abandoned,
+                                           AbandonReason::ConflictWithLeader);
+}
+
 // Every replica applies committed entries in log order, each once per state machine lifetime.
 void Replica::apply_committed() {
   for (; last_applied_ < commit_index_;) {
-    const Transition& transition = entry_at(last_applied_ + 1).transition;
+    const Entry& entry = entry_at(last_applied_ + 1);
+    if (!overwritten_.empty()) settle_overwritten(last_applied_ + 1, entry.term);
+    const Transition& transition = entry.transition;
     bool report = !(transition == noop_);
     if (report)
       state_machine_.register_transition_state(transition.id, TransitionState::Committed,
@@ -812,7 +836,7 @@ void Replica::apply_committed() {
     if (report)
       state_machine_.register_transition_state(transition.id, TransitionState::Applied,
                                                AbandonReason::None);
-    if (!queued_.empty() && queued_.front().first <= last_applied_) queued_.pop_front();
+    if (!queued_.empty() && queued_.front().index <= last_applied_) queued_.pop_front();
   }
   if (options_.snapshot_delta && last_applied_ - log_start() >= options_.snapshot_delta)
     take_snapshot();

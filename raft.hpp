@@ -242,6 +242,11 @@ public:
 private:
   enum class Role { Follower, Candidate, Leader };
   Index log_start() const { return snapshot_.last_included_index; }
+  struct Queued { // a transition this replica accepted as leader
+    Index index;
+    Term term;
+    std::uint64_t id;
+  };
   struct Peer {
     ReplicaID id;
     Index next_index = 1;  // leader: the next entry to send
@@ -281,6 +286,8 @@ private:
   void install_snapshot(Snapshot snapshot);
   void handle_install_snapshot_response(const Message& response);
   void take_pending_transitions();
+  void settle_overwritten(Index index, Term committed_term);
+  void abandon(std::uint64_t id);
   void apply_committed();
   Peer* find_peer(ReplicaID id);
   Message make_message(MessageType type, ReplicaID to) const;
@@ -312,8 +319,9 @@ private:
 
   // Leader (and candidate) state, one record per peer.
   std::vector<Peer> peers_;
-  Index durable_index_ = 0;                            // the last entry storage has synced
-  std::deque<std::pair<Index, std::uint64_t>> queued_; // (index, id) queued here, uncommitted
+  Index durable_index_ = 0;         // the last entry storage has synced
+  std::deque<Queued> queued_;       // queued here, in our log, not yet applied; by index
+  std::vector<Queued> overwritten_; // queued here, dropped from our log, fate not yet known
 
   // Timers and bookkeeping.
   Clock::time_point now_{};
