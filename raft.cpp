@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
+#include <fstream>
+#include <sstream>
 #include <stdexcept>
 #include <sys/stat.h>
 #include <thread>
@@ -52,13 +54,13 @@ void MemoryStorage::save_snapshot(const Snapshot& snapshot) {
   state_.snapshot = snapshot;
 }
 
-// ---- FileStorage: a log of CRC-checked records, plus state and snapshot files ----
+// ---- FileStorage: an append-only log of CRC-checked records, and a snapshot file ----
 
 namespace {
-void put(std::string& out, std::uint64_t value, int bytes = 8) {
+void put(std::string& out, std::uint64_t value, int bytes) { // fixed width, little-endian
   for (int i = 0; i < bytes; ++i) out += static_cast<char>(value >> (8 * i));
 }
-void put_varint(std::string& out, std::uint64_t value) {
+void put_varint(std::string& out, std::uint64_t value) { // LEB128
   for (; value >= 0x80; value >>= 7) out += static_cast<char>(value | 0x80);
   out += static_cast<char>(value);
 }
@@ -66,12 +68,18 @@ void put_bytes(std::string& out, std::string_view bytes) {
   put_varint(out, bytes.size());
   out += bytes;
 }
+void put_entry(std::string& out, const Entry& entry) {
+  put_varint(out, entry.term);
+  put_varint(out, entry.transition.id);
+  put_bytes(out, entry.transition.data);
+}
 
-// Reads little-endian fields; a read past the end returns 0 and clears `ok`.
+// Reads what the put functions write; a read past the end, an overlong varint or a boolean
+// other than 0 or 1 returns 0 and clears `ok`.
 struct Reader {
   std::string_view in;
   bool ok = true;
-  std::uint64_t get(std::size_t bytes = 8) {
+  std::uint64_t get(std::size_t bytes) {
     if (in.size() < bytes) return ok = false;
     std::uint64_t value = 0;
     for (std::size_t i = 0; i < bytes; ++i)
@@ -79,7 +87,7 @@ struct Reader {
     in.remove_prefix(bytes);
     return value;
   }
-  std::uint64_t varint() { // LEB128; an overlong or overflowing encoding is malformed
+  std::uint64_t varint() {
     std::uint64_t value = 0;
     for (int shift = 0; shift < 64 && !in.empty(); shift += 7) {
       auto byte = static_cast<unsigned char>(in[0]);
@@ -93,7 +101,7 @@ struct Reader {
   }
   bool boolean() {
     std::uint64_t value = get(1);
-    if (value > 1) ok = false;
+    ok = ok && value <= 1;
     return value == 1;
   }
   std::string_view take(std::uint64_t bytes) {
@@ -102,6 +110,14 @@ struct Reader {
     in.remove_prefix(bytes);
     return taken;
   }
+  std::string bytes() { return std::string(take(varint())); } // checked before allocating
+  Entry entry() {
+    Entry entry;
+    entry.term = varint();
+    entry.transition.id = varint();
+    entry.transition.data = bytes();
+    return entry;
+  }
 };
 
 std::uint32_t crc32(std::string_view bytes) { // IEEE 802.3, as in zlib
@@ -109,8 +125,7 @@ std::uint32_t crc32(std::string_view bytes) { // IEEE 802.3, as in zlib
     std::array<std::uint32_t, 256> table{};
     for (std::uint32_t i = 0; i < 256; ++i) {
       table[i] = i;
-      for (int k = 0; k < 8; ++k)
-        table[i] = table[i] & 1 ? 0xEDB88320u ^ (table[i] >> 1) : table[i] >> 1;
+      for (int k = 0; k < 8; ++k) table[i] = (table[i] & 1 ? 0xEDB88320u : 0) ^ (table[i] >> 1);
     }
     return table;
   }();
@@ -119,25 +134,27 @@ std::uint32_t crc32(std::string_view bytes) { // IEEE 802.3, as in zlib
   return crc ^ 0xFFFFFFFFu;
 }
 
-constexpr std::string_view log_magic = "RAFTLOG1", state_magic = "RAFTSTA1",
-                           snapshot_magic = "RAFTSNP1";
-enum RecordKind : std::uint8_t { EntryRecord = 1, TruncateRecord = 2 };
+constexpr std::string_view log_magic = "RAFTLOG1", snapshot_magic = "RAFTSNP1";
+enum RecordKind : std::uint8_t { EntryRecord = 1, TruncateRecord = 2, StateRecord = 3 };
 
+// A record: the payload's length and CRC-32 (4 bytes each), then the payload.
 void put_record(std::string& out, std::string_view payload) {
   put(out, payload.size(), 4);
   put(out, crc32(payload), 4);
   out += payload;
 }
-
-std::string entry_record(Index index, const Entry& entry) {
-  std::string payload, record;
-  put(payload, EntryRecord, 1);
-  put(payload, index);
-  put(payload, entry.term);
-  put(payload, entry.transition.id);
-  payload += entry.transition.data;
-  put_record(record, payload);
-  return record;
+void put_log_record(std::string& out, RecordKind kind, Index index, const Entry* entry) {
+  std::string payload(1, static_cast<char>(kind));
+  put_varint(payload, index);
+  if (entry) put_entry(payload, *entry);
+  put_record(out, payload);
+}
+void put_state_record(std::string& out, Term term, std::optional<ReplicaID> voted_for) {
+  std::string payload(1, static_cast<char>(StateRecord));
+  put_varint(payload, term);
+  put(payload, voted_for.has_value(), 1);
+  put_varint(payload, voted_for.value_or(0));
+  put_record(out, payload);
 }
 
 std::runtime_error file_error(const std::string& path, std::size_t offset, const char* what) {
@@ -156,57 +173,56 @@ void write_all(int fd, std::string_view bytes, const std::string& path) {
   }
 }
 
+std::optional<std::string> read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in && errno == ENOENT) return std::nullopt;
+  std::ostringstream contents;
+  if (!(contents << in.rdbuf())) throw system_error(path, "read");
+  return std::move(contents).str();
+}
+
 // A file's record payloads after its magic. A record cut short at the end of the file (a torn
-// write) ends the list and `length` says where; damage anywhere else throws.
+// write) ends the list, and `length` says where; damage anywhere else throws.
 std::vector<std::string_view> read_records(const std::string& path, std::string_view contents,
                                            std::string_view magic, std::size_t& length) {
   if (contents.substr(0, magic.size()) != magic)
     throw file_error(path, 0, "not a file of this format (bad magic)");
   std::vector<std::string_view> payloads;
-  for (length = magic.size(); length < contents.size();) {
+  for (length = magic.size(); length < contents.size(); length += 8 + payloads.back().size()) {
     Reader reader{contents.substr(length)};
     std::uint64_t size = reader.get(4), crc = reader.get(4);
-    std::string_view payload = reader.take(size);
-    if (!reader.ok) break;
-    if (crc32(payload) != crc) {
-      if (length + 8 + size == contents.size()) break; // the last record, torn
-      throw file_error(path, length, "bad CRC in the middle of the file");
-    }
-    payloads.push_back(payload);
-    length += 8 + size;
+    payloads.push_back(reader.take(size));
+    if (reader.ok && crc32(payloads.back()) == crc) continue;
+    payloads.pop_back();
+    if (!reader.ok || length + 8 + size == contents.size()) break; // the last record, torn
+    throw file_error(path, length, "bad CRC in the middle of the file");
   }
   return payloads;
 }
 
-std::string_view only_record(const std::string& path, std::string_view contents,
-                             std::string_view magic) {
-  std::size_t length = 0;
-  std::vector<std::string_view> payloads = read_records(path, contents, magic, length);
-  if (payloads.size() != 1 || length != contents.size())
-    throw file_error(path, length, "damaged record");
-  return payloads[0];
-}
-
-// Replays the log's records into `entries`, returning the index of entries[0] (0: none yet).
-Index replay_log(const std::string& path, std::string_view contents, std::vector<Entry>& entries,
+// Replays the log into `state`: the last state record holds term and vote, and a record at
+// index i replaces the log from i on. Returns the index of state.entries[0].
+Index replay_log(const std::string& path, std::string_view contents, Storage::State& state,
                  std::size_t& length) {
   Index first = 0;
   for (std::string_view payload : read_records(path, contents, log_magic, length)) {
     Reader reader{payload};
-    std::uint64_t kind = reader.get(1);
-    Index index = reader.get();
-    if (first == 0) first = index;
-    if (!reader.ok || index < first || index > first + entries.size() ||
-        (kind != EntryRecord && kind != TruncateRecord))
+    std::uint64_t kind = reader.get(1), index = reader.varint();
+    if (kind == StateRecord) {
+      state.current_term = index;
+      bool voted = reader.boolean();
+      state.voted_for = reader.varint();
+      if (!voted) state.voted_for.reset();
+    } else if (kind == EntryRecord || kind == TruncateRecord) {
+      if (first == 0) first = index;
+      if (index < first || index > first + state.entries.size())
+        reader.ok = false;
+      else
+        state.entries.resize(index - first);
+      if (kind == EntryRecord) state.entries.push_back(reader.entry());
+    }
+    if (!reader.ok || !reader.in.empty() || kind == 0 || kind > StateRecord)
       throw file_error(path, length, "inconsistent log record");
-    entries.resize(index - first); // a record at index i replaces the log from i on
-    if (kind == TruncateRecord) continue;
-    Entry entry;
-    entry.term = reader.get();
-    entry.transition.id = reader.get();
-    entry.transition.data = std::string(reader.in);
-    if (!reader.ok) throw file_error(path, length, "short log record");
-    entries.push_back(std::move(entry));
   }
   return first;
 }
@@ -215,44 +231,38 @@ Index replay_log(const std::string& path, std::string_view contents, std::vector
 FileStorage::FileStorage(std::string directory) : directory_(std::move(directory)) {
   if (::mkdir(directory_.c_str(), 0777) != 0 && errno != EEXIST)
     throw system_error(directory_, "mkdir");
-  std::optional<std::string> state = read_file("state"), snapshot = read_file("snapshot"),
-                             log = read_file("log");
-  if (!log && (state || snapshot))
-    throw file_error(directory_ + "/log", 0, "missing, while other files exist");
-  if (!state && (snapshot || (log && log->size() > log_magic.size())))
-    throw file_error(directory_ + "/state", 0, "missing, while other files exist");
-  if (state) {
-    Reader reader{only_record(directory_ + "/state", *state, state_magic)};
-    recovered_.current_term = reader.get();
-    bool voted = reader.get(1);
-    ReplicaID vote = reader.get();
-    if (!reader.ok || !reader.in.empty()) throw file_error(directory_ + "/state", 8, "bad state");
-    if (voted) recovered_.voted_for = vote;
-  }
+  std::string log_path = directory_ + "/log", snapshot_path = directory_ + "/snapshot";
+  std::optional<std::string> log = read_file(log_path), snapshot = read_file(snapshot_path);
+  std::size_t length = 0;
   if (snapshot) {
-    Reader reader{only_record(directory_ + "/snapshot", *snapshot, snapshot_magic)};
+    std::vector<std::string_view> records =
+        read_records(snapshot_path, *snapshot, snapshot_magic, length);
+    Reader reader{records.empty() ? std::string_view() : records[0]};
     Snapshot& s = recovered_.snapshot.emplace();
-    s.last_included_index = reader.get();
-    s.last_included_term = reader.get();
-    for (std::uint64_t n = reader.get(4); reader.ok && n > 0; --n)
-      s.configuration.push_back(reader.get());
-    s.data = std::string(reader.in);
-    if (!reader.ok) throw file_error(directory_ + "/snapshot", 8, "bad snapshot");
+    s.last_included_index = reader.varint();
+    s.last_included_term = reader.varint();
+    for (std::uint64_t n = reader.varint(); reader.ok && n > 0; --n)
+      s.configuration.push_back(reader.varint());
+    s.data = reader.bytes();
+    if (records.size() != 1 || length != snapshot->size() || !reader.ok || !reader.in.empty())
+      throw file_error(snapshot_path, length, "damaged snapshot");
+    if (!log) throw file_error(log_path, 0, "missing, while a snapshot exists");
   }
   if (!log) replace_file("log", std::string(log_magic)); // a new directory
   if (log) {
-    std::size_t length = 0;
-    Index first = replay_log(directory_ + "/log", *log, recovered_.entries, length);
+    Index first = replay_log(log_path, *log, recovered_, length);
     Index start = recovered_.snapshot ? recovered_.snapshot->last_included_index : 0;
-    if (!recovered_.entries.empty() && first > start + 1)
-      throw file_error(directory_ + "/log", log_magic.size(), "a gap before the log's first entry");
-    if (first != 0 && first <= start) // entries the snapshot covers
-      recovered_.entries.erase(recovered_.entries.begin(),
-                               recovered_.entries.begin() +
-                                   std::min<Index>(recovered_.entries.size(), start - first + 1));
-    if (length < log->size() && ::truncate((directory_ + "/log").c_str(), length) != 0)
-      throw system_error(directory_ + "/log", "truncate");
+    std::vector<Entry>& entries = recovered_.entries;
+    if (!entries.empty() && first > start + 1)
+      throw file_error(log_path, log_magic.size(), "a gap between the snapshot and the log");
+    if (!entries.empty() && first <= start) // entries the snapshot covers
+      entries.erase(entries.begin(),
+                    entries.begin() + std::min<Index>(entries.size(), start - first + 1));
+    if (length < log->size() && ::truncate(log_path.c_str(), length) != 0)
+      throw system_error(log_path, "truncate");
   }
+  current_term_ = recovered_.current_term;
+  voted_for_ = recovered_.voted_for;
   open_log();
 }
 
@@ -263,78 +273,51 @@ FileStorage::~FileStorage() {
 Storage::State FileStorage::load() { return std::exchange(recovered_, State{}); }
 
 void FileStorage::save_term_and_vote(Term current_term, std::optional<ReplicaID> voted_for) {
-  pending_state_.emplace(current_term, voted_for);
+  current_term_ = current_term;
+  voted_for_ = voted_for;
+  put_state_record(pending_, current_term, voted_for); // one record: both or neither survive
 }
 
 void FileStorage::save_entries(Index first, const Entry* begin, const Entry* end) {
-  if (begin == end) {
-    std::string payload;
-    put(payload, TruncateRecord, 1);
-    put(payload, first);
-    put_record(pending_, payload);
-  }
+  if (begin == end) put_log_record(pending_, TruncateRecord, first, nullptr);
   for (const Entry* entry = begin; entry != end; ++entry)
-    pending_ += entry_record(first + (entry - begin), *entry);
+    put_log_record(pending_, EntryRecord, first + (entry - begin), entry);
 }
 
-// The snapshot is made durable first; only then is the log rewritten without what it covers.
-// A crash in between leaves the old log, whose covered entries recovery skips.
+// The snapshot is made durable first, and only then the log rewritten without what it covers:
+// a crash in between leaves the old log, whose covered entries recovery skips.
 void FileStorage::save_snapshot(const Snapshot& snapshot) {
   sync();
   std::string payload, file(snapshot_magic);
-  put(payload, snapshot.last_included_index);
-  put(payload, snapshot.last_included_term);
-  put(payload, snapshot.configuration.size(), 4);
-  for (ReplicaID id : snapshot.configuration) put(payload, id);
-  payload += snapshot.data;
+  put_varint(payload, snapshot.last_included_index);
+  put_varint(payload, snapshot.last_included_term);
+  put_varint(payload, snapshot.configuration.size());
+  for (ReplicaID id : snapshot.configuration) put_varint(payload, id);
+  put_bytes(payload, snapshot.data);
   put_record(file, payload);
   replace_file("snapshot", file);
 
-  std::optional<std::string> log = read_file("log");
+  std::optional<std::string> log = read_file(directory_ + "/log");
   if (!log) throw file_error(directory_ + "/log", 0, "missing");
-  std::string rewritten(log_magic);
-  std::vector<Entry> entries;
+  State state;
   std::size_t length = 0;
-  Index first = replay_log(directory_ + "/log", *log, entries, length);
-  for (Index i = std::max(first, snapshot.last_included_index + 1); i < first + entries.size(); ++i)
-    rewritten += entry_record(i, entries[i - first]);
+  Index first = replay_log(directory_ + "/log", *log, state, length);
+  std::string rewritten(log_magic);
+  put_state_record(rewritten, current_term_, voted_for_);
+  for (Index i = std::max(first, snapshot.last_included_index + 1);
+       i < first + state.entries.size(); ++i)
+    put_log_record(rewritten, EntryRecord, i, &state.entries[i - first]);
   replace_file("log", rewritten);
   ::close(log_fd_);
   open_log();
 }
 
+// Group commit: everything saved since the last sync goes out in one write and one fdatasync.
 void FileStorage::sync() {
-  if (pending_state_) { // term and vote first: a log entry never outruns its term
-    std::string payload, file(state_magic);
-    put(payload, pending_state_->first);
-    put(payload, pending_state_->second.has_value(), 1);
-    put(payload, pending_state_->second.value_or(0));
-    put_record(file, payload);
-    replace_file("state", file);
-    pending_state_.reset();
-  }
   if (pending_.empty()) return;
   write_all(log_fd_, pending_, directory_ + "/log");
   if (::fdatasync(log_fd_) != 0) throw system_error(directory_ + "/log", "fdatasync");
   pending_.clear();
-}
-
-std::optional<std::string> FileStorage::read_file(const std::string& name) const {
-  std::string path = directory_ + "/" + name, contents;
-  int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0 && errno == ENOENT) return std::nullopt;
-  if (fd < 0) throw system_error(path, "open");
-  char buffer[1 << 16];
-  for (ssize_t n; (n = ::read(fd, buffer, sizeof buffer)) != 0;) {
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      ::close(fd);
-      throw system_error(path, "read");
-    }
-    contents.append(buffer, n);
-  }
-  ::close(fd);
-  return contents;
 }
 
 // Write a temporary file, fsync it, rename it over the old one, fsync the directory: a crash
@@ -343,20 +326,17 @@ void FileStorage::replace_file(const std::string& name, const std::string& conte
   std::string path = directory_ + "/" + name, temporary = path + ".tmp";
   int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0666);
   if (fd < 0) throw system_error(temporary, "open");
-  try {
-    write_all(fd, contents, temporary);
-    if (::fsync(fd) != 0) throw system_error(temporary, "fsync");
-  } catch (...) {
-    ::close(fd);
-    throw;
-  }
+  std::string_view rest = contents;
+  for (ssize_t n = 0; !rest.empty() && (n >= 0 || errno == EINTR);
+       rest.remove_prefix(std::max<ssize_t>(n, 0)))
+    n = ::write(fd, rest.data(), rest.size());
+  bool written = rest.empty() && ::fsync(fd) == 0;
   ::close(fd);
-  if (::rename(temporary.c_str(), path.c_str()) != 0) throw system_error(path, "rename");
+  if (!written || ::rename(temporary.c_str(), path.c_str()) != 0) throw system_error(path, "write");
   int directory = ::open(directory_.c_str(), O_RDONLY | O_DIRECTORY);
-  if (directory < 0) throw system_error(directory_, "open");
-  int synced = ::fsync(directory);
-  ::close(directory);
-  if (synced != 0) throw system_error(directory_, "fsync");
+  bool synced = directory >= 0 && ::fsync(directory) == 0;
+  if (directory >= 0) ::close(directory);
+  if (!synced) throw system_error(directory_, "fsync");
 }
 
 void FileStorage::open_log() {

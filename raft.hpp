@@ -181,11 +181,11 @@ private:
   State state_;
 };
 
-// Durable storage in a directory of three files (format in README.md): `log`, an append-only
-// file of CRC-checked records, and `state` (term and vote) and `snapshot`, each replaced
-// atomically. sync() writes and fsyncs everything buffered, so one poll costs one fsync. The
-// constructor creates the directory if needed and recovers: a torn last record is cut off; any
-// other damage throws std::runtime_error naming the file and offset.
+// Durable storage in a directory of two files (format in README.md): `log`, an append-only file
+// of CRC-checked records of entries and of term and vote, and `snapshot`, replaced atomically.
+// sync() writes and fdatasyncs everything buffered, so one poll costs one sync. The constructor
+// creates the directory if needed and recovers: a torn last record is cut off; any other damage
+// throws std::runtime_error naming the file and offset.
 class FileStorage : public Storage {
 public:
   explicit FileStorage(std::string directory);
@@ -199,15 +199,15 @@ public:
   void sync() override;
 
 private:
-  std::optional<std::string> read_file(const std::string& name) const; // nullopt: missing
   void replace_file(const std::string& name, const std::string& contents) const;
   void open_log();
 
   const std::string directory_;
-  State recovered_;     // what the constructor found, handed over by load()
-  int log_fd_ = -1;     // the log, open for appending
-  std::string pending_; // log records not yet written
-  std::optional<std::pair<Term, std::optional<ReplicaID>>> pending_state_;
+  State recovered_;       // what the constructor found, handed over by load()
+  int log_fd_ = -1;       // the log, open for appending
+  std::string pending_;   // log records not yet written
+  Term current_term_ = 0; // the latest term and vote saved, for a rewritten log
+  std::optional<ReplicaID> voted_for_;
 };
 
 struct Options {
