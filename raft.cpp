@@ -57,29 +57,39 @@ void MemoryStorage::save_snapshot(const Snapshot& snapshot) {
 // ---- FileStorage: an append-only log of CRC-checked records, and a snapshot file ----
 
 namespace {
-void put(std::string& out, std::uint64_t value, int bytes) { // fixed width, little-endian
-  for (int i = 0; i < bytes; ++i) out += static_cast<char>(value >> (8 * i));
-}
-void put_varint(std::string& out, std::uint64_t value) { // LEB128
-  for (; value >= 0x80; value >>= 7) out += static_cast<char>(value | 0x80);
-  out += static_cast<char>(value);
-}
-void put_bytes(std::string& out, std::string_view bytes) {
-  put_varint(out, bytes.size());
-  out += bytes;
-}
-void put_entry(std::string& out, const Entry& entry) {
-  put_varint(out, entry.term);
-  put_varint(out, entry.transition.id);
-  put_bytes(out, entry.transition.data);
-}
+// Writes fields for the wire and the log: integers as LEB128 varints, booleans as one byte,
+// byte strings and lists after their length. Reader reads them back.
+struct Writer {
+  std::string out;
+  void fixed(std::uint64_t value, int bytes) { // little-endian, for record headers
+    for (int i = 0; i < bytes; ++i) out += static_cast<char>(value >> (8 * i));
+  }
+  void operator()(std::uint64_t value) {
+    for (; value >= 0x80; value >>= 7) out += static_cast<char>(value | 0x80);
+    out += static_cast<char>(value);
+  }
+  void operator()(bool value) { out += static_cast<char>(value); }
+  void operator()(std::string_view bytes) {
+    (*this)(std::uint64_t{bytes.size()});
+    out += bytes;
+  }
+  void operator()(const Entry& entry) {
+    (*this)(entry.term);
+    (*this)(entry.transition.id);
+    (*this)(entry.transition.data);
+  }
+  template <class T> void operator()(const std::vector<T>& items) {
+    (*this)(std::uint64_t{items.size()});
+    for (const T& item : items) (*this)(item);
+  }
+};
 
-// Reads what the put functions write; a read past the end, an overlong varint or a boolean
-// other than 0 or 1 returns 0 and clears `ok`.
+// A read past the end, an overlong varint, a boolean other than 0 or 1, or a length beyond the
+// bytes left reads as 0 and clears `ok`; nothing is allocated before its length is checked.
 struct Reader {
   std::string_view in;
   bool ok = true;
-  std::uint64_t get(std::size_t bytes) {
+  std::uint64_t fixed(std::size_t bytes) {
     if (in.size() < bytes) return ok = false;
     std::uint64_t value = 0;
     for (std::size_t i = 0; i < bytes; ++i)
@@ -99,24 +109,29 @@ struct Reader {
     }
     return ok = false;
   }
-  bool boolean() {
-    std::uint64_t value = get(1);
-    ok = ok && value <= 1;
-    return value == 1;
+  std::uint64_t length() { // of a string or list: each item takes at least one byte
+    std::uint64_t length = varint();
+    if (length <= in.size()) return length;
+    return ok = false;
   }
-  std::string_view take(std::uint64_t bytes) {
-    if (in.size() < bytes) return ok = false, std::string_view();
-    std::string_view taken = in.substr(0, bytes);
-    in.remove_prefix(bytes);
-    return taken;
+  void operator()(std::uint64_t& value) { value = varint(); }
+  void operator()(bool& value) {
+    std::uint64_t byte = fixed(1);
+    ok = ok && byte <= 1;
+    value = byte == 1;
   }
-  std::string bytes() { return std::string(take(varint())); } // checked before allocating
-  Entry entry() {
-    Entry entry;
-    entry.term = varint();
-    entry.transition.id = varint();
-    entry.transition.data = bytes();
-    return entry;
+  void operator()(std::string& bytes) {
+    bytes.assign(in.substr(0, length()));
+    in.remove_prefix(bytes.size());
+  }
+  void operator()(Entry& entry) {
+    (*this)(entry.term);
+    (*this)(entry.transition.id);
+    (*this)(entry.transition.data);
+  }
+  template <class T> void operator()(std::vector<T>& items) {
+    items.resize(length());
+    for (T& item : items) (*this)(item);
   }
 };
 
@@ -139,22 +154,24 @@ enum RecordKind : std::uint8_t { EntryRecord = 1, TruncateRecord = 2, StateRecor
 
 // A record: the payload's length and CRC-32 (4 bytes each), then the payload.
 void put_record(std::string& out, std::string_view payload) {
-  put(out, payload.size(), 4);
-  put(out, crc32(payload), 4);
+  Writer header;
+  header.fixed(payload.size(), 4);
+  header.fixed(crc32(payload), 4);
+  out += header.out;
   out += payload;
 }
 void put_log_record(std::string& out, RecordKind kind, Index index, const Entry* entry) {
-  std::string payload(1, static_cast<char>(kind));
-  put_varint(payload, index);
-  if (entry) put_entry(payload, *entry);
-  put_record(out, payload);
+  Writer writer{std::string(1, static_cast<char>(kind))};
+  writer(index);
+  if (entry) writer(*entry);
+  put_record(out, writer.out);
 }
 void put_state_record(std::string& out, Term term, std::optional<ReplicaID> voted_for) {
-  std::string payload(1, static_cast<char>(StateRecord));
-  put_varint(payload, term);
-  put(payload, voted_for.has_value(), 1);
-  put_varint(payload, voted_for.value_or(0));
-  put_record(out, payload);
+  Writer writer{std::string(1, static_cast<char>(StateRecord))};
+  writer(term);
+  writer(voted_for.has_value());
+  writer(voted_for.value_or(0));
+  put_record(out, writer.out);
 }
 
 std::runtime_error file_error(const std::string& path, std::size_t offset, const char* what) {
@@ -190,11 +207,11 @@ std::vector<std::string_view> read_records(const std::string& path, std::string_
   std::vector<std::string_view> payloads;
   for (length = magic.size(); length < contents.size(); length += 8 + payloads.back().size()) {
     Reader reader{contents.substr(length)};
-    std::uint64_t size = reader.get(4), crc = reader.get(4);
-    payloads.push_back(reader.take(size));
-    if (reader.ok && crc32(payloads.back()) == crc) continue;
+    std::uint64_t size = reader.fixed(4), crc = reader.fixed(4);
+    payloads.push_back(reader.in.substr(0, size));
+    if (reader.ok && size <= reader.in.size() && crc32(payloads.back()) == crc) continue;
     payloads.pop_back();
-    if (!reader.ok || length + 8 + size == contents.size()) break; // the last record, torn
+    if (length + 8 + size >= contents.size()) break; // the last record, torn
     throw file_error(path, length, "bad CRC in the middle of the file");
   }
   return payloads;
@@ -207,10 +224,11 @@ Index replay_log(const std::string& path, std::string_view contents, Storage::St
   Index first = 0;
   for (std::string_view payload : read_records(path, contents, log_magic, length)) {
     Reader reader{payload};
-    std::uint64_t kind = reader.get(1), index = reader.varint();
+    std::uint64_t kind = reader.fixed(1), index = reader.varint();
     if (kind == StateRecord) {
       state.current_term = index;
-      bool voted = reader.boolean();
+      bool voted = false;
+      reader(voted);
       state.voted_for = reader.varint();
       if (!voted) state.voted_for.reset();
     } else if (kind == EntryRecord || kind == TruncateRecord) {
@@ -219,7 +237,7 @@ Index replay_log(const std::string& path, std::string_view contents, Storage::St
         reader.ok = false;
       else
         state.entries.resize(index - first);
-      if (kind == EntryRecord) state.entries.push_back(reader.entry());
+      if (kind == EntryRecord) reader(state.entries.emplace_back());
     }
     if (!reader.ok || !reader.in.empty() || kind == 0 || kind > StateRecord)
       throw file_error(path, length, "inconsistent log record");
@@ -239,11 +257,10 @@ FileStorage::FileStorage(std::string directory) : directory_(std::move(directory
         read_records(snapshot_path, *snapshot, snapshot_magic, length);
     Reader reader{records.empty() ? std::string_view() : records[0]};
     Snapshot& s = recovered_.snapshot.emplace();
-    s.last_included_index = reader.varint();
-    s.last_included_term = reader.varint();
-    for (std::uint64_t n = reader.varint(); reader.ok && n > 0; --n)
-      s.configuration.push_back(reader.varint());
-    s.data = reader.bytes();
+    reader(s.last_included_index);
+    reader(s.last_included_term);
+    reader(s.configuration);
+    reader(s.data);
     if (records.size() != 1 || length != snapshot->size() || !reader.ok || !reader.in.empty())
       throw file_error(snapshot_path, length, "damaged snapshot");
     if (!log) throw file_error(log_path, 0, "missing, while a snapshot exists");
@@ -288,13 +305,13 @@ void FileStorage::save_entries(Index first, const Entry* begin, const Entry* end
 // a crash in between leaves the old log, whose covered entries recovery skips.
 void FileStorage::save_snapshot(const Snapshot& snapshot) {
   sync();
-  std::string payload, file(snapshot_magic);
-  put_varint(payload, snapshot.last_included_index);
-  put_varint(payload, snapshot.last_included_term);
-  put_varint(payload, snapshot.configuration.size());
-  for (ReplicaID id : snapshot.configuration) put_varint(payload, id);
-  put_bytes(payload, snapshot.data);
-  put_record(file, payload);
+  Writer writer;
+  writer(snapshot.last_included_index);
+  writer(snapshot.last_included_term);
+  writer(snapshot.configuration);
+  writer(snapshot.data);
+  std::string file(snapshot_magic);
+  put_record(file, writer.out);
   replace_file("snapshot", file);
 
   std::optional<std::string> log = read_file(directory_ + "/log");
@@ -898,107 +915,51 @@ void Replica::start() {
 }
 
 // ---- The wire format ----
-// A version byte, the type byte, then from, to and term and the type's own fields as LEB128
-// varints; booleans as one byte 0 or 1; byte strings and lists prefixed by their length.
+// A version byte and the type byte, then from, to, term and the type's own fields, written by
+// Writer: integers as LEB128 varints, booleans as a byte 0 or 1, strings and lists after their
+// length. One list of fields per type serves both directions.
 
 constexpr std::uint8_t wire_version = 1;
 
-std::string encode(const Message& m) {
-  std::string out{static_cast<char>(wire_version), static_cast<char>(m.type)};
-  auto varints = [&out](std::initializer_list<std::uint64_t> values) {
-    for (std::uint64_t value : values) put_varint(out, value);
-  };
-  varints({m.from, m.to, m.term});
+template <class M, class Visit> void visit_fields(M& m, Visit& visit) {
+  visit(m.from), visit(m.to), visit(m.term);
   switch (m.type) {
-  case MessageType::RequestVote: varints({m.last_log_index, m.last_log_term}); break;
-  case MessageType::RequestVoteResponse: put(out, m.vote_granted, 1); break;
+  case MessageType::RequestVote: visit(m.last_log_index), visit(m.last_log_term); break;
+  case MessageType::RequestVoteResponse: visit(m.vote_granted); break;
   case MessageType::AppendEntries:
-    varints({m.prev_log_index, m.prev_log_term, m.leader_commit, m.entries.size()});
-    for (const Entry& entry : m.entries) {
-      varints({entry.term, entry.transition.id});
-      put_bytes(out, entry.transition.data);
-    }
+    visit(m.prev_log_index), visit(m.prev_log_term), visit(m.leader_commit), visit(m.entries);
     break;
   case MessageType::AppendEntriesResponse:
-    put(out, m.success, 1);
-    varints({m.prev_log_index, m.match_index, m.conflict_index, m.conflict_term});
+    visit(m.success), visit(m.prev_log_index), visit(m.match_index);
+    visit(m.conflict_index), visit(m.conflict_term);
     break;
   case MessageType::InstallSnapshot:
-    varints({m.last_included_index, m.last_included_term, m.configuration.size()});
-    for (ReplicaID id : m.configuration) put_varint(out, id);
-    put_varint(out, m.offset);
-    put(out, m.done, 1);
-    put_bytes(out, m.data);
+    visit(m.last_included_index), visit(m.last_included_term), visit(m.configuration);
+    visit(m.offset), visit(m.done), visit(m.data);
     break;
   case MessageType::InstallSnapshotResponse:
-    varints({m.last_included_index, m.offset});
-    put(out, m.done, 1);
+    visit(m.last_included_index), visit(m.offset), visit(m.done);
     break;
   }
-  return out;
 }
 
-// Reads exactly what encode writes. A count is checked against the bytes left before anything
-// is reserved, so a forged length cannot make decode allocate more than the input's size.
+std::string encode(const Message& message) {
+  Writer writer{{static_cast<char>(wire_version), static_cast<char>(message.type)}};
+  visit_fields(message, writer);
+  return std::move(writer.out);
+}
+
 std::optional<Message> decode(std::string_view bytes) {
-  Reader r{bytes};
-  Message m;
-  std::uint64_t version = r.get(1), type = r.get(1);
-  if (!r.ok || version != wire_version ||
+  Reader reader{bytes};
+  Message message;
+  std::uint64_t version = reader.fixed(1), type = reader.fixed(1);
+  if (!reader.ok || version != wire_version ||
       type > std::uint64_t(MessageType::InstallSnapshotResponse))
     return std::nullopt;
-  m.type = static_cast<MessageType>(type);
-  m.from = r.varint();
-  m.to = r.varint();
-  m.term = r.varint();
-  auto bytes_field = [&r] { return std::string(r.take(r.varint())); };
-  switch (m.type) {
-  case MessageType::RequestVote:
-    m.last_log_index = r.varint();
-    m.last_log_term = r.varint();
-    break;
-  case MessageType::RequestVoteResponse: m.vote_granted = r.boolean(); break;
-  case MessageType::AppendEntries: {
-    m.prev_log_index = r.varint();
-    m.prev_log_term = r.varint();
-    m.leader_commit = r.varint();
-    std::uint64_t count = r.varint();
-    if (count > r.in.size() / 3) return std::nullopt; // an entry takes at least 3 bytes
-    m.entries.resize(count);
-    for (Entry& entry : m.entries) {
-      entry.term = r.varint();
-      entry.transition.id = r.varint();
-      entry.transition.data = bytes_field();
-    }
-    break;
-  }
-  case MessageType::AppendEntriesResponse:
-    m.success = r.boolean();
-    m.prev_log_index = r.varint();
-    m.match_index = r.varint();
-    m.conflict_index = r.varint();
-    m.conflict_term = r.varint();
-    break;
-  case MessageType::InstallSnapshot: {
-    m.last_included_index = r.varint();
-    m.last_included_term = r.varint();
-    std::uint64_t count = r.varint();
-    if (count > r.in.size()) return std::nullopt; // an id takes at least 1 byte
-    m.configuration.resize(count);
-    for (ReplicaID& id : m.configuration) id = r.varint();
-    m.offset = r.varint();
-    m.done = r.boolean();
-    m.data = bytes_field();
-    break;
-  }
-  case MessageType::InstallSnapshotResponse:
-    m.last_included_index = r.varint();
-    m.offset = r.varint();
-    m.done = r.boolean();
-    break;
-  }
-  if (!r.ok || !r.in.empty()) return std::nullopt;
-  return m;
+  message.type = static_cast<MessageType>(type);
+  visit_fields(message, reader);
+  if (!reader.ok || !reader.in.empty()) return std::nullopt;
+  return message;
 }
 
 } // namespace raft

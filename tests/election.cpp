@@ -59,34 +59,22 @@ TEST_SUITE("§5.1 Terms") {
 }
 
 TEST_SUITE("§5.2 Leader election") {
-  TEST_CASE("a follower waits at least the minimum election timeout before campaigning") {
-    Node follower(1, {2, 3});
+  TEST_CASE("a follower that hears nothing for an election timeout becomes a candidate") {
+    Node follower(1, {2, 3}, stored(2, make_log({{1, 1}, {2, 2}})));
     follower.poll();
     follower.advance(kElectionMin - 1ms);
-    CHECK(follower.take_sent().empty());
-    CHECK(follower->current_term() == 0);
-  }
+    CHECK(follower.take_sent().empty()); // not before the shortest timeout
+    CHECK(follower->current_term() == 2);
 
-  TEST_CASE("a follower that hears nothing for an election timeout becomes a candidate") {
-    Node follower(1, {2, 3});
-    follower.time_out();
-
-    CHECK(follower->current_term() == 1);
+    follower.advance(kElectionMax - kElectionMin + 2ms);
+    CHECK(follower->current_term() == 3);
     CHECK_FALSE(follower->is_leader());
     CHECK(follower.storage.load().voted_for == 1); // it votes for itself
     std::vector<Message> sent = follower.take_sent();
     CHECK(sent.size() == 2);
     CHECK(count(sent, MessageType::RequestVote, 2) == 1);
     CHECK(count(sent, MessageType::RequestVote, 3) == 1);
-    for (const Message &m : sent) CHECK(m.term == 1);
-  }
-
-  TEST_CASE("a candidate requests votes with its last log index and term") {
-    Node follower(1, {2, 3}, stored(2, make_log({{1, 1}, {2, 2}})));
-    follower.time_out();
-
-    for (const Message &m : follower.take_sent()) {
-      CHECK(m.type == MessageType::RequestVote);
+    for (const Message& m : sent) {
       CHECK(m.term == 3);
       CHECK(m.last_log_index == 3);
       CHECK(m.last_log_term == 2);
@@ -150,7 +138,7 @@ TEST_SUITE("§5.2 Leader election") {
     std::vector<Message> sent = candidate.take_sent();
     CHECK(count(sent, MessageType::RequestVote, 2) == 1);
     CHECK(count(sent, MessageType::RequestVote, 3) == 1);
-    for (const Message &m : sent) CHECK(m.term == 2);
+    for (const Message& m : sent) CHECK(m.term == 2);
   }
 
   TEST_CASE("a follower that hears from its leader in time does not campaign") {
@@ -166,21 +154,24 @@ TEST_SUITE("§5.2 Leader election") {
     CHECK(follower.cluster.leaders == std::vector<std::optional<ReplicaID>>{2});
   }
 
-  TEST_CASE("a new leader appends a no-op entry and sends AppendEntries to every peer at once") {
-    Node candidate(1, {2, 3});
+  TEST_CASE("a new leader appends a no-op and sends AppendEntries from the end of its log to all") {
+    Node candidate(1, {2, 3}, stored(1, make_log({{3, 1}})));
     candidate.time_out();
     candidate.take_sent();
 
-    candidate.receive(vote(2, 1, 1, true));
+    candidate.receive(vote(2, 1, 2, true));
     REQUIRE(candidate->is_leader());
-    CHECK(candidate->last_log_index() == 1);
+    CHECK(candidate->last_log_index() == 4);
     std::vector<Message> sent = candidate.take_sent();
     CHECK(count(sent, MessageType::AppendEntries, 2) == 1);
     CHECK(count(sent, MessageType::AppendEntries, 3) == 1);
-    for (const Message &m : of_type(sent, MessageType::AppendEntries)) {
-      CHECK(m.term == 1);
+    for (const Message& m : of_type(sent, MessageType::AppendEntries)) {
+      CHECK(m.term == 2);
       CHECK(m.leader_commit == 0);
-      if (!m.entries.empty()) CHECK(m.entries.back().transition == kNoop);
+      CHECK(m.prev_log_index >= 3); // nextIndex starts just past the leader's log
+      CHECK(m.entries.size() <= 1);
+      if (!m.entries.empty()) CHECK(m.entries[0].transition == kNoop);
+      if (!m.entries.empty()) CHECK(m.entries[0].term == 2);
     }
   }
 
@@ -206,7 +197,10 @@ TEST_SUITE("§5.2 Leader election") {
 
   TEST_CASE("a one-replica cluster elects itself after its first election timeout") {
     Node solo(1, {});
+    solo.propose({{1, "a"}});
     solo.poll();
+    CHECK(solo.machine().reports ==
+          std::vector<Report>{{1, TransitionState::Abandoned, AbandonReason::NotLeader}});
     solo.advance(kElectionMin - 1ms);
     CHECK_FALSE(solo->is_leader());
 

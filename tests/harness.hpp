@@ -49,8 +49,8 @@ inline const Transition kNoop{0, "noop"};
 
 // The entry at `index` of a log, made by a leader of `term`; its transition names both.
 inline Entry entry(Term term, Index index) {
-  return Entry{term, Transition{term * 1000 + index,
-                                "term " + std::to_string(term) + " index " + std::to_string(index)}};
+  return Entry{term, Transition{term * 1000 + index, "term " + std::to_string(term) + " index " +
+                                                         std::to_string(index)}};
 }
 
 // A log from index 1 given as runs: make_log({{100, 1}, {50, 3}}) is 100 entries of term 1,
@@ -62,9 +62,9 @@ inline std::vector<Entry> make_log(std::vector<std::pair<std::size_t, Term>> run
   return log;
 }
 
-inline std::vector<Transition> transitions_of(const std::vector<Entry> &log) {
+inline std::vector<Transition> transitions_of(const std::vector<Entry>& log) {
   std::vector<Transition> transitions;
-  for (const Entry &e : log) transitions.push_back(e.transition);
+  for (const Entry& e : log) transitions.push_back(e.transition);
   return transitions;
 }
 
@@ -132,14 +132,14 @@ inline Message append_response(ReplicaID from, ReplicaID to, Term term, bool suc
   return m;
 }
 
-inline std::size_t count(const std::vector<Message> &messages, MessageType type, ReplicaID to) {
+inline std::size_t count(const std::vector<Message>& messages, MessageType type, ReplicaID to) {
   return std::count_if(messages.begin(), messages.end(),
-                       [&](const Message &m) { return m.type == type && m.to == to; });
+                       [&](const Message& m) { return m.type == type && m.to == to; });
 }
 
-inline std::vector<Message> of_type(const std::vector<Message> &messages, MessageType type) {
+inline std::vector<Message> of_type(const std::vector<Message>& messages, MessageType type) {
   std::vector<Message> found;
-  for (const Message &m : messages)
+  for (const Message& m : messages)
     if (m.type == type) found.push_back(m);
   return found;
 }
@@ -150,9 +150,9 @@ inline std::vector<Message> of_type(const std::vector<Message> &messages, Messag
 using Journal = std::vector<std::string>;
 
 // True when no message left while a write before it was still unsynced.
-inline bool sends_wait_for_sync(const Journal &journal) {
+inline bool sends_wait_for_sync(const Journal& journal) {
   bool unsynced = false;
-  for (const std::string &event : journal) {
+  for (const std::string& event : journal) {
     if (event == "save") unsynced = true;
     if (event == "sync") unsynced = false;
     if (event == "send" && unsynced) return false;
@@ -162,36 +162,36 @@ inline bool sends_wait_for_sync(const Journal &journal) {
 
 class JournalStorage : public raft::MemoryStorage {
 public:
-  JournalStorage(raft::MemoryStorage initial, Journal &journal)
+  JournalStorage(raft::MemoryStorage initial, Journal& journal)
       : MemoryStorage(std::move(initial)), journal_(journal) {}
   void save_term_and_vote(Term term, std::optional<ReplicaID> voted_for) override {
     journal_.push_back("save");
     MemoryStorage::save_term_and_vote(term, voted_for);
   }
-  void save_entries(Index first, const Entry *begin, const Entry *end) override {
+  void save_entries(Index first, const Entry* begin, const Entry* end) override {
     journal_.push_back("save");
     MemoryStorage::save_entries(first, begin, end);
   }
-  void save_snapshot(const raft::Snapshot &snapshot) override {
+  void save_snapshot(const raft::Snapshot& snapshot) override {
     journal_.push_back("save");
     MemoryStorage::save_snapshot(snapshot);
   }
   void sync() override { journal_.push_back("sync"); }
 
 private:
-  Journal &journal_;
+  Journal& journal_;
 };
 
 class FakeCluster : public raft::Cluster {
 public:
-  FakeCluster(ReplicaID owner, std::vector<ReplicaID> peers, Journal &journal)
+  FakeCluster(ReplicaID owner, std::vector<ReplicaID> peers, Journal& journal)
       : owner_(owner), peers_(std::move(peers)), journal_(journal) {}
 
   std::vector<Message> sent;                     // sent and not yet taken by the test
   std::vector<Message> inbox;                    // handed to the replica at its next poll
   std::vector<std::optional<ReplicaID>> leaders; // every register_leader argument
 
-  void send_message(ReplicaID to, const Message &message) override {
+  void send_message(ReplicaID to, const Message& message) override {
     CHECK(message.from == owner_);
     CHECK(message.to == to);
     CHECK(std::count(peers_.begin(), peers_.end(), to) == 1); // never itself, never a stranger
@@ -205,7 +205,7 @@ public:
 private:
   ReplicaID owner_;
   std::vector<ReplicaID> peers_;
-  Journal &journal_;
+  Journal& journal_;
 };
 
 struct Report {
@@ -213,7 +213,7 @@ struct Report {
   TransitionState state;
   AbandonReason reason;
 };
-inline bool operator==(const Report &a, const Report &b) {
+inline bool operator==(const Report& a, const Report& b) {
   return a.id == b.id && a.state == b.state && a.reason == b.reason;
 }
 
@@ -229,13 +229,13 @@ public:
     CHECK((reason == AbandonReason::None) == (state != TransitionState::Abandoned));
     reports.push_back({id, state, reason});
   }
-  void apply_transition(const Transition &transition) override { applied.push_back(transition); }
+  void apply_transition(const Transition& transition) override { applied.push_back(transition); }
   std::vector<Transition> get_pending_transitions() override { return std::exchange(pending, {}); }
 
   // The ids reported in `state`, in the order they were reported.
   std::vector<std::uint64_t> ids(TransitionState state) const {
     std::vector<std::uint64_t> found;
-    for (const Report &r : reports)
+    for (const Report& r : reports)
       if (r.state == state) found.push_back(r.id);
     return found;
   }
@@ -255,8 +255,8 @@ public:
     build();
   }
 
-  raft::Replica *operator->() { return replica_.get(); }
-  RecordingStateMachine &machine() { return *machine_; }
+  raft::Replica* operator->() { return replica_.get(); }
+  RecordingStateMachine& machine() { return *machine_; }
 
   void poll() { replica_->poll(now); }
   void advance(Duration elapsed) {
@@ -274,7 +274,7 @@ public:
   }
   // Adds transitions for the next poll to pick up.
   void propose(std::vector<Transition> transitions) {
-    for (Transition &t : transitions) machine_->pending.push_back(std::move(t));
+    for (Transition& t : transitions) machine_->pending.push_back(std::move(t));
   }
 
   std::vector<Message> take_sent() { return std::exchange(cluster.sent, {}); }
@@ -316,10 +316,10 @@ private:
 
 // Hands `to` every message `from` sent it and polls `to`; messages for others stay with `from`.
 // Returns how many were handed over.
-inline std::size_t deliver(Node &from, Node &to) {
+inline std::size_t deliver(Node& from, Node& to) {
   std::vector<Message> keep;
   std::size_t delivered = 0;
-  for (Message &m : from.take_sent()) {
+  for (Message& m : from.take_sent()) {
     if (m.to == to.id) {
       to.cluster.inbox.push_back(std::move(m));
       ++delivered;
@@ -332,10 +332,10 @@ inline std::size_t deliver(Node &from, Node &to) {
   return delivered;
 }
 
-inline std::size_t round_trip(Node &a, Node &b) { return deliver(a, b) + deliver(b, a); }
+inline std::size_t round_trip(Node& a, Node& b) { return deliver(a, b) + deliver(b, a); }
 
 // Round trips until neither Node has anything for the other; returns how many were needed.
-inline int settle(Node &a, Node &b) {
+inline int settle(Node& a, Node& b) {
   int trips = 0;
   while (round_trip(a, b) > 0) {
     ++trips;
@@ -345,7 +345,7 @@ inline int settle(Node &a, Node &b) {
 }
 
 // Lets `node` time out and win with granted votes from just enough of its (fake) peers.
-inline void win_election(Node &node) {
+inline void win_election(Node& node) {
   node.time_out();
   for (ReplicaID peer : node.peers) {
     if (node->is_leader()) break;
@@ -355,7 +355,7 @@ inline void win_election(Node &node) {
 }
 
 // Lets `candidate` time out and win with the real vote of `voter` (a three-replica cluster).
-inline void elect(Node &candidate, Node &voter) {
+inline void elect(Node& candidate, Node& voter) {
   candidate.time_out();
   deliver(candidate, voter);
   deliver(voter, candidate);

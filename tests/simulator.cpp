@@ -20,8 +20,8 @@ namespace {
 
 // ---- Reading the environment ----
 
-std::uint64_t environment_number(const char *variable, std::uint64_t otherwise) {
-  const char *value = std::getenv(variable);
+std::uint64_t environment_number(const char* variable, std::uint64_t otherwise) {
+  const char* value = std::getenv(variable);
   return value && *value ? std::strtoull(value, nullptr, 10) : otherwise;
 }
 
@@ -47,41 +47,41 @@ Simulator::Settings scenario(std::size_t replicas) {
   return settings;
 }
 
-void require_progress(const Simulator &sim, bool done, const std::string &waiting_for) {
+void require_progress(const Simulator& sim, bool done, const std::string& waiting_for) {
   REQUIRE_MESSAGE(!sim.failed(), sim.failure());
   REQUIRE_MESSAGE(done, text("timed out waiting for ", waiting_for, "; ", sim.describe()));
 }
 
-ReplicaID elect(Simulator &sim) {
+ReplicaID elect(Simulator& sim) {
   require_progress(sim, sim.run_until([&] { return sim.leader().has_value(); }, 2s), "a leader");
   return *sim.leader();
 }
 
-std::vector<std::uint64_t> propose(Simulator &sim, ReplicaID to, int count) {
+std::vector<std::uint64_t> propose(Simulator& sim, ReplicaID to, int count) {
   std::vector<std::uint64_t> ids;
   for (int i = 0; i < count; ++i) ids.push_back(sim.propose(to));
   return ids;
 }
 
-bool all_committed(const Simulator &sim, const std::vector<std::uint64_t> &ids) {
+bool all_committed(const Simulator& sim, const std::vector<std::uint64_t>& ids) {
   return std::all_of(ids.begin(), ids.end(),
                      [&](std::uint64_t id) { return sim.history().is_committed(id); });
 }
 
 // Runs until every replica has applied the whole committed sequence, `ids` included.
-void settle(Simulator &sim, const std::vector<std::uint64_t> &ids) {
+void settle(Simulator& sim, const std::vector<std::uint64_t>& ids) {
   bool settled = sim.run_until([&] { return all_committed(sim, ids) && sim.all_caught_up(); }, 2s);
   require_progress(sim, settled, "every replica to apply the proposals");
 }
 
 // While `down` is crashed, the others elect a leader if they need one and commit more.
-void progress_without(Simulator &sim, ReplicaID down) {
+void progress_without(Simulator& sim, ReplicaID down) {
   std::vector<std::uint64_t> ids = propose(sim, elect(sim), 3);
   require_progress(sim, sim.run_until([&] { return all_committed(sim, ids); }, 2s),
                    text("commits while r", down, " is down"));
 }
 
-std::vector<ReplicaID> all_but(const Simulator &sim, ReplicaID excluded) {
+std::vector<ReplicaID> all_but(const Simulator& sim, ReplicaID excluded) {
   std::vector<ReplicaID> others;
   for (ReplicaID id : sim.ids())
     if (id != excluded) others.push_back(id);
@@ -117,8 +117,8 @@ ChaosPlan plan_for(std::uint64_t seed) {
   return plan;
 }
 
-std::string describe(const ChaosPlan &plan) {
-  const Simulator::Settings &settings = plan.settings;
+std::string describe(const ChaosPlan& plan) {
+  const Simulator::Settings& settings = plan.settings;
   return text(settings.replicas, " replicas, delays 1-", milliseconds(settings.faults.max_delay),
               " ms, loss ", settings.faults.loss * 100, "%, duplication ",
               settings.faults.duplication * 100, "%, ", settings.max_entries_per_message,
@@ -130,7 +130,7 @@ std::string describe(const ChaosPlan &plan) {
 // Drives one run: clients and faults at random times, then the liveness check.
 class Chaos {
 public:
-  Chaos(Simulator &sim, ChaosPlan plan) : sim_(sim), plan_(std::move(plan)) {}
+  Chaos(Simulator& sim, ChaosPlan plan) : sim_(sim), plan_(std::move(plan)) {}
 
   void run_faults() {
     Clock::time_point end = now() + plan_.fault_phase;
@@ -151,14 +151,13 @@ public:
   }
 
   // Heals everything, then requires a leader and a new proposal applied on every replica within
-  // ten election timeouts and some round trips; at that point all applied sequences are equal.
+  // liveness_bound(); at that point all applied sequences are equal.
   void check_liveness() {
     sim_.history().trace("faults stop: partitions healed, replicas restarted, no more loss");
     sim_.heal();
     for (ReplicaID id : sim_.ids()) sim_.restart(id);
     sim_.network().faults.loss = 0;
-    const Simulator::Settings &settings = sim_.settings();
-    Duration bound = 10 * settings.election_timeout.second + 40 * settings.faults.max_delay;
+    Duration bound = liveness_bound();
     Clock::time_point limit = now() + bound;
     std::vector<std::uint64_t> markers;
     std::optional<std::pair<ReplicaID, Term>> asked; // the leader and term last given a marker
@@ -180,9 +179,26 @@ public:
 
 private:
   Clock::time_point now() const { return sim_.now(); }
-  Random &random() { return sim_.random(); }
 
-  bool any_committed(const std::vector<std::uint64_t> &ids) const {
+  // Ten election timeouts, then round trips: twenty to spare, one per term a probe may step back
+  // over, and enough to send the longest log to a replica that has none of it.
+  Duration liveness_bound() const {
+    const Simulator::Settings& settings = sim_.settings();
+    Index longest_log = 0;
+    Term highest_term = 0;
+    for (ReplicaID id : sim_.ids()) {
+      longest_log = std::max(longest_log, sim_.replica(id).last_log_index());
+      highest_term = std::max(highest_term, sim_.replica(id).current_term());
+    }
+    Index entries_per_round_trip =
+        settings.max_entries_per_message * settings.max_messages_in_flight;
+    Index round_trips = 20 + highest_term + longest_log / entries_per_round_trip;
+    return 10 * settings.election_timeout.second +
+           static_cast<Duration::rep>(round_trips) * 2 * settings.faults.max_delay;
+  }
+  Random& random() { return sim_.random(); }
+
+  bool any_committed(const std::vector<std::uint64_t>& ids) const {
     return std::any_of(ids.begin(), ids.end(),
                        [&](std::uint64_t id) { return sim_.history().is_committed(id); });
   }
@@ -209,24 +225,44 @@ private:
     if (kind == 1 && plan_.partitions && !heal_at_) partition_randomly();
   }
 
+  // Half the time the leader, to force elections.
   void crash_one() {
     std::vector<ReplicaID> up = running();
     if (up.size() <= 1) return;
-    ReplicaID victim = up[random().below(up.size())];
+    std::optional<ReplicaID> leader = sim_.leader();
+    ReplicaID victim = leader && random().chance(0.5) ? *leader : up[random().below(up.size())];
     sim_.crash(victim);
     restart_at_[victim] = now() + random().between(0ms, 400ms);
   }
 
+  // Random groups, or the leader cut off from the majority.
   void partition_randomly() {
+    std::optional<ReplicaID> leader = sim_.leader();
+    if (leader && random().chance(0.5)) return isolate(*leader);
     std::vector<std::vector<ReplicaID>> groups(2 + random().below(2));
     for (ReplicaID id : sim_.ids()) groups[random().below(groups.size())].push_back(id);
+    cut(groups);
+  }
+
+  // The leader and at most a minority of followers on one side: it queues what cannot commit.
+  void isolate(ReplicaID leader) {
+    std::vector<ReplicaID> minority{leader}, majority;
+    for (ReplicaID id : sim_.ids()) {
+      if (id == leader) continue;
+      bool fits = 2 * (minority.size() + 1) < sim_.ids().size();
+      (fits && random().chance(0.5) ? minority : majority).push_back(id);
+    }
+    cut({minority, majority});
+  }
+
+  void cut(const std::vector<std::vector<ReplicaID>>& groups) {
     sim_.partition(groups);
     heal_at_ = now() + random().between(50ms, 800ms);
   }
 
   Clock::time_point next_repair() const {
     Clock::time_point next = heal_at_.value_or(Clock::time_point::max());
-    for (const auto &[id, when] : restart_at_) next = std::min(next, when);
+    for (const auto& [id, when] : restart_at_) next = std::min(next, when);
     return next;
   }
 
@@ -245,7 +281,7 @@ private:
     }
   }
 
-  Simulator &sim_;
+  Simulator& sim_;
   const ChaosPlan plan_;
   std::map<ReplicaID, Clock::time_point> restart_at_; // crashed replicas and when they return
   std::optional<Clock::time_point> heal_at_;          // set while partitioned

@@ -64,7 +64,7 @@ private:
   std::mt19937_64 engine_;
 };
 
-inline const char *name(TransitionState state) {
+inline const char* name(TransitionState state) {
   switch (state) {
   case TransitionState::Queued: return "Queued";
   case TransitionState::Committed: return "Committed";
@@ -74,7 +74,7 @@ inline const char *name(TransitionState state) {
   return "?";
 }
 
-inline const char *name(AbandonReason reason) {
+inline const char* name(AbandonReason reason) {
   switch (reason) {
   case AbandonReason::None: return "None";
   case AbandonReason::NotLeader: return "NotLeader";
@@ -83,7 +83,7 @@ inline const char *name(AbandonReason reason) {
   return "?";
 }
 
-inline const char *name(raft::MessageType type) {
+inline const char* name(raft::MessageType type) {
   switch (type) {
   case raft::MessageType::AppendEntries: return "AppendEntries";
   case raft::MessageType::AppendEntriesResponse: return "AppendEntriesResponse";
@@ -100,7 +100,7 @@ inline std::string who(std::optional<ReplicaID> replica) {
 }
 
 // Streams every argument into one string: text("r", 3, " leads") == "r3 leads".
-template <typename... Parts> std::string text(const Parts &...parts) {
+template <typename... Parts> std::string text(const Parts&... parts) {
   std::ostringstream out;
   (out << ... << parts);
   return out.str();
@@ -122,12 +122,12 @@ public:
   void set_now(Clock::time_point now) { now_ = now; }
   bool tracing() const { return tracing_; }
 
-  template <typename... Parts> void trace(const Parts &...parts) {
+  template <typename... Parts> void trace(const Parts&... parts) {
     if (tracing_) std::cout << stamp() << text(parts...) << '\n';
   }
 
   // Keeps the first violation only: the run stops at the end of the step that found it.
-  template <typename... Parts> void fail(const Parts &...parts) {
+  template <typename... Parts> void fail(const Parts&... parts) {
     std::string what = text(parts...);
     trace("VIOLATION: ", what);
     if (failure_.empty())
@@ -135,13 +135,13 @@ public:
                       milliseconds(now_ - start_), " ms: ", what);
   }
   bool failed() const { return !failure_.empty(); }
-  const std::string &failure() const { return failure_; }
+  const std::string& failure() const { return failure_; }
 
   // State Machine Safety (Figure 3): whoever applies index i applies the same transition there.
   // The first replica to apply an index extends the one committed sequence.
-  void record_apply(ReplicaID replica, Index index, const Transition &transition) {
+  void record_apply(ReplicaID replica, Index index, const Transition& transition) {
     if (index <= committed_.size()) {
-      const Transition &expected = committed_[index - 1];
+      const Transition& expected = committed_[index - 1];
       if (!(transition == expected))
         fail("r", replica, " applied #", transition.id, " at index ", index, " where r",
              first_applier_[index - 1], " applied #", expected.id, " (or the data differ)");
@@ -168,7 +168,7 @@ public:
       fail("two leaders in term ", term, ": r", known->second, " and r", replica);
   }
 
-  const std::vector<Transition> &committed() const { return committed_; }
+  const std::vector<Transition>& committed() const { return committed_; }
   bool is_committed(std::uint64_t id) const { return committed_ids_.count(id) > 0; }
 
 private:
@@ -193,12 +193,12 @@ private:
 
 class CheckedStateMachine : public raft::StateMachine {
 public:
-  CheckedStateMachine(ReplicaID replica, History &history) : replica_(replica), history_(history) {}
+  CheckedStateMachine(ReplicaID replica, History& history) : replica_(replica), history_(history) {}
 
   // The client side: transitions handed to the replica at its next poll.
   void propose(Transition transition) { pending_.push_back(std::move(transition)); }
   bool has_pending() const { return !pending_.empty(); }
-  const std::vector<Transition> &applied() const { return applied_; }
+  const std::vector<Transition>& applied() const { return applied_; }
   // The last state reported for a transition in this lifetime, and the reason if Abandoned.
   std::optional<TransitionState> state_of(std::uint64_t id) const {
     auto found = reports_.find(id);
@@ -214,7 +214,7 @@ public:
   void begin_poll() { taken_this_poll_.clear(); }
   void end_poll() {
     for (std::uint64_t id : taken_this_poll_) {
-      const Reports &reports = reports_[id];
+      const Reports& reports = reports_[id];
       if (!reports.queued && reports.reason != AbandonReason::NotLeader)
         return fail("took #", id, " but did not report it Queued or NotLeader in that poll");
     }
@@ -239,7 +239,7 @@ public:
     if (id == kNoop.id) return fail("reported ", name(state), " for the no-op");
     if ((reason == AbandonReason::None) != (state != TransitionState::Abandoned))
       return fail("reported #", id, " ", name(state), " with reason ", name(reason));
-    Reports &reports = reports_[id];
+    Reports& reports = reports_[id];
     if (reports.last == TransitionState::Abandoned)
       return fail("reported #", id, " ", name(state), " after Abandoned");
     reports.last = state;
@@ -264,7 +264,7 @@ public:
     }
   }
 
-  void apply_transition(const Transition &transition) override {
+  void apply_transition(const Transition& transition) override {
     history_.record_apply(replica_, applied_.size() + 1, transition);
     applied_.push_back(transition);
     if (transition.id == kNoop.id) return;
@@ -273,7 +273,7 @@ public:
   }
 
   std::vector<Transition> get_pending_transitions() override {
-    for (const Transition &transition : pending_) taken_this_poll_.insert(transition.id);
+    for (const Transition& transition : pending_) taken_this_poll_.insert(transition.id);
     return std::exchange(pending_, {});
   }
 
@@ -284,7 +284,7 @@ private:
     AbandonReason reason = AbandonReason::None;
   };
 
-  void abandon(std::uint64_t id, AbandonReason reason, Reports &reports) {
+  void abandon(std::uint64_t id, AbandonReason reason, Reports& reports) {
     if (reason == AbandonReason::NotLeader && !taken_this_poll_.count(id))
       return fail("reported #", id, " NotLeader outside the poll that took it");
     if (reason == AbandonReason::ConflictWithLeader && !reports.queued)
@@ -295,12 +295,12 @@ private:
     history_.record_abandoned(replica_, id, reason);
   }
 
-  template <typename... Parts> void fail(const Parts &...parts) {
+  template <typename... Parts> void fail(const Parts&... parts) {
     history_.fail("r", replica_, "'s state machine: ", parts...);
   }
 
   const ReplicaID replica_;
-  History &history_;
+  History& history_;
   std::vector<Transition> pending_;
   std::vector<Transition> applied_;              // every apply_transition, no-ops included
   std::vector<std::uint64_t> applied_ids_;       // the same without no-ops
@@ -323,7 +323,7 @@ public:
     double duplication = 0; // probability that a message arrives twice
   };
 
-  Network(std::vector<ReplicaID> members, Random &random, History &history)
+  Network(std::vector<ReplicaID> members, Random& random, History& history)
       : members_(std::move(members)), random_(random), history_(history) {
     for (ReplicaID member : members_) group_[member] = 0;
   }
@@ -333,7 +333,7 @@ public:
 
   bool is_member(ReplicaID id) const { return group_.count(id) > 0; }
 
-  void send(ReplicaID from, ReplicaID to, const Message &message) {
+  void send(ReplicaID from, ReplicaID to, const Message& message) {
     std::uint64_t copies = random_.chance(faults.duplication) ? 2 : 1;
     for (std::uint64_t copy = 0; copy < copies; ++copy) {
       if (random_.chance(faults.loss) || down_.count(to)) {
@@ -348,18 +348,18 @@ public:
   // Removes and returns the messages for `to` that are due, in order of arrival. A message whose
   // sender is now on the other side of a partition is lost on the way.
   std::vector<Message> deliver(ReplicaID to) {
-    std::vector<InFlight> &inbox = inboxes_[to];
-    auto due = std::stable_partition(inbox.begin(), inbox.end(), [&](const InFlight &in_flight) {
+    std::vector<InFlight>& inbox = inboxes_[to];
+    auto due = std::stable_partition(inbox.begin(), inbox.end(), [&](const InFlight& in_flight) {
       return in_flight.due > history_.now();
     });
     std::vector<InFlight> arrived(std::make_move_iterator(due),
                                   std::make_move_iterator(inbox.end()));
     inbox.erase(due, inbox.end());
-    std::sort(arrived.begin(), arrived.end(), [](const InFlight &a, const InFlight &b) {
+    std::sort(arrived.begin(), arrived.end(), [](const InFlight& a, const InFlight& b) {
       return std::make_pair(a.due, a.sequence) < std::make_pair(b.due, b.sequence);
     });
     std::vector<Message> messages;
-    for (InFlight &in_flight : arrived) {
+    for (InFlight& in_flight : arrived) {
       bool reachable = can_reach(in_flight.from, to);
       trace_message(reachable ? "delivers" : "cuts", in_flight.from, to, in_flight.message);
       if (reachable) messages.push_back(std::move(in_flight.message));
@@ -370,20 +370,20 @@ public:
   bool has_due(ReplicaID to) const {
     auto inbox = inboxes_.find(to);
     if (inbox == inboxes_.end()) return false;
-    for (const InFlight &in_flight : inbox->second)
+    for (const InFlight& in_flight : inbox->second)
       if (in_flight.due <= history_.now()) return true;
     return false;
   }
 
   Clock::time_point next_arrival() const {
     Clock::time_point next = Clock::time_point::max();
-    for (const auto &[to, inbox] : inboxes_)
-      for (const InFlight &in_flight : inbox) next = std::min(next, in_flight.due);
+    for (const auto& [to, inbox] : inboxes_)
+      for (const InFlight& in_flight : inbox) next = std::min(next, in_flight.due);
     return next;
   }
 
   // Each replica talks only to its own group until heal().
-  void partition(const std::vector<std::vector<ReplicaID>> &groups) {
+  void partition(const std::vector<std::vector<ReplicaID>>& groups) {
     std::string description;
     for (std::size_t group = 0; group < groups.size(); ++group) {
       description += " {";
@@ -397,10 +397,10 @@ public:
   }
   void heal() {
     if (is_partitioned()) history_.trace("partition healed");
-    for (auto &[member, group] : group_) group = 0;
+    for (auto& [member, group] : group_) group = 0;
   }
   bool is_partitioned() const {
-    for (const auto &[member, group] : group_)
+    for (const auto& [member, group] : group_)
       if (group != group_.begin()->second) return true;
     return false;
   }
@@ -424,7 +424,7 @@ private:
     Message message;
   };
 
-  void trace_message(const char *what, ReplicaID from, ReplicaID to, const Message &message) {
+  void trace_message(const char* what, ReplicaID from, ReplicaID to, const Message& message) {
     if (!trace_messages) return;
     history_.trace("  net ", what, " r", from, "->r", to, " ", name(message.type), " term ",
                    message.term, " prev ", message.prev_log_index, " entries ",
@@ -433,8 +433,8 @@ private:
   }
 
   std::vector<ReplicaID> members_;
-  Random &random_;
-  History &history_;
+  Random& random_;
+  History& history_;
   std::map<ReplicaID, std::vector<InFlight>> inboxes_;
   std::map<ReplicaID, int> group_; // partition group of each member; all 0 when healed
   std::set<ReplicaID> down_;
@@ -445,10 +445,10 @@ private:
 
 class Host : public raft::Cluster {
 public:
-  Host(ReplicaID id, Network &network, History &history)
+  Host(ReplicaID id, Network& network, History& history)
       : id_(id), network_(network), history_(history) {}
 
-  void send_message(ReplicaID to, const Message &message) override {
+  void send_message(ReplicaID to, const Message& message) override {
     if (message.from != id_ || message.to != to || to == id_ || !network_.is_member(to))
       return history_.fail("r", id_, " sent a ", name(message.type), " from r", message.from,
                            " to r", message.to, " through send_message(", to,
@@ -468,8 +468,8 @@ public:
 
 private:
   const ReplicaID id_;
-  Network &network_;
-  History &history_;
+  Network& network_;
+  History& history_;
   std::optional<ReplicaID> registered_leader_;
   std::uint64_t messages_sent_ = 0;
 };
@@ -490,10 +490,10 @@ public:
 
   Simulator(std::uint64_t seed, Settings settings)
       : settings_(settings), random_(seed), history_(seed, kStart, settings.trace > 0),
-        network_(ids_of(settings.replicas), random_, history_) {
+        ids_(ids_of(settings.replicas)), network_(ids_, random_, history_) {
     network_.faults = settings.faults;
     network_.trace_messages = settings.trace > 1;
-    for (ReplicaID id : ids_of(settings.replicas)) {
+    for (ReplicaID id : ids_) {
       slots_.push_back(std::make_unique<Slot>());
       slots_.back()->id = id;
       build_replica(*slots_.back());
@@ -527,7 +527,7 @@ public:
   bool run_for(Duration duration) { return run_until(now() + duration); }
 
   // Runs until `done()` holds, checking it every millisecond. False on timeout or violation.
-  bool run_until(const std::function<bool()> &done, Duration timeout) {
+  bool run_until(const std::function<bool()>& done, Duration timeout) {
     Clock::time_point limit = now() + timeout;
     while (!failed() && !done()) {
       if (now() >= limit) return false;
@@ -542,7 +542,7 @@ public:
   std::uint64_t propose(ReplicaID to) {
     std::uint64_t id = next_transition_id_++;
     std::string data(random_.below(9), '\0');
-    for (char &byte : data) byte = static_cast<char>(random_.below(256));
+    for (char& byte : data) byte = static_cast<char>(random_.below(256));
     history_.trace("client proposes #", id, " to r", to);
     slot(to).machine->propose(Transition{id, std::move(data)});
     return id;
@@ -551,7 +551,7 @@ public:
   // ---- Faults ----
 
   void crash(ReplicaID id) {
-    Slot &crashed = slot(id);
+    Slot& crashed = slot(id);
     if (!crashed.replica) return;
     history_.trace("r", id, " crashes (term ", crashed.replica->current_term(), ", log ",
                    crashed.replica->last_log_index(), ")");
@@ -566,10 +566,10 @@ public:
   // A new Replica over the same storage, with a fresh state machine: it must recover its term
   // and log, and replay every committed transition from index 1.
   void restart(ReplicaID id) {
-    Slot &restarted = slot(id);
+    Slot& restarted = slot(id);
     if (restarted.replica) return;
     build_replica(restarted);
-    const raft::Replica &replica = *restarted.replica;
+    const raft::Replica& replica = *restarted.replica;
     history_.trace("r", id, " restarts (term ", replica.current_term(), ", log ",
                    replica.last_log_index(), ")");
     if (replica.current_term() != restarted.term_at_crash ||
@@ -579,28 +579,28 @@ public:
                     " and log ", restarted.log_at_crash);
   }
 
-  void partition(const std::vector<std::vector<ReplicaID>> &groups) { network_.partition(groups); }
+  void partition(const std::vector<std::vector<ReplicaID>>& groups) { network_.partition(groups); }
   void heal() { network_.heal(); }
-  Network &network() { return network_; }
+  Network& network() { return network_; }
 
   // ---- Observations ----
 
-  std::vector<ReplicaID> ids() const { return ids_of(slots_.size()); }
+  const std::vector<ReplicaID>& ids() const { return ids_; }
   bool is_up(ReplicaID id) const { return slot(id).replica != nullptr; }
-  const raft::Replica &replica(ReplicaID id) const { return *slot(id).replica; }
-  const CheckedStateMachine &machine(ReplicaID id) const { return *slot(id).machine; }
-  Random &random() { return random_; }
-  History &history() { return history_; }
-  const History &history() const { return history_; }
-  const Settings &settings() const { return settings_; }
+  const raft::Replica& replica(ReplicaID id) const { return *slot(id).replica; }
+  const CheckedStateMachine& machine(ReplicaID id) const { return *slot(id).machine; }
+  Random& random() { return random_; }
+  History& history() { return history_; }
+  const History& history() const { return history_; }
+  const Settings& settings() const { return settings_; }
   bool failed() const { return history_.failed(); }
-  const std::string &failure() const { return history_.failure(); }
+  const std::string& failure() const { return history_.failure(); }
 
   // The running replica that leads the highest term any running replica knows, if any.
   std::optional<ReplicaID> leader() const {
     std::optional<ReplicaID> leader;
     Term highest = 0;
-    for (const auto &slot : slots_) {
+    for (const auto& slot : slots_) {
       if (!slot->replica) continue;
       if (slot->replica->current_term() > highest) leader.reset();
       highest = std::max(highest, slot->replica->current_term());
@@ -611,7 +611,7 @@ public:
 
   // True when every replica runs and has applied the whole committed sequence.
   bool all_caught_up() const {
-    for (const auto &slot : slots_)
+    for (const auto& slot : slots_)
       if (!slot->replica || slot->machine->applied().size() != history_.committed().size())
         return false;
     return true;
@@ -620,12 +620,12 @@ public:
   // One line per replica, for failure messages.
   std::string describe() const {
     std::string lines;
-    for (const auto &slot : slots_) {
+    for (const auto& slot : slots_) {
       if (!slot->replica) {
         lines += text("\n  r", slot->id, ": down");
         continue;
       }
-      const raft::Replica &replica = *slot->replica;
+      const raft::Replica& replica = *slot->replica;
       lines += text("\n  r", slot->id, ": term ", replica.current_term(),
                     replica.is_leader() ? " leader" : "", ", leader ", who(replica.leader()),
                     ", log ", replica.last_log_index(), ", commit ", replica.commit_index(),
@@ -637,10 +637,10 @@ public:
   // A summary of the run that two runs of the same seed must share.
   std::string fingerprint() const {
     std::string summary = text(milliseconds(now() - kStart), " ms, ", polls_, " polls");
-    for (const auto &slot : slots_)
+    for (const auto& slot : slots_)
       summary += text(", r", slot->id, " term ", slot->highest_term, " sent ",
                       slot->messages_sent + (slot->host ? slot->host->messages_sent() : 0));
-    for (const Transition &transition : history_.committed()) summary += text(" #", transition.id);
+    for (const Transition& transition : history_.committed()) summary += text(" #", transition.id);
     return summary;
   }
 
@@ -670,10 +670,10 @@ private:
     return ids;
   }
 
-  Slot &slot(ReplicaID id) { return *slots_.at(id - 1); }
-  const Slot &slot(ReplicaID id) const { return *slots_.at(id - 1); }
+  Slot& slot(ReplicaID id) { return *slots_.at(id - 1); }
+  const Slot& slot(ReplicaID id) const { return *slots_.at(id - 1); }
 
-  void build_replica(Slot &slot) {
+  void build_replica(Slot& slot) {
     if (slot.host) slot.messages_sent += slot.host->messages_sent();
     slot.host = std::make_unique<Host>(slot.id, network_, history_);
     slot.machine = std::make_unique<CheckedStateMachine>(slot.id, history_);
@@ -696,21 +696,21 @@ private:
 
   // A replica is polled when its deadline passes, a message arrives or a transition is pending,
   // which the contract says is enough; and once at the start of each lifetime.
-  bool needs_poll(const Slot &slot) const {
+  bool needs_poll(const Slot& slot) const {
     return !slot.polled || slot.replica->next_deadline() <= now() || network_.has_due(slot.id) ||
            slot.machine->has_pending();
   }
 
   Clock::time_point next_event() const {
     Clock::time_point next = network_.next_arrival();
-    for (const auto &slot : slots_)
+    for (const auto& slot : slots_)
       if (slot->replica)
         next = std::min(next, slot->polled ? slot->replica->next_deadline() : now());
     return next;
   }
 
   void poll_due() {
-    for (const auto &slot : slots_) {
+    for (const auto& slot : slots_) {
       if (!slot->replica || !needs_poll(*slot)) continue;
       poll(*slot);
       if (failed()) return;
@@ -718,7 +718,7 @@ private:
     check_leader_completeness();
   }
 
-  void poll(Slot &slot) {
+  void poll(Slot& slot) {
     ++polls_;
     slot.machine->begin_poll();
     slot.replica->poll(now());
@@ -727,8 +727,8 @@ private:
     check_after_poll(slot);
   }
 
-  void check_after_poll(Slot &slot) {
-    const raft::Replica &replica = *slot.replica;
+  void check_after_poll(Slot& slot) {
+    const raft::Replica& replica = *slot.replica;
     Term term = replica.current_term();
     if (term < slot.highest_term)
       history_.fail("r", slot.id, "'s term went back from ", slot.highest_term, " to ", term);
@@ -754,8 +754,8 @@ private:
     check_deadline(slot);
   }
 
-  void check_leadership(Slot &slot) {
-    const raft::Replica &replica = *slot.replica;
+  void check_leadership(Slot& slot) {
+    const raft::Replica& replica = *slot.replica;
     if (replica.leader() != slot.host->registered_leader())
       history_.fail("r", slot.id, ": leader() is ", who(replica.leader()),
                     " but the last register_leader was ", who(slot.host->registered_leader()));
@@ -771,8 +771,8 @@ private:
     slot.was_leader = replica.is_leader();
   }
 
-  void check_deadline(const Slot &slot) {
-    const raft::Replica &replica = *slot.replica;
+  void check_deadline(const Slot& slot) {
+    const raft::Replica& replica = *slot.replica;
     Duration limit = replica.is_leader() ? settings_.heartbeat : settings_.election_timeout.second;
     Clock::time_point deadline = replica.next_deadline();
     if (deadline < now() || deadline > now() + limit)
@@ -784,9 +784,9 @@ private:
   // every committed entry, so its log is at least as long as the committed sequence.
   void check_leader_completeness() {
     Term highest = 0;
-    for (const auto &slot : slots_) highest = std::max(highest, slot->highest_term);
-    for (const auto &slot : slots_) {
-      const raft::Replica *replica = slot->replica.get();
+    for (const auto& slot : slots_) highest = std::max(highest, slot->highest_term);
+    for (const auto& slot : slots_) {
+      const raft::Replica* replica = slot->replica.get();
       if (!replica || !replica->is_leader() || replica->current_term() != highest) continue;
       if (replica->last_log_index() < history_.committed().size())
         history_.fail("r", slot->id, " leads term ", highest, " with a log of ",
@@ -798,6 +798,7 @@ private:
   const Settings settings_;
   Random random_;
   History history_;
+  const std::vector<ReplicaID> ids_; // 1..replicas
   Network network_;
   std::vector<std::unique_ptr<Slot>> slots_; // slots_[id - 1]; never moved: storage is referenced
   std::uint64_t next_transition_id_ = 1;
