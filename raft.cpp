@@ -54,16 +54,13 @@ void MemoryStorage::save_snapshot(const Snapshot& snapshot) {
   state_.snapshot = snapshot;
 }
 
-// ---- FileStorage: an append-only log of CRC-checked records, and a snapshot file ----
+// ---- FileStorage: one append-only file of CRC-checked records ----
 
 namespace {
-// Writes fields for the wire and the log: integers as LEB128 varints, booleans as one byte,
-// byte strings and lists after their length. Reader reads them back.
+// Writes fields for the wire and the disk: integers as LEB128 varints, booleans as a varint 0 or
+// 1, byte strings and lists after their length. Reader reads them back.
 struct Writer {
   std::string out;
-  void fixed(std::uint64_t value, int bytes) { // little-endian, for record headers
-    for (int i = 0; i < bytes; ++i) out += static_cast<char>(value >> (8 * i));
-  }
   void operator()(std::uint64_t value) {
     for (; value >= 0x80; value >>= 7) out += static_cast<char>(value | 0x80);
     out += static_cast<char>(value);
@@ -74,9 +71,11 @@ struct Writer {
     out += bytes;
   }
   void operator()(const Entry& entry) {
-    (*this)(entry.term);
-    (*this)(entry.transition.id);
-    (*this)(entry.transition.data);
+    (*this)(entry.term), (*this)(entry.transition.id), (*this)(entry.transition.data);
+  }
+  void operator()(const Snapshot& s) {
+    (*this)(s.last_included_index), (*this)(s.last_included_term);
+    (*this)(s.configuration), (*this)(s.data);
   }
   template <class T> void operator()(const std::vector<T>& items) {
     (*this)(std::uint64_t{items.size()});
@@ -89,14 +88,6 @@ struct Writer {
 struct Reader {
   std::string_view in;
   bool ok = true;
-  std::uint64_t fixed(std::size_t bytes) {
-    if (in.size() < bytes) return ok = false;
-    std::uint64_t value = 0;
-    for (std::size_t i = 0; i < bytes; ++i)
-      value |= std::uint64_t(static_cast<unsigned char>(in[i])) << (8 * i);
-    in.remove_prefix(bytes);
-    return value;
-  }
   std::uint64_t varint() {
     std::uint64_t value = 0;
     for (int shift = 0; shift < 64 && !in.empty(); shift += 7) {
@@ -116,7 +107,7 @@ struct Reader {
   }
   void operator()(std::uint64_t& value) { value = varint(); }
   void operator()(bool& value) {
-    std::uint64_t byte = fixed(1);
+    std::uint64_t byte = varint();
     ok = ok && byte <= 1;
     value = byte == 1;
   }
@@ -125,9 +116,11 @@ struct Reader {
     in.remove_prefix(bytes.size());
   }
   void operator()(Entry& entry) {
-    (*this)(entry.term);
-    (*this)(entry.transition.id);
-    (*this)(entry.transition.data);
+    (*this)(entry.term), (*this)(entry.transition.id), (*this)(entry.transition.data);
+  }
+  void operator()(Snapshot& s) {
+    (*this)(s.last_included_index), (*this)(s.last_included_term);
+    (*this)(s.configuration), (*this)(s.data);
   }
   template <class T> void operator()(std::vector<T>& items) {
     items.resize(length());
@@ -135,43 +128,26 @@ struct Reader {
   }
 };
 
-std::uint32_t crc32(std::string_view bytes) { // IEEE 802.3, as in zlib
-  static const std::array<std::uint32_t, 256> table = [] {
-    std::array<std::uint32_t, 256> table{};
-    for (std::uint32_t i = 0; i < 256; ++i) {
-      table[i] = i;
-      for (int k = 0; k < 8; ++k) table[i] = (table[i] & 1 ? 0xEDB88320u : 0) ^ (table[i] >> 1);
-    }
-    return table;
-  }();
+std::uint32_t crc32(std::string_view bytes) { // IEEE 802.3, as in zlib; bit by bit
   std::uint32_t crc = 0xFFFFFFFFu;
-  for (unsigned char byte : bytes) crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8);
-  return crc ^ 0xFFFFFFFFu;
+  for (unsigned char byte : bytes) {
+    crc ^= byte;
+    for (int bit = 0; bit < 8; ++bit) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1)));
+  }
+  return ~crc;
 }
 
-constexpr std::string_view log_magic = "RAFTLOG1", snapshot_magic = "RAFTSNP1";
-enum RecordKind : std::uint8_t { EntryRecord = 1, TruncateRecord = 2, StateRecord = 3 };
+constexpr std::string_view log_magic = "RAFTLOG1";
+enum RecordKind : std::uint64_t { EntryRecord = 1, TruncateRecord, StateRecord, SnapshotRecord };
 
-// A record: the payload's length and CRC-32 (4 bytes each), then the payload.
-void put_record(std::string& out, std::string_view payload) {
-  Writer header;
-  header.fixed(payload.size(), 4);
-  header.fixed(crc32(payload), 4);
-  out += header.out;
-  out += payload;
-}
-void put_log_record(std::string& out, RecordKind kind, Index index, const Entry* entry) {
-  Writer writer{std::string(1, static_cast<char>(kind))};
-  writer(index);
-  if (entry) writer(*entry);
-  put_record(out, writer.out);
-}
-void put_state_record(std::string& out, Term term, std::optional<ReplicaID> voted_for) {
-  Writer writer{std::string(1, static_cast<char>(StateRecord))};
-  writer(term);
-  writer(voted_for.has_value());
-  writer(voted_for.value_or(0));
-  put_record(out, writer.out);
+// A record: the payload's length and CRC-32 as varints, then the payload, which starts with its
+// kind. An entry or truncation record at index i replaces the log from i on.
+template <class... Fields>
+void put_record(std::string& out, RecordKind kind, const Fields&... fields) {
+  Writer payload, header;
+  payload(std::uint64_t{kind}), (payload(fields), ...);
+  header(std::uint64_t{payload.out.size()}), header(std::uint64_t{crc32(payload.out)});
+  out += header.out + payload.out;
 }
 
 std::runtime_error file_error(const std::string& path, std::size_t offset, const char* what) {
@@ -190,6 +166,45 @@ void write_all(int fd, std::string_view bytes, const std::string& path) {
   }
 }
 
+// Replays the log into `state`, returning the length of its valid part. A record cut short at
+// the end (a torn write) ends the replay; damage anywhere else throws.
+std::size_t replay_log(const std::string& path, std::string_view contents, Storage::State& state) {
+  if (contents.substr(0, log_magic.size()) != log_magic)
+    throw file_error(path, 0, "not a log of this format (bad magic)");
+  std::size_t offset = log_magic.size();
+  for (Index first = 1; offset < contents.size();) { // first: the index of state.entries[0]
+    Reader record{contents.substr(offset)};
+    std::uint64_t size = record.varint(), crc = record.varint();
+    if (!record.ok || size > record.in.size()) break; // the last record, cut short
+    std::size_t end = contents.size() - record.in.size() + size;
+    Reader reader{record.in.substr(0, size)};
+    if (crc32(reader.in) != crc && end < contents.size())
+      throw file_error(path, offset, "bad CRC in the middle of the log");
+    if (crc32(reader.in) != crc) break; // the last record, torn
+    std::uint64_t kind = reader.varint(), index = 0;
+    if (kind == EntryRecord || kind == TruncateRecord) {
+      reader(index);
+      if (index < first || index > first + state.entries.size())
+        reader.ok = false;
+      else
+        state.entries.resize(index - first);
+      if (kind == EntryRecord) reader(state.entries.emplace_back());
+    } else if (kind == StateRecord) {
+      bool voted = false;
+      reader(state.current_term), reader(voted), reader(index);
+      state.voted_for = voted ? std::optional<ReplicaID>(index) : std::nullopt;
+    } else if (kind == SnapshotRecord) { // first in a compacted log
+      reader(state.snapshot.emplace());
+      state.entries.clear();
+      first = state.snapshot->last_included_index + 1;
+    }
+    if (!reader.ok || !reader.in.empty() || kind < EntryRecord || kind > SnapshotRecord)
+      throw file_error(path, offset, "inconsistent log record");
+    offset = end;
+  }
+  return offset;
+}
+
 std::optional<std::string> read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in && errno == ENOENT) return std::nullopt;
@@ -197,90 +212,21 @@ std::optional<std::string> read_file(const std::string& path) {
   if (!(contents << in.rdbuf())) throw system_error(path, "read");
   return std::move(contents).str();
 }
-
-// A file's record payloads after its magic. A record cut short at the end of the file (a torn
-// write) ends the list, and `length` says where; damage anywhere else throws.
-std::vector<std::string_view> read_records(const std::string& path, std::string_view contents,
-                                           std::string_view magic, std::size_t& length) {
-  if (contents.substr(0, magic.size()) != magic)
-    throw file_error(path, 0, "not a file of this format (bad magic)");
-  std::vector<std::string_view> payloads;
-  for (length = magic.size(); length < contents.size(); length += 8 + payloads.back().size()) {
-    Reader reader{contents.substr(length)};
-    std::uint64_t size = reader.fixed(4), crc = reader.fixed(4);
-    payloads.push_back(reader.in.substr(0, size));
-    if (reader.ok && size <= reader.in.size() && crc32(payloads.back()) == crc) continue;
-    payloads.pop_back();
-    if (length + 8 + size >= contents.size()) break; // the last record, torn
-    throw file_error(path, length, "bad CRC in the middle of the file");
-  }
-  return payloads;
-}
-
-// Replays the log into `state`: the last state record holds term and vote, and a record at
-// index i replaces the log from i on. Returns the index of state.entries[0].
-Index replay_log(const std::string& path, std::string_view contents, Storage::State& state,
-                 std::size_t& length) {
-  Index first = 0;
-  for (std::string_view payload : read_records(path, contents, log_magic, length)) {
-    Reader reader{payload};
-    std::uint64_t kind = reader.fixed(1), index = reader.varint();
-    if (kind == StateRecord) {
-      state.current_term = index;
-      bool voted = false;
-      reader(voted);
-      state.voted_for = reader.varint();
-      if (!voted) state.voted_for.reset();
-    } else if (kind == EntryRecord || kind == TruncateRecord) {
-      if (first == 0) first = index;
-      if (index < first || index > first + state.entries.size())
-        reader.ok = false;
-      else
-        state.entries.resize(index - first);
-      if (kind == EntryRecord) reader(state.entries.emplace_back());
-    }
-    if (!reader.ok || !reader.in.empty() || kind == 0 || kind > StateRecord)
-      throw file_error(path, length, "inconsistent log record");
-  }
-  return first;
-}
 } // namespace
 
-FileStorage::FileStorage(std::string directory) : directory_(std::move(directory)) {
+FileStorage::FileStorage(std::string directory)
+    : directory_(std::move(directory)), path_(directory_ + "/log") {
   if (::mkdir(directory_.c_str(), 0777) != 0 && errno != EEXIST)
     throw system_error(directory_, "mkdir");
-  std::string log_path = directory_ + "/log", snapshot_path = directory_ + "/snapshot";
-  std::optional<std::string> log = read_file(log_path), snapshot = read_file(snapshot_path);
-  std::size_t length = 0;
-  if (snapshot) {
-    std::vector<std::string_view> records =
-        read_records(snapshot_path, *snapshot, snapshot_magic, length);
-    Reader reader{records.empty() ? std::string_view() : records[0]};
-    Snapshot& s = recovered_.snapshot.emplace();
-    reader(s.last_included_index);
-    reader(s.last_included_term);
-    reader(s.configuration);
-    reader(s.data);
-    if (records.size() != 1 || length != snapshot->size() || !reader.ok || !reader.in.empty())
-      throw file_error(snapshot_path, length, "damaged snapshot");
-    if (!log) throw file_error(log_path, 0, "missing, while a snapshot exists");
-  }
-  if (!log) replace_file("log", std::string(log_magic)); // a new directory
-  if (log) {
-    Index first = replay_log(log_path, *log, recovered_, length);
-    Index start = recovered_.snapshot ? recovered_.snapshot->last_included_index : 0;
-    std::vector<Entry>& entries = recovered_.entries;
-    if (!entries.empty() && first > start + 1)
-      throw file_error(log_path, log_magic.size(), "a gap between the snapshot and the log");
-    if (!entries.empty() && first <= start) // entries the snapshot covers
-      entries.erase(entries.begin(),
-                    entries.begin() + std::min<Index>(entries.size(), start - first + 1));
-    if (length < log->size() && ::truncate(log_path.c_str(), length) != 0)
-      throw system_error(log_path, "truncate");
-  }
+  std::optional<std::string> log = read_file(path_);
+  if (!log) replace_log(std::string(log_magic)); // a new directory
+  std::size_t length = log ? replay_log(path_, *log, recovered_) : 0;
+  if (log && length < log->size() && ::truncate(path_.c_str(), length) != 0)
+    throw system_error(path_, "truncate");
   current_term_ = recovered_.current_term;
   voted_for_ = recovered_.voted_for;
-  open_log();
+  log_fd_ = ::open(path_.c_str(), O_WRONLY | O_APPEND);
+  if (log_fd_ < 0) throw system_error(path_, "open");
 }
 
 FileStorage::~FileStorage() {
@@ -292,73 +238,63 @@ Storage::State FileStorage::load() { return std::exchange(recovered_, State{}); 
 void FileStorage::save_term_and_vote(Term current_term, std::optional<ReplicaID> voted_for) {
   current_term_ = current_term;
   voted_for_ = voted_for;
-  put_state_record(pending_, current_term, voted_for); // one record: both or neither survive
+  put_record(pending_, StateRecord, current_term, voted_for.has_value(), voted_for.value_or(0));
 }
 
 void FileStorage::save_entries(Index first, const Entry* begin, const Entry* end) {
-  if (begin == end) put_log_record(pending_, TruncateRecord, first, nullptr);
+  if (begin == end) put_record(pending_, TruncateRecord, first);
   for (const Entry* entry = begin; entry != end; ++entry)
-    put_log_record(pending_, EntryRecord, first + (entry - begin), entry);
+    put_record(pending_, EntryRecord, first + (entry - begin), *entry);
 }
 
-// The snapshot is made durable first, and only then the log rewritten without what it covers:
-// a crash in between leaves the old log, whose covered entries recovery skips.
+// Compaction rewrites the log as term and vote, the snapshot, and the entries after it, and
+// renames it over the old one: a crash leaves either log, both complete.
 void FileStorage::save_snapshot(const Snapshot& snapshot) {
   sync();
-  Writer writer;
-  writer(snapshot.last_included_index);
-  writer(snapshot.last_included_term);
-  writer(snapshot.configuration);
-  writer(snapshot.data);
-  std::string file(snapshot_magic);
-  put_record(file, writer.out);
-  replace_file("snapshot", file);
-
-  std::optional<std::string> log = read_file(directory_ + "/log");
-  if (!log) throw file_error(directory_ + "/log", 0, "missing");
   State state;
-  std::size_t length = 0;
-  Index first = replay_log(directory_ + "/log", *log, state, length);
+  std::optional<std::string> log = read_file(path_);
+  if (!log) throw file_error(path_, 0, "missing");
+  replay_log(path_, *log, state);
+  Index first = state.snapshot ? state.snapshot->last_included_index + 1 : 1;
   std::string rewritten(log_magic);
-  put_state_record(rewritten, current_term_, voted_for_);
+  put_record(rewritten, StateRecord, current_term_, voted_for_.has_value(), voted_for_.value_or(0));
+  put_record(rewritten, SnapshotRecord, snapshot);
   for (Index i = std::max(first, snapshot.last_included_index + 1);
        i < first + state.entries.size(); ++i)
-    put_log_record(rewritten, EntryRecord, i, &state.entries[i - first]);
-  replace_file("log", rewritten);
-  ::close(log_fd_);
-  open_log();
+    put_record(rewritten, EntryRecord, i, state.entries[i - first]);
+  replace_log(rewritten);
 }
 
 // Group commit: everything saved since the last sync goes out in one write and one fdatasync.
 void FileStorage::sync() {
   if (pending_.empty()) return;
-  write_all(log_fd_, pending_, directory_ + "/log");
-  if (::fdatasync(log_fd_) != 0) throw system_error(directory_ + "/log", "fdatasync");
+  write_all(log_fd_, pending_, path_);
+  if (::fdatasync(log_fd_) != 0) throw system_error(path_, "fdatasync");
   pending_.clear();
 }
 
-// Write a temporary file, fsync it, rename it over the old one, fsync the directory: a crash
-// leaves either the old contents or the new, never a mix.
-void FileStorage::replace_file(const std::string& name, const std::string& contents) const {
-  std::string path = directory_ + "/" + name, temporary = path + ".tmp";
+// Write a temporary file, fsync it, rename it over the log, fsync the directory, reopen.
+void FileStorage::replace_log(const std::string& contents) {
+  std::string temporary = path_ + ".tmp";
   int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0666);
   if (fd < 0) throw system_error(temporary, "open");
-  std::string_view rest = contents;
-  for (ssize_t n = 0; !rest.empty() && (n >= 0 || errno == EINTR);
-       rest.remove_prefix(std::max<ssize_t>(n, 0)))
-    n = ::write(fd, rest.data(), rest.size());
-  bool written = rest.empty() && ::fsync(fd) == 0;
+  try {
+    write_all(fd, contents, temporary);
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  bool synced = ::fsync(fd) == 0;
   ::close(fd);
-  if (!written || ::rename(temporary.c_str(), path.c_str()) != 0) throw system_error(path, "write");
+  if (!synced || ::rename(temporary.c_str(), path_.c_str()) != 0)
+    throw system_error(path_, "fsync or rename");
   int directory = ::open(directory_.c_str(), O_RDONLY | O_DIRECTORY);
-  bool synced = directory >= 0 && ::fsync(directory) == 0;
+  synced = directory >= 0 && ::fsync(directory) == 0;
   if (directory >= 0) ::close(directory);
   if (!synced) throw system_error(directory_, "fsync");
-}
-
-void FileStorage::open_log() {
-  log_fd_ = ::open((directory_ + "/log").c_str(), O_WRONLY | O_APPEND);
-  if (log_fd_ < 0) throw system_error(directory_ + "/log", "open");
+  if (log_fd_ >= 0) ::close(log_fd_);
+  log_fd_ = ::open(path_.c_str(), O_WRONLY | O_APPEND);
+  if (log_fd_ < 0) throw system_error(path_, "open");
 }
 
 namespace {
@@ -919,7 +855,7 @@ void Replica::start() {
 // Writer: integers as LEB128 varints, booleans as a byte 0 or 1, strings and lists after their
 // length. One list of fields per type serves both directions.
 
-constexpr std::uint8_t wire_version = 1;
+constexpr std::uint64_t wire_version = 1;
 
 template <class M, class Visit> void visit_fields(M& m, Visit& visit) {
   visit(m.from), visit(m.to), visit(m.term);
@@ -944,7 +880,8 @@ template <class M, class Visit> void visit_fields(M& m, Visit& visit) {
 }
 
 std::string encode(const Message& message) {
-  Writer writer{{static_cast<char>(wire_version), static_cast<char>(message.type)}};
+  Writer writer;
+  writer(std::uint64_t{wire_version}), writer(std::uint64_t(message.type));
   visit_fields(message, writer);
   return std::move(writer.out);
 }
@@ -952,7 +889,7 @@ std::string encode(const Message& message) {
 std::optional<Message> decode(std::string_view bytes) {
   Reader reader{bytes};
   Message message;
-  std::uint64_t version = reader.fixed(1), type = reader.fixed(1);
+  std::uint64_t version = reader.varint(), type = reader.varint();
   if (!reader.ok || version != wire_version ||
       type > std::uint64_t(MessageType::InstallSnapshotResponse))
     return std::nullopt;

@@ -181,11 +181,11 @@ private:
   State state_;
 };
 
-// Durable storage in a directory of two files (format in README.md): `log`, an append-only file
-// of CRC-checked records of entries and of term and vote, and `snapshot`, replaced atomically.
-// sync() writes and fdatasyncs everything buffered, so one poll costs one sync. The constructor
-// creates the directory if needed and recovers: a torn last record is cut off; any other damage
-// throws std::runtime_error naming the file and offset.
+// Durable storage in a directory, in one file: `log`, an append-only file of CRC-checked
+// records (entries, term and vote, and the snapshot), rewritten at each compaction (format in
+// README.md). sync() writes and fdatasyncs everything buffered: one poll costs one sync. The
+// constructor creates the directory if needed and recovers: a torn last record is cut off; any
+// other damage throws std::runtime_error naming the file and offset.
 class FileStorage : public Storage {
 public:
   explicit FileStorage(std::string directory);
@@ -199,13 +199,12 @@ public:
   void sync() override;
 
 private:
-  void replace_file(const std::string& name, const std::string& contents) const;
-  void open_log();
+  void replace_log(const std::string& contents);
 
-  const std::string directory_;
+  const std::string directory_, path_;
   State recovered_;       // what the constructor found, handed over by load()
   int log_fd_ = -1;       // the log, open for appending
-  std::string pending_;   // log records not yet written
+  std::string pending_;   // records not yet written
   Term current_term_ = 0; // the latest term and vote saved, for a rewritten log
   std::optional<ReplicaID> voted_for_;
 };
