@@ -9,13 +9,18 @@ BUILD := build
 TEST_SOURCES := $(wildcard tests/*.cpp)
 SIM_SEEDS ?= 300
 FUZZ_SECONDS ?= 60
+FORMATTED := raft.hpp raft.cpp $(wildcard tests/*.cpp tests/*.hpp tests/fuzz/*.cpp examples/*.cpp)
 
 .PHONY: test demo sim fuzz fuzz-if-clang deps format clean
 
-test: deps $(BUILD)/tests $(BUILD)/demo
-	$(BUILD)/demo > $(BUILD)/demo.out
-	@tail -n 1 $(BUILD)/demo.out
+test: deps $(BUILD)/tests $(BUILD)/in-memory $(BUILD)/quickstart
+	$(BUILD)/in-memory > $(BUILD)/in-memory.out && tail -n 1 $(BUILD)/in-memory.out
+	$(BUILD)/quickstart > $(BUILD)/quickstart.out && tail -n 1 $(BUILD)/quickstart.out
+	sed -n '/^```cpp$$/,/^```$$/p' README.md | sed '1d;$$d' | diff - examples/quickstart.cpp && \
+	  echo "README: the quick start is examples/quickstart.cpp"
 	@$(MAKE) --no-print-directory fuzz-if-clang FUZZ_SECONDS=10
+	@if command -v clang-format >/dev/null; then clang-format --dry-run -Werror $(FORMATTED) && \
+	  echo "clang-format: clean"; else echo "clang-format: not installed, not checked"; fi
 	SIM_SEEDS=$(SIM_SEEDS) $(BUILD)/tests
 
 deps:
@@ -30,11 +35,11 @@ $(BUILD)/raft.o: raft.cpp raft.hpp
 $(BUILD)/tests: $(TEST_SOURCES) tests/*.hpp $(BUILD)/raft.o
 	$(CXX) $(FLAGS) $(SAN) $(TEST_SOURCES) $(BUILD)/raft.o -o $@
 
-$(BUILD)/demo: examples/in-memory.cpp $(BUILD)/raft.o
+$(BUILD)/%: examples/%.cpp $(BUILD)/raft.o
 	$(CXX) $(FLAGS) $(SAN) $< $(BUILD)/raft.o -o $@
 
-demo: $(BUILD)/demo
-	$(BUILD)/demo
+demo: $(BUILD)/in-memory
+	$(BUILD)/in-memory
 
 sim: deps $(BUILD)/tests
 	SIM_SEED=$(SEED) SIM_TRACE=1 $(BUILD)/tests -tc='*simulator*'
@@ -53,7 +58,7 @@ fuzz-if-clang:
 	else echo "fuzz: skipped, clang++ with libFuzzer is not available"; fi
 
 format:
-	clang-format -i raft.hpp raft.cpp tests/*.cpp tests/*.hpp tests/fuzz/*.cpp examples/*.cpp
+	clang-format -i $(FORMATTED)
 
 clean:
 	rm -rf $(BUILD)

@@ -1,6 +1,5 @@
 // Three replicas of a counter in one process, over an in-memory network.
 #include "raft.hpp"
-
 #include <cstdio>
 #include <map>
 #include <memory>
