@@ -489,6 +489,10 @@ void Replica::handle_request_vote_response(const Message& response) {
 // Sends up to `limit` entries from the peer's nextIndex. A probing peer gets one request at a
 // time; a peer known to match gets a pipeline: nextIndex moves on as soon as entries are sent.
 void Replica::send_append_entries(Peer& peer, std::size_t limit) {
+  if (peer.next_index <= log_start()) { // what the peer needs next was compacted away (§7)
+    peer.probing = true;
+    return send_snapshot_chunk(peer);
+  }
   Message request = make_message(MessageType::AppendEntries, peer.id);
   request.prev_log_index = peer.next_index - 1;
   request.prev_log_term = term_at(request.prev_log_index);
@@ -622,6 +626,7 @@ void Replica::take_snapshot() {
   snapshot.last_included_term = term_at(last_applied_);
   snapshot.configuration = {id_};
   for (const Peer& peer : peers_) snapshot.configuration.push_back(peer.id);
+  std::sort(snapshot.configuration.begin(), snapshot.configuration.end());
   storage_->save_snapshot(snapshot);
   log_.erase(log_.begin(), log_.begin() + (last_applied_ - log_start()));
   snapshot_ = std::move(snapshot);
