@@ -62,3 +62,16 @@ format:
 
 clean:
 	rm -rf $(BUILD)
+
+# make bench   builds bench/ with -O2 -DNDEBUG (no sanitizers) and prints one table of figures
+BENCH_FLAGS := -std=c++17 -O2 -DNDEBUG -Wall -Wextra -I. -pthread
+.PHONY: bench
+bench: $(BUILD)/bench
+	$(BUILD)/bench
+
+$(BUILD)/bench-raft.o: raft.cpp raft.hpp
+	@mkdir -p $(BUILD)
+	$(CXX) $(BENCH_FLAGS) -c raft.cpp -o $@
+
+$(BUILD)/bench: bench/bench.cpp $(BUILD)/bench-raft.o
+	$(CXX) $(BENCH_FLAGS) bench/bench.cpp $(BUILD)/bench-raft.o -o $@
