@@ -601,10 +601,10 @@ void Replica::handle_append_entries_response(const Message& response) {
 // §5.3, §5.4.2: the highest index stored on a majority (this replica counts once its copy is
 // durable) is committed, but only an entry of the current term commits by counting (Figure 8).
 void Replica::advance_commit_index() {
-  std::vector<Index> matched{durable_index_};
-  for (const Peer& peer : peers_) matched.push_back(peer.match_index);
-  auto majority = matched.begin() + matched.size() / 2;
-  std::nth_element(matched.begin(), majority, matched.end(), std::greater<Index>());
+  matched_.assign(1, durable_index_); // a member, so that no call allocates
+  for (const Peer& peer : peers_) matched_.push_back(peer.match_index);
+  auto majority = matched_.begin() + matched_.size() / 2;
+  std::nth_element(matched_.begin(), majority, matched_.end(), std::greater<Index>());
   if (*majority > commit_index_ && term_at(*majority) == current_term_) commit_index_ = *majority;
 }
 
@@ -834,10 +834,11 @@ void Replica::poll(Clock::time_point now) {
     outbox_.clear();
     throw;
   }
+  bool synced_more = durable_index_ != last_log_index();
   durable_index_ = last_log_index();
   for (Message& message : outbox_) cluster_.send_message(message.to, message);
   outbox_.clear();
-  if (role_ == Role::Leader) advance_commit_index();
+  if (role_ == Role::Leader && synced_more) advance_commit_index();
   apply_committed();
 }
 

@@ -214,7 +214,7 @@ struct Options {
   Storage* storage = nullptr; // nullptr: in memory, owned by the replica
   Index snapshot_delta = 0;   // 0: never compact; N: snapshot every N applied entries
   std::size_t max_entries_per_message = 4096; // entries in one AppendEntries
-  std::size_t max_messages_in_flight = 8;     // unacknowledged AppendEntries per follower
+  std::size_t max_messages_in_flight = 8;     // full AppendEntries unacknowledged per follower
   std::size_t snapshot_chunk_bytes = 1 << 20; // bytes of snapshot in one InstallSnapshot
 };
 
@@ -319,6 +319,7 @@ private:
   // Leader (and candidate) state, one record per peer.
   std::vector<Peer> peers_;
   Index durable_index_ = 0;         // the last entry storage has synced
+  std::vector<Index> matched_;      // advance_commit_index's scratch space
   std::deque<Queued> queued_;       // queued here, in our log, not yet applied; by index
   std::vector<Queued> overwritten_; // queued here, dropped from our log, fate not yet known
 

@@ -1,0 +1,986 @@
+// bench/bench.cpp: `make bench`. Measures raft.cpp in one process and prints one table:
+//   1. in-process throughput (3 and 5 replicas, one thread, zero-delay queues) beside a floor,
+//   2. commit latency of one transition at a time on an idle cluster,
+//   3. idle CPU of a cluster run by start() in three threads,
+//   4. failover time on a simulated clock with random message delays,
+//   5. durable appends through FileStorage.
+// Every figure is measured when the program runs; nothing is hard-coded. Seeds are fixed, so
+// everything except wall-clock times and CPU use is the same from run to run.
+#include "raft.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <optional>
+#include <random>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include <sys/resource.h>
+#include <sys/statfs.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+// ---- Allocation counting: global operator new counts bytes while `counting` is set ----
+// Counting is switched on only around single-threaded measured phases, so plain counters do.
+
+namespace {
+std::atomic<bool> counting{false};
+std::uint64_t counted_bytes = 0, counted_allocations = 0;
+bool in_transport = false; // set by the in-memory transport while it copies a message
+std::uint64_t transport_bytes = 0;
+
+void* allocate(std::size_t size) {
+  if (counting.load(std::memory_order_relaxed)) {
+    counted_bytes += size;
+    ++counted_allocations;
+    if (in_transport) transport_bytes += size;
+  }
+  void* pointer = std::malloc(size ? size : 1);
+  if (!pointer) throw std::bad_alloc();
+  return pointer;
+}
+} // namespace
+
+void* operator new(std::size_t size) { return allocate(size); }
+void* operator new[](std::size_t size) { return allocate(size); }
+void* operator new(std::size_t size, const std::nothrow_t&) noexcept {
+  try {
+    return allocate(size);
+  } catch (...) { return nullptr; }
+}
+void* operator new[](std::size_t size, const std::nothrow_t&) noexcept {
+  try {
+    return allocate(size);
+  } catch (...) { return nullptr; }
+}
+void operator delete(void* pointer) noexcept { std::free(pointer); }
+void operator delete[](void* pointer) noexcept { std::free(pointer); }
+void operator delete(void* pointer, std::size_t) noexcept { std::free(pointer); }
+void operator delete[](void* pointer, std::size_t) noexcept { std::free(pointer); }
+void operator delete(void* pointer, const std::nothrow_t&) noexcept { std::free(pointer); }
+void operator delete[](void* pointer, const std::nothrow_t&) noexcept { std::free(pointer); }
+
+namespace {
+
+using namespace std::chrono_literals;
+using raft::Clock;
+using raft::ReplicaID;
+using Wall = std::chrono::steady_clock;
+
+struct Allocations {
+  std::uint64_t bytes = 0, count = 0, transport_bytes = 0;
+};
+void start_counting() {
+  counted_bytes = counted_allocations = transport_bytes = 0;
+  counting.store(true);
+}
+Allocations stop_counting() {
+  counting.store(false);
+  return {counted_bytes, counted_allocations, transport_bytes};
+}
+
+double seconds_since(Wall::time_point start) {
+  return std::chrono::duration<double>(Wall::now() - start).count();
+}
+
+// ---- Statistics and formatting ----
+
+double median(std::vector<double> values) {
+  if (values.empty()) return NAN;
+  std::sort(values.begin(), values.end());
+  std::size_t middle = values.size() / 2;
+  return values.size() % 2 ? values[middle] : (values[middle - 1] + values[middle]) / 2;
+}
+
+// Nearest rank: the smallest value with at least p of the samples at or below it.
+double percentile(std::vector<double> values, double p) {
+  if (values.empty()) return NAN;
+  std::sort(values.begin(), values.end());
+  auto rank = static_cast<std::size_t>(std::ceil(p * values.size()));
+  return values[std::clamp<std::size_t>(rank, 1, values.size()) - 1];
+}
+
+std::string format(const char* pattern, ...) {
+  char buffer[256];
+  va_list arguments;
+  va_start(arguments, pattern);
+  std::vsnprintf(buffer, sizeof buffer, pattern, arguments);
+  va_end(arguments);
+  return buffer;
+}
+
+// 1234567.8 -> "1,234,568"
+std::string grouped(double value) {
+  if (!std::isfinite(value)) return "n/a";
+  std::string digits = format("%.0f", std::fabs(value)), out;
+  for (std::size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return value < 0 ? "-" + out : out;
+}
+
+struct Row {
+  std::string label, three, five;
+};
+std::vector<Row> rows;
+std::vector<std::string> notes; // anything that went wrong, printed after the table
+
+void row(std::string label, std::string three, std::string five = "-") {
+  rows.push_back({std::move(label), std::move(three), std::move(five)});
+}
+
+const std::string did_not_converge = "did not converge";
+
+// ---- Shared pieces: timeouts, the state machine, payloads ----
+
+constexpr auto heartbeat = 50ms;
+const std::pair<raft::Duration, raft::Duration> election_range{150ms, 300ms};
+const raft::Transition noop{0, ""};
+constexpr std::size_t payload_bytes = 16;
+
+std::vector<ReplicaID> peers_of(ReplicaID id, std::size_t size) {
+  std::vector<ReplicaID> peers;
+  for (ReplicaID peer = 1; peer <= size; ++peer)
+    if (peer != id) peers.push_back(peer);
+  return peers;
+}
+
+// Applies transitions 1, 2, 3... in order: counts them, checks the order, touches the payload.
+class Machine final : public raft::StateMachine {
+public:
+  std::vector<raft::Transition> pending; // handed over at the next get_pending_transitions
+  std::uint64_t applied = 0;             // transitions applied, the no-op excluded
+  std::uint64_t checksum = 0;
+  bool out_of_order = false;
+
+  void register_transition_state(std::uint64_t, raft::TransitionState,
+                                 raft::AbandonReason) override {}
+  void apply_transition(const raft::Transition& transition) override {
+    if (transition.id == 0) return; // the no-op
+    out_of_order |= transition.id != applied + 1;
+    ++applied;
+    if (!transition.data.empty())
+      checksum += transition.data.size() + static_cast<unsigned char>(transition.data.back());
+  }
+  std::vector<raft::Transition> get_pending_transitions() override {
+    return std::exchange(pending, {});
+  }
+};
+
+raft::Transition make_transition(std::uint64_t id) {
+  char data[payload_bytes + 1];
+  std::snprintf(data, sizeof data, "%016llx",
+                static_cast<unsigned long long>(id * 0x9E3779B97F4A7C15ull));
+  return raft::Transition{id, std::string(data, payload_bytes)};
+}
+
+std::vector<raft::Transition> make_transitions(std::size_t count) {
+  std::vector<raft::Transition> transitions;
+  transitions.reserve(count);
+  for (std::uint64_t id = 1; id <= count; ++id) transitions.push_back(make_transition(id));
+  return transitions;
+}
+
+// ---- In-memory cluster in one thread: a message sent during a poll is in the receiver's inbox
+// at its next poll; rounds poll every replica in id order ----
+
+class MemoryCluster {
+public:
+  std::vector<std::unique_ptr<Machine>> machines;
+  std::vector<std::unique_ptr<raft::Replica>> replicas;
+  Clock::time_point now{std::chrono::hours(1)}; // simulated
+  std::uint64_t sent = 0;
+
+  MemoryCluster(std::size_t size, std::uint64_t seed) : inboxes_(size + 1) {
+    for (ReplicaID id = 1; id <= size; ++id) {
+      machines.push_back(std::make_unique<Machine>());
+      endpoints_.push_back(std::make_unique<Endpoint>(*this, id));
+      raft::Options options;
+      options.seed = seed * 100 + id;
+      replicas.push_back(std::make_unique<raft::Replica>(id, peers_of(id, size), *endpoints_.back(),
+                                                         *machines.back(), noop, heartbeat,
+                                                         election_range, options));
+    }
+  }
+
+  void round(raft::Duration step) {
+    for (auto& replica : replicas) replica->poll(now);
+    now += step;
+  }
+
+  int leader() const {
+    for (std::size_t i = 0; i < replicas.size(); ++i)
+      if (replicas[i]->is_leader()) return static_cast<int>(i);
+    return -1;
+  }
+
+  bool in_flight() const {
+    for (const auto& inbox : inboxes_)
+      if (!inbox.empty()) return true;
+    return false;
+  }
+
+  bool all_applied(std::uint64_t count) const {
+    for (const auto& machine : machines)
+      if (machine->applied != count) return false;
+    return true;
+  }
+
+  // Advances the clock 1 ms per round until one replica leads, every replica knows it, everyone
+  // applied the no-op and no message is in flight. False after 20 simulated seconds.
+  bool elect() {
+    for (int rounds = 0; rounds < 20000; ++rounds) {
+      round(1ms);
+      int l = leader();
+      if (l < 0 || in_flight()) continue;
+      bool settled = true;
+      for (const auto& replica : replicas)
+        settled = settled && replica->leader() == replicas[l]->id() &&
+                  replica->last_applied() == replicas[l]->last_log_index();
+      if (settled) return true;
+    }
+    return false;
+  }
+
+private:
+  class Endpoint final : public raft::Cluster {
+  public:
+    Endpoint(MemoryCluster& cluster, ReplicaID id) : cluster_(cluster), id_(id) {}
+    void send_message(ReplicaID to, const raft::Message& message) override {
+      in_transport = true;
+      cluster_.inboxes_[to].push_back(message);
+      in_transport = false;
+      ++cluster_.sent;
+    }
+    std::vector<raft::Message> receive_messages() override {
+      return std::exchange(cluster_.inboxes_[id_], {});
+    }
+    bool halt() const override { return false; }
+    void register_leader(std::optional<ReplicaID>) override {}
+
+  private:
+    MemoryCluster& cluster_;
+    ReplicaID id_;
+  };
+
+  std::vector<std::vector<raft::Message>> inboxes_; // by id
+  std::vector<std::unique_ptr<Endpoint>> endpoints_;
+};
+
+// ---- 1. Throughput ----
+
+constexpr std::size_t throughput_transitions = 100000;
+constexpr int throughput_runs = 5;
+
+struct ThroughputRun {
+  std::optional<std::string> failure;
+  double per_second = 0, messages = 0, bytes = 0, allocations = 0, transport_bytes = 0;
+};
+
+// per_poll == 0: everything through one get_pending_transitions.
+ThroughputRun run_throughput(std::size_t size, std::size_t per_poll,
+                             const std::vector<raft::Transition>& source) {
+  ThroughputRun run;
+  MemoryCluster cluster(size, 1);
+  if (!cluster.elect()) return run.failure = "no leader elected", run;
+  int l = cluster.leader();
+  raft::Term term = cluster.replicas[l]->current_term();
+  std::size_t chunk = per_poll ? per_poll : source.size();
+  std::vector<std::vector<raft::Transition>> chunks;
+  for (std::size_t i = 0; i < source.size(); i += chunk)
+    chunks.emplace_back(source.begin() + i, source.begin() + std::min(source.size(), i + chunk));
+
+  Machine& leader = *cluster.machines[l];
+  const std::uint64_t count = source.size(), bound = 2 * count + 100000;
+  cluster.sent = 0;
+  bool done = false;
+  std::size_t next = 0;
+  start_counting();
+  Wall::time_point start = Wall::now();
+  for (std::uint64_t rounds = 0; rounds < bound && !done; ++rounds) {
+    if (next < chunks.size()) leader.pending = std::move(chunks[next++]);
+    cluster.round(1us);
+    done = cluster.all_applied(count);
+  }
+  double elapsed = seconds_since(start);
+  Allocations allocations = stop_counting();
+
+  if (cluster.leader() != l || cluster.replicas[l]->current_term() != term)
+    run.failure = format("leadership changed during the run (term %llu -> %llu)",
+                         static_cast<unsigned long long>(term),
+                         static_cast<unsigned long long>(cluster.replicas[l]->current_term()));
+  for (const auto& machine : cluster.machines)
+    if (machine->out_of_order || machine->checksum != cluster.machines[0]->checksum)
+      run.failure = "replicas applied different sequences";
+  if (!done && !run.failure) {
+    std::uint64_t least = count;
+    for (const auto& machine : cluster.machines) least = std::min(least, machine->applied);
+    run.failure =
+        format("only %llu of %llu applied everywhere after %llu rounds",
+               static_cast<unsigned long long>(least), static_cast<unsigned long long>(count),
+               static_cast<unsigned long long>(bound));
+  }
+  run.per_second = count / elapsed;
+  run.messages = double(cluster.sent) / count;
+  run.bytes = double(allocations.bytes) / count;
+  run.allocations = double(allocations.count) / count;
+  run.transport_bytes = double(allocations.transport_bytes) / count;
+  return run;
+}
+
+struct FloorRun {
+  double per_second = 0, bytes = 0;
+};
+
+// What any replicated log must do at least: copy each payload into every replica's log and
+// apply it once per replica.
+FloorRun run_floor(std::size_t size, const std::vector<raft::Transition>& source) {
+  std::vector<std::unique_ptr<Machine>> machines;
+  std::vector<raft::StateMachine*> targets;
+  for (std::size_t r = 0; r < size; ++r) {
+    machines.push_back(std::make_unique<Machine>());
+    targets.push_back(machines.back().get());
+  }
+  std::vector<std::vector<raft::Entry>> logs(size);
+  start_counting();
+  Wall::time_point start = Wall::now();
+  for (const raft::Transition& transition : source)
+    for (std::size_t r = 0; r < size; ++r) {
+      logs[r].push_back(raft::Entry{1, transition});
+      targets[r]->apply_transition(logs[r].back().transition);
+    }
+  double elapsed = seconds_since(start);
+  Allocations allocations = stop_counting();
+  for (const auto& machine : machines)
+    if (machine->applied != source.size()) notes.push_back("floor: a replica missed transitions");
+  return {source.size() / elapsed, double(allocations.bytes) / source.size()};
+}
+
+void measure_throughput() {
+  const std::vector<raft::Transition> source = make_transitions(throughput_transitions);
+  const std::vector<std::pair<std::size_t, std::string>> modes = {
+      {0, "all at once"}, {1, "1 per poll"}, {16, "16 per poll"}, {256, "256 per poll"}};
+  const std::size_t sizes[] = {3, 5};
+  std::vector<ThroughputRun> runs[2][4]; // [size][mode]
+  std::vector<FloorRun> floors[2];
+  for (int s = 0; s < 2; ++s)
+    for (int r = 0; r < throughput_runs; ++r) { // the floor beside every round of runs
+      floors[s].push_back(run_floor(sizes[s], source));
+      for (std::size_t m = 0; m < modes.size(); ++m)
+        runs[s][m].push_back(run_throughput(sizes[s], modes[m].first, source));
+    }
+
+  // The median of one figure over the runs; nullopt if any run failed.
+  auto figure = [&](int s, std::size_t m, double ThroughputRun::*field) -> std::optional<double> {
+    std::vector<double> values;
+    for (const ThroughputRun& run : runs[s][m]) {
+      if (run.failure) return std::nullopt;
+      values.push_back(run.*field);
+    }
+    return median(values);
+  };
+  auto floor_figure = [&](int s, double FloorRun::*field) {
+    std::vector<double> values;
+    for (const FloorRun& run : floors[s]) values.push_back(run.*field);
+    return median(values);
+  };
+  for (int s = 0; s < 2; ++s)
+    for (std::size_t m = 0; m < modes.size(); ++m)
+      for (const ThroughputRun& run : runs[s][m])
+        if (run.failure) {
+          notes.push_back(format("throughput, %zu replicas, %s: %s", sizes[s],
+                                 modes[m].second.c_str(), run.failure->c_str()));
+          break;
+        }
+
+  // One row per mode; show turns a median (and the size's index) into a cell.
+  auto rows_for = [&](const std::string& label, double ThroughputRun::*field,
+                      const std::function<std::string(double, int)>& show) {
+    for (std::size_t m = 0; m < modes.size(); ++m) {
+      std::string cells[2];
+      for (int s = 0; s < 2; ++s) {
+        std::optional<double> value = figure(s, m, field);
+        cells[s] = value ? show(*value, s) : did_not_converge;
+      }
+      row(label + ", " + modes[m].second, cells[0], cells[1]);
+    }
+  };
+  rows_for("throughput (transitions/s)", &ThroughputRun::per_second,
+           [](double value, int) { return grouped(value); });
+  row("floor: copy to every log + apply (transitions/s)",
+      grouped(floor_figure(0, &FloorRun::per_second)),
+      grouped(floor_figure(1, &FloorRun::per_second)));
+  rows_for("throughput / floor", &ThroughputRun::per_second, [&](double value, int s) {
+    return format("%.3f", value / floor_figure(s, &FloorRun::per_second));
+  });
+  rows_for("messages sent per transition", &ThroughputRun::messages,
+           [](double value, int) { return format("%.3f", value); });
+  rows_for("bytes allocated per transition", &ThroughputRun::bytes,
+           [](double value, int) { return format("%.0f B", value); });
+  rows_for("  of which in the transport's message copies", &ThroughputRun::transport_bytes,
+           [](double value, int) { return format("%.0f B", value); });
+  rows_for("allocations per transition", &ThroughputRun::allocations,
+           [](double value, int) { return format("%.2f", value); });
+  row("floor: bytes allocated per transition", format("%.0f B", floor_figure(0, &FloorRun::bytes)),
+      format("%.0f B", floor_figure(1, &FloorRun::bytes)));
+}
+
+// ---- 2. Latency ----
+
+void measure_latency() {
+  constexpr std::size_t samples = 1000;
+  MemoryCluster cluster(3, 2);
+  std::vector<double> leader_polls, leader_us, all_polls, all_us;
+  std::optional<std::string> failure;
+  if (!cluster.elect()) failure = "no leader elected";
+  int l = cluster.leader();
+  for (std::uint64_t id = 1; id <= samples && !failure; ++id) {
+    for (int i = 0; i < 1000 && cluster.in_flight(); ++i) cluster.round(1us); // idle first
+    if (cluster.in_flight()) failure = "the cluster never went idle";
+    Machine& leader = *cluster.machines[l];
+    leader.pending.push_back(make_transition(id));
+    bool leader_done = false, all_done = false;
+    Wall::time_point start = Wall::now();
+    for (int rounds = 1; rounds <= 1000 && !all_done; ++rounds) {
+      cluster.round(1us);
+      double us = seconds_since(start) * 1e6;
+      if (!leader_done && leader.applied == id) {
+        leader_done = true;
+        leader_polls.push_back(rounds);
+        leader_us.push_back(us);
+      }
+      if (cluster.all_applied(id)) {
+        all_done = true;
+        all_polls.push_back(rounds);
+        all_us.push_back(us);
+      }
+    }
+    if (!all_done)
+      failure = format("transition %llu not applied everywhere within 1000 rounds",
+                       static_cast<unsigned long long>(id));
+  }
+  if (failure) notes.push_back("latency: " + *failure);
+  auto cell = [&](const std::vector<double>& values, const char* pattern) {
+    if (failure) return did_not_converge;
+    return format(pattern, percentile(values, 0.5), percentile(values, 0.99));
+  };
+  row("latency to applied on leader, p50 / p99 (rounds)", cell(leader_polls, "%.0f / %.0f"));
+  row("latency to applied on leader, p50 / p99 (us)", cell(leader_us, "%.1f / %.1f"));
+  row("latency to applied everywhere, p50 / p99 (rounds)", cell(all_polls, "%.0f / %.0f"));
+  row("latency to applied everywhere, p50 / p99 (us)", cell(all_us, "%.1f / %.1f"));
+}
+
+// ---- 3. Idle cost: three threads running start() ----
+
+struct Hub {
+  struct Inbox {
+    std::mutex mutex;
+    std::condition_variable arrived;
+    std::vector<raft::Message> messages;
+  };
+  std::vector<std::unique_ptr<Inbox>> inboxes; // by id
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> sent{0};
+  explicit Hub(std::size_t size) {
+    for (std::size_t i = 0; i <= size; ++i) inboxes.push_back(std::make_unique<Inbox>());
+  }
+};
+
+// Thread-safe transport; wait_until is left to raft::Cluster's default (sleep 1 ms at most).
+class SleepingEndpoint : public raft::Cluster {
+public:
+  SleepingEndpoint(Hub& hub, ReplicaID id) : hub_(hub), id_(id) {}
+  void send_message(ReplicaID to, const raft::Message& message) override {
+    Hub::Inbox& inbox = *hub_.inboxes[to];
+    {
+      std::lock_guard<std::mutex> lock(inbox.mutex);
+      inbox.messages.push_back(message);
+    }
+    inbox.arrived.notify_one();
+    hub_.sent.fetch_add(1, std::memory_order_relaxed);
+  }
+  std::vector<raft::Message> receive_messages() override {
+    Hub::Inbox& inbox = *hub_.inboxes[id_];
+    std::lock_guard<std::mutex> lock(inbox.mutex);
+    return std::exchange(inbox.messages, {});
+  }
+  bool halt() const override { return hub_.stop.load(); }
+  void register_leader(std::optional<ReplicaID>) override {}
+
+protected:
+  Hub& hub_;
+  const ReplicaID id_;
+};
+
+// The same, waking on a message or at the deadline through a condition variable.
+class WakingEndpoint final : public SleepingEndpoint {
+public:
+  using SleepingEndpoint::SleepingEndpoint;
+  void wait_until(Clock::time_point deadline) override {
+    Hub::Inbox& inbox = *hub_.inboxes[id_];
+    std::unique_lock<std::mutex> lock(inbox.mutex);
+    inbox.arrived.wait_until(lock, deadline,
+                             [&] { return !inbox.messages.empty() || hub_.stop.load(); });
+  }
+};
+
+struct IdleRun {
+  double cpu_seconds = 0, wall_seconds = 0, messages_per_second = 0;
+  int leaders = 0;
+};
+
+double cpu_seconds() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  auto seconds = [](const timeval& t) { return t.tv_sec + t.tv_usec / 1e6; };
+  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
+}
+
+template <class Endpoint> IdleRun run_idle(std::chrono::seconds duration) {
+  constexpr std::size_t size = 3;
+  Hub hub(size);
+  std::vector<std::unique_ptr<Machine>> machines;
+  std::vector<std::unique_ptr<Endpoint>> endpoints;
+  std::vector<std::unique_ptr<raft::Replica>> replicas;
+  for (ReplicaID id = 1; id <= size; ++id) {
+    machines.push_back(std::make_unique<Machine>());
+    endpoints.push_back(std::make_unique<Endpoint>(hub, id));
+    raft::Options options;
+    options.seed = 300 + id;
+    replicas.push_back(std::make_unique<raft::Replica>(id, peers_of(id, size), *endpoints.back(),
+                                                       *machines.back(), noop, heartbeat,
+                                                       election_range, options));
+  }
+  IdleRun run;
+  double cpu_before = cpu_seconds();
+  Wall::time_point start = Wall::now();
+  std::vector<std::thread> threads;
+  for (auto& replica : replicas) threads.emplace_back([&replica] { replica->start(); });
+  std::this_thread::sleep_for(duration);
+  hub.stop.store(true);
+  for (auto& inbox : hub.inboxes) {
+    { std::lock_guard<std::mutex> lock(inbox->mutex); }
+    inbox->arrived.notify_all();
+  }
+  for (std::thread& thread : threads) thread.join();
+  run.wall_seconds = seconds_since(start);
+  run.cpu_seconds = cpu_seconds() - cpu_before;
+  run.messages_per_second = hub.sent.load() / run.wall_seconds;
+  for (auto& replica : replicas) run.leaders += replica->is_leader();
+  return run;
+}
+
+void measure_idle() {
+  auto report = [](const IdleRun& run, const std::string& name, int seconds) {
+    if (run.leaders != 1) {
+      notes.push_back(format("idle, %s: %d leaders at the end", name.c_str(), run.leaders));
+      row("idle CPU, " + name + format(" (CPU s in %d s)", seconds), did_not_converge);
+      return;
+    }
+    row("idle CPU, " + name + format(" (CPU s in %d s)", seconds),
+        format("%.3f s", run.cpu_seconds));
+    double percent = 100 * run.cpu_seconds / run.wall_seconds;
+    row("idle CPU, " + name + " (% of one core)",
+        format("%.3f %% (%.3f %% per replica)", percent, percent / 3));
+    row("idle messages, " + name + " (per s)", format("%.1f", run.messages_per_second));
+  };
+  report(run_idle<WakingEndpoint>(10s), "condvar wait_until", 10);
+  report(run_idle<SleepingEndpoint>(5s), "default wait_until", 5);
+}
+
+// ---- 4. Failover on a simulated clock with random message delays ----
+
+class SimulatedCluster {
+public:
+  std::vector<std::unique_ptr<Machine>> machines;
+  std::vector<std::unique_ptr<raft::Replica>> replicas;
+  std::vector<bool> down; // by id: not polled; its messages, sent or in flight, are dropped
+  Clock::time_point now{std::chrono::hours(1)};
+
+  SimulatedCluster(std::size_t size, std::uint64_t seed)
+      : down(size + 1, false), random_(seed), inboxes_(size + 1) {
+    for (ReplicaID id = 1; id <= size; ++id) {
+      machines.push_back(std::make_unique<Machine>());
+      endpoints_.push_back(std::make_unique<Endpoint>(*this, id));
+      raft::Options options;
+      options.seed = seed * 100 + id;
+      replicas.push_back(std::make_unique<raft::Replica>(id, peers_of(id, size), *endpoints_.back(),
+                                                         *machines.back(), noop, heartbeat,
+                                                         election_range, options));
+    }
+  }
+
+  // When the next message is delivered or the next live replica's timer is due.
+  Clock::time_point next_event() const {
+    Clock::time_point next = Clock::time_point::max();
+    if (!flights_.empty()) next = flights_.front().at;
+    for (const auto& replica : replicas)
+      if (!down[replica->id()]) next = std::min(next, replica->next_deadline());
+    return next;
+  }
+
+  // Moves the clock to the next event, delivers what is due and polls every live replica that
+  // has mail or a deadline due.
+  void step() {
+    Clock::time_point next = next_event();
+    if (next > now)
+      now = next, stalls_ = 0;
+    else if (++stalls_ > 100) // a deadline that never moves: step over it
+      now += 1us, stalls_ = 0;
+    while (!flights_.empty() && flights_.front().at <= now) {
+      std::pop_heap(flights_.begin(), flights_.end(), later);
+      raft::Message message = std::move(flights_.back().message);
+      flights_.pop_back();
+      if (!down[message.from] && !down[message.to])
+        inboxes_[message.to].push_back(std::move(message));
+    }
+    for (auto& replica : replicas) {
+      ReplicaID id = replica->id();
+      if (!down[id] && (!inboxes_[id].empty() || replica->next_deadline() <= now))
+        replica->poll(now);
+    }
+  }
+
+  // Runs every event up to `time`, then stops the clock exactly there.
+  void run_until(Clock::time_point time) {
+    while (next_event() <= time) step();
+    now = std::max(now, time);
+  }
+
+  std::mt19937_64& random() { return random_; }
+
+  // The live replica that leads and that every live replica names as leader, if any.
+  int agreed_leader() const {
+    int found = -1;
+    for (std::size_t i = 0; i < replicas.size(); ++i)
+      if (!down[replicas[i]->id()] && replicas[i]->is_leader()) found = static_cast<int>(i);
+    if (found < 0) return -1;
+    for (const auto& replica : replicas)
+      if (!down[replica->id()] && replica->leader() != replicas[found]->id()) return -1;
+    return found;
+  }
+
+  bool any_leader() const {
+    for (const auto& replica : replicas)
+      if (!down[replica->id()] && replica->is_leader()) return true;
+    return false;
+  }
+
+private:
+  struct Flight {
+    Clock::time_point at;
+    std::uint64_t sequence;
+    raft::Message message;
+  };
+  static bool later(const Flight& a, const Flight& b) {
+    return std::tie(a.at, a.sequence) > std::tie(b.at, b.sequence);
+  }
+
+  class Endpoint final : public raft::Cluster {
+  public:
+    Endpoint(SimulatedCluster& cluster, ReplicaID id) : cluster_(cluster), id_(id) {}
+    void send_message(ReplicaID to, const raft::Message& message) override {
+      if (cluster_.down[id_] || cluster_.down[to]) return;
+      std::uniform_int_distribution<std::int64_t> delay(500, 2000); // microseconds
+      cluster_.flights_.push_back(
+          Flight{cluster_.now + std::chrono::microseconds(delay(cluster_.random_)),
+                 cluster_.sequence_++, message});
+      std::push_heap(cluster_.flights_.begin(), cluster_.flights_.end(), later);
+    }
+    std::vector<raft::Message> receive_messages() override {
+      return std::exchange(cluster_.inboxes_[id_], {});
+    }
+    bool halt() const override { return false; }
+    void register_leader(std::optional<ReplicaID>) override {}
+
+  private:
+    SimulatedCluster& cluster_;
+    ReplicaID id_;
+  };
+
+  std::mt19937_64 random_;
+  std::vector<Flight> flights_; // a heap, earliest first
+  std::uint64_t sequence_ = 0;
+  int stalls_ = 0;
+  std::vector<std::vector<raft::Message>> inboxes_; // by id
+  std::vector<std::unique_ptr<Endpoint>> endpoints_;
+};
+
+struct FailoverTrial {
+  std::optional<std::string> failure;
+  double first_leader = 0, all_know = 0; // in maximum election timeouts
+  bool extra_rounds = false;             // the new leader's term is above the old one's + 1
+};
+
+FailoverTrial run_failover(std::size_t size, std::uint64_t seed) {
+  FailoverTrial trial;
+  SimulatedCluster cluster(size, seed);
+  Clock::time_point give_up = cluster.now + 30s;
+  while (cluster.agreed_leader() < 0 && cluster.now < give_up) cluster.step();
+  // Settle: 500 ms of heartbeats, plus a random part of a heartbeat period so that the halt
+  // falls at a random phase of the leader's heartbeats, not at one of its polls.
+  std::uniform_int_distribution<std::int64_t> phase(0, 49999); // microseconds
+  cluster.run_until(cluster.now + 500ms + std::chrono::microseconds(phase(cluster.random())));
+  int old = cluster.agreed_leader();
+  if (old < 0) return trial.failure = "no settled first leader", trial;
+  raft::Term old_term = cluster.replicas[old]->current_term();
+
+  cluster.down[cluster.replicas[old]->id()] = true;
+  const Clock::time_point halted = cluster.now;
+  give_up = halted + 20 * election_range.second;
+  auto in_timeouts = [&](Clock::time_point t) {
+    return std::chrono::duration<double>(t - halted) /
+           std::chrono::duration<double>(election_range.second);
+  };
+  std::optional<Clock::time_point> first;
+  while (cluster.now < give_up) {
+    cluster.step();
+    if (!first && cluster.any_leader()) first = cluster.now;
+    if (int next = cluster.agreed_leader(); next >= 0) {
+      trial.first_leader = in_timeouts(*first);
+      trial.all_know = in_timeouts(cluster.now);
+      trial.extra_rounds = cluster.replicas[next]->current_term() > old_term + 1;
+      return trial;
+    }
+  }
+  trial.failure = "no agreed new leader within 20 election timeouts";
+  return trial;
+}
+
+void measure_failover() {
+  constexpr int trials = 1000;
+  std::vector<double> first[2], all[2];
+  int extra[2] = {0, 0}, failed[2] = {0, 0};
+  const std::size_t sizes[] = {3, 5};
+  for (int s = 0; s < 2; ++s)
+    for (int t = 1; t <= trials; ++t) {
+      FailoverTrial trial = run_failover(sizes[s], 1000 * sizes[s] + t);
+      if (trial.failure) {
+        if (!failed[s]++)
+          notes.push_back(
+              format("failover, %zu replicas, trial %d: %s", sizes[s], t, trial.failure->c_str()));
+        continue;
+      }
+      first[s].push_back(trial.first_leader);
+      all[s].push_back(trial.all_know);
+      extra[s] += trial.extra_rounds;
+    }
+  auto cell = [&](int s, const std::vector<double>& values) {
+    if (failed[s]) return format("%s (%d)", did_not_converge.c_str(), failed[s]);
+    return format("%.2f/%.2f/%.2f", percentile(values, 0.5), percentile(values, 0.99),
+                  *std::max_element(values.begin(), values.end()));
+  };
+  row("failover to a new leader, p50/p99/max (x 300 ms)", cell(0, first[0]), cell(1, first[1]));
+  row("failover until all know it, p50/p99/max (x 300 ms)", cell(0, all[0]), cell(1, all[1]));
+  row(format("failover trials needing > 1 election (of %d)", trials), format("%d", extra[0]),
+      format("%d", extra[1]));
+}
+
+// ---- 5. Durable writes through FileStorage ----
+
+void measure_durable() {
+  char pattern[] = "/tmp/raft-bench-XXXXXX";
+  if (!mkdtemp(pattern)) {
+    notes.push_back(format("durable writes: mkdtemp failed: %s", std::strerror(errno)));
+    return;
+  }
+  const std::string directory = pattern;
+  constexpr int runs = 5;
+  constexpr double time_bound = 0.5; // seconds per run
+  constexpr std::uint64_t max_syncs = 2000;
+  std::vector<double> save_ns; // save_entries alone, per entry, with 1024-entry batches
+  for (std::size_t batch : {std::size_t{1}, std::size_t{64}, std::size_t{1024}}) {
+    std::vector<double> per_second, syncs_per_second;
+    std::optional<std::string> failure;
+    for (int run = 0; run < runs && !failure; ++run) {
+      try {
+        raft::FileStorage storage(directory + format("/batch%zu-run%d", batch, run));
+        storage.load();
+        std::vector<raft::Entry> entries(batch);
+        raft::Index next = 1;
+        std::uint64_t syncs = 0;
+        double elapsed = 0, saving = 0;
+        Wall::time_point start = Wall::now();
+        for (; syncs < max_syncs && elapsed < time_bound; ++syncs) {
+          for (raft::Entry& entry : entries) entry = raft::Entry{1, make_transition(next++)};
+          Wall::time_point save = Wall::now();
+          storage.save_entries(next - batch, entries.data(), entries.data() + batch);
+          saving += seconds_since(save);
+          storage.sync();
+          elapsed = seconds_since(start);
+        }
+        per_second.push_back(syncs * batch / elapsed);
+        syncs_per_second.push_back(syncs / elapsed);
+        if (batch == 1024) save_ns.push_back(saving * 1e9 / (syncs * batch));
+      } catch (const std::exception& error) { failure = error.what(); }
+    }
+    std::string label =
+        format("durable appends, %zu entr%s per sync (entries/s)", batch, batch == 1 ? "y" : "ies");
+    if (failure) {
+      notes.push_back("durable writes: " + *failure);
+      row(label, "failed: see notes");
+      continue;
+    }
+    row(label, grouped(median(per_second)) +
+                   format(" (%s syncs/s)", grouped(median(syncs_per_second)).c_str()));
+  }
+  if (!save_ns.empty())
+    row("durable: save_entries alone, 1024 per call (ns/entry)", format("%.0f", median(save_ns)));
+  std::error_code ignored;
+  std::filesystem::remove_all(directory, ignored);
+}
+
+// ---- Machine information ----
+
+std::string cpu_model() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line);)
+    if (line.rfind("model name", 0) == 0 && line.find(':') != std::string::npos)
+      return line.substr(line.find(':') + 2);
+  return "unknown";
+}
+
+std::string filesystem_of(const char* path) {
+  struct statfs info {};
+  if (statfs(path, &info) != 0) return "unknown";
+  switch (static_cast<unsigned long>(info.f_type)) {
+  case 0xEF53: return "ext2/3/4";
+  case 0x01021994: return "tmpfs (fdatasync is free: not a disk figure)";
+  case 0x58465342: return "xfs";
+  case 0x9123683E: return "btrfs";
+  case 0x794C7630: return "overlayfs";
+  default: return format("type 0x%lx", static_cast<unsigned long>(info.f_type));
+  }
+}
+
+void print_machine() {
+  utsname system{};
+  uname(&system);
+  std::printf("machine: %ld CPUs online (nproc), %s\n", sysconf(_SC_NPROCESSORS_ONLN),
+              cpu_model().c_str());
+  std::printf("system:  %s %s; compiler: g++ %s; /tmp: %s\n\n", system.sysname, system.release,
+              __VERSION__, filesystem_of("/tmp").c_str());
+  std::fflush(stdout);
+}
+
+std::string load_average() {
+  std::ifstream in("/proc/loadavg");
+  std::string one, five, fifteen;
+  in >> one >> five >> fifteen;
+  return one + " " + five + " " + fifteen;
+}
+
+double throughput_cpu_share = NAN; // the bench's CPU time / wall time during item 1
+
+void print_conditions(const std::string& load_before) {
+  std::printf("load average (1/5/15 min) before: %s, after: %s\n", load_before.c_str(),
+              load_average().c_str());
+  if (std::isfinite(throughput_cpu_share))
+    std::printf("CPU time / wall time of this process during item 1: %.0f %% (below 100 %%: "
+                "other processes took the CPU, wall-clock figures are pessimistic)\n\n",
+                100 * throughput_cpu_share);
+  else
+    std::printf("\n");
+}
+
+void print_table() {
+  std::size_t width = 4;
+  for (const Row& r : rows) width = std::max(width, r.label.size());
+  std::size_t column = 16;
+  for (const Row& r : rows) column = std::max(column, r.three.size() + 2);
+  std::printf("%-*s  %-*s  %s\n", int(width), "item", int(column), "3 replicas", "5 replicas");
+  std::printf("%s\n", std::string(width + column + 16, '-').c_str());
+  for (const Row& r : rows)
+    std::printf("%-*s  %-*s  %s\n", int(width), r.label.c_str(), int(column), r.three.c_str(),
+                r.five.c_str());
+}
+
+void print_methods() {
+  std::printf(
+      "\nmethod:\n"
+      "1. throughput: %zu transitions of %zu bytes, unique ids; replicas polled round-robin in one "
+      "thread,\n"
+      "   zero-delay in-memory queues, simulated clock +1 us per round (heartbeat 50 ms, "
+      "election 150-300 ms),\n"
+      "   default Options, fixed seeds; timed from the first proposal until every replica "
+      "applied the last;\n"
+      "   messages = send_message calls; bytes = operator new during that phase (library and "
+      "queues; the\n"
+      "   transport's share is its copy of each message, forced by send_message(const "
+      "Message&), and its inboxes);\n"
+      "   floor = per transition, copy it into each replica's std::vector<Entry> and call "
+      "apply once per replica;\n"
+      "   median of %d runs each.\n",
+      throughput_transitions, payload_bytes, throughput_runs);
+  std::printf(
+      "2. latency: 1,000 transitions one at a time on an idle 3-replica cluster (same setup); "
+      "rounds = passes\n"
+      "   over all replicas from the proposal's round on; us = wall clock of those rounds.\n");
+  std::printf(
+      "3. idle: 3 replicas in 3 threads running start() on the real clock, mutex-protected "
+      "inboxes; getrusage\n"
+      "   (RUSAGE_SELF) CPU over the run; condvar wait_until wakes on a message or the deadline, "
+      "default sleeps <= 1 ms.\n");
+  std::printf(
+      "4. failover: 1,000 trials per size, simulated clock, delays uniform 0.5-2 ms: elect, "
+      "settle 500 ms, then\n"
+      "   stop polling the leader and drop every message to or from it (in flight too); time "
+      "until a live replica\n"
+      "   leads, and until every live replica names it; > 1 election = new term above old term "
+      "+ 1.\n");
+  std::printf("5. durable: raft::FileStorage in a fresh directory under /tmp (removed after), "
+              "save_entries + sync of\n"
+              "   16-byte entries, median of 5 runs of up to 2,000 syncs or 0.5 s each; "
+              "save_entries alone is timed apart.\n");
+}
+
+} // namespace
+
+// `bench` runs every item; `bench 2 4` runs items 2 and 4 only.
+int main(int argc, char** argv) {
+  auto wanted = [&](const char* item) {
+    if (argc < 2) return true;
+    for (int i = 1; i < argc; ++i)
+      if (std::strcmp(argv[i], item) == 0) return true;
+    return false;
+  };
+  Wall::time_point start = Wall::now();
+  print_machine();
+  std::string load_before = load_average();
+  if (wanted("1")) {
+    double cpu_before = cpu_seconds();
+    Wall::time_point item_start = Wall::now();
+    measure_throughput();
+    throughput_cpu_share = (cpu_seconds() - cpu_before) / seconds_since(item_start);
+  }
+  if (wanted("2")) measure_latency();
+  if (wanted("3")) measure_idle();
+  if (wanted("4")) measure_failover();
+  if (wanted("5")) measure_durable();
+  print_conditions(load_before);
+  print_table();
+  print_methods();
+  if (!notes.empty()) {
+    std::printf("\nnotes:\n");
+    for (const std::string& note : notes) std::printf("- %s\n", note.c_str());
+  }
+  std::printf("\ntotal bench time: %.1f s\n", seconds_since(start));
+}
