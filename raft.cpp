@@ -743,12 +743,16 @@ void Replica::take_pending_transitions() {
 }
 
 // A queued transition that a new leader overwrote in our log may still commit from another
-// replica's log; its fate is known once its index commits (Log Matching: same index and term,
-// same entry). Only then is it reported ConflictWithLeader, so a committed one never is.
-void Replica::settle_overwritten(Index index, Term committed_term) {
+// replica's log. It is lost for sure once its index is applied with another entry (Log
+// Matching), or an entry of a later term is applied (terms never decrease along a log): only
+// then is it reported ConflictWithLeader, so a committed transition never is.
+void Replica::settle_overwritten() {
+  Term applied_term = term_at(last_applied_);
   auto settled = [&](const Queued& queued) {
-    if (queued.index == index && queued.term != committed_term) abandon(queued.id);
-    return queued.index == index;
+    bool known = queued.index <= last_applied_ || queued.term < applied_term;
+    if (known && (queued.index > last_applied_ || term_at(queued.index) != queued.term))
+      abandon(queued.id);
+    return known;
   };
   overwritten_.erase(std::remove_if(overwritten_.begin(), overwritten_.end(), settled),
                      overwritten_.end());
@@ -762,20 +766,18 @@ void Replica::abandon(std::uint64_t id) {
 // Every replica applies committed entries in log order, each once per state machine lifetime.
 void Replica::apply_committed() {
   for (; last_applied_ < commit_index_;) {
-    const Entry& entry = entry_at(last_applied_ + 1);
-    if (!overwritten_.empty()) settle_overwritten(last_applied_ + 1, entry.term);
-    const Transition& transition = entry.transition;
-    bool report = !(transition == noop_);
-    if (report)
-      state_machine_.register_transition_state(transition.id, TransitionState::Committed,
-                                               AbandonReason::None);
+    const Transition& transition = entry_at(last_applied_ + 1).transition;
+    auto report = [&](TransitionState state) {
+      if (!(transition == noop_))
+        state_machine_.register_transition_state(transition.id, state, AbandonReason::None);
+    };
+    report(TransitionState::Committed);
     state_machine_.apply_transition(transition);
     ++last_applied_;
-    if (report)
-      state_machine_.register_transition_state(transition.id, TransitionState::Applied,
-                                               AbandonReason::None);
+    report(TransitionState::Applied);
     if (!queued_.empty() && queued_.front().index <= last_applied_) queued_.pop_front();
   }
+  if (!overwritten_.empty()) settle_overwritten();
   if (options_.snapshot_delta && last_applied_ - log_start() >= options_.snapshot_delta)
     take_snapshot();
 }

@@ -213,7 +213,7 @@ struct Options {
   std::uint64_t seed = 0;     // 0: seed from std::random_device; else deterministic
   Storage* storage = nullptr; // nullptr: in memory, owned by the replica
   Index snapshot_delta = 0;   // 0: never compact; N: snapshot every N applied entries
-  std::size_t max_entries_per_message = 4096; // entries in one AppendEntries
+  std::size_t max_entries_per_message = 1024; // entries in one AppendEntries
   std::size_t max_messages_in_flight = 8;     // full AppendEntries unacknowledged per follower
   std::size_t snapshot_chunk_bytes = 1 << 20; // bytes of snapshot in one InstallSnapshot
 };
@@ -285,7 +285,7 @@ private:
   void install_snapshot(Snapshot snapshot);
   void handle_install_snapshot_response(const Message& response);
   void take_pending_transitions();
-  void settle_overwritten(Index index, Term committed_term);
+  void settle_overwritten();
   void abandon(std::uint64_t id);
   void apply_committed();
   Peer* find_peer(ReplicaID id);
