@@ -1,0 +1,203 @@
+// http_api.cpp: the HTTP interface. See http_api.hpp.
+#include "http_api.hpp"
+
+#include <httplib.h>
+
+#include <cstdio>
+#include <stdexcept>
+
+namespace kv {
+
+namespace {
+
+using namespace std::chrono_literals;
+
+// How long an HTTP thread waits for its command's outcome before it answers 503. Long enough
+// for a commit in a healthy cluster; short enough that a client soon tries elsewhere.
+constexpr raft::Duration request_timeout = 3s;
+
+void unavailable(httplib::Response& res, const char* why) {
+  res.status = 503;
+  res.set_header("Retry-After", "1");
+  res.set_content(why, "text/plain");
+}
+
+// Each parse_ function reads a part of the request into `command`, and returns nullptr, or what
+// is wrong with the request.
+
+// If-Match: "17" (or 17) -> 17; If-None-Match: * -> 0, the revision of an absent key.
+const char* parse_condition(const httplib::Request& req, Command& command) {
+  if (req.has_header("If-Match") && req.has_header("If-None-Match"))
+    return "use If-Match or If-None-Match, not both\n";
+  if (req.has_header("If-Match")) {
+    std::string tag = req.get_header_value("If-Match");
+    if (tag.size() >= 2 && tag.front() == '"' && tag.back() == '"')
+      tag = tag.substr(1, tag.size() - 2);
+    command.if_revision = parse_decimal(tag);
+    if (!command.if_revision) return "If-Match must be a revision, such as \"17\"\n";
+  }
+  if (req.has_header("If-None-Match")) {
+    if (req.get_header_value("If-None-Match") != "*") return "If-None-Match must be *\n";
+    command.if_revision = 0;
+  }
+  return nullptr;
+}
+
+const char* parse_client(const httplib::Request& req, Command& command) {
+  if (req.has_header("X-Client-Id") != req.has_header("X-Sequence"))
+    return "X-Client-Id and X-Sequence go together\n";
+  if (!req.has_header("X-Client-Id")) return nullptr;
+  command.client_id = req.get_header_value("X-Client-Id");
+  if (command.client_id.empty() || command.client_id.size() > max_client_id_bytes)
+    return "X-Client-Id must have 1 to 128 bytes\n";
+  std::optional<std::uint64_t> sequence = parse_decimal(req.get_header_value("X-Sequence"));
+  if (!sequence || *sequence == 0) return "X-Sequence must be a number: 1, 2, 3...\n";
+  command.sequence = *sequence;
+  return nullptr;
+}
+
+// Turns a request into a command, or answers 400 and returns nullopt.
+std::optional<Command> parse_command(Op op, const httplib::Request& req, httplib::Response& res) {
+  Command command;
+  command.op = op;
+  command.key = req.matches[1];
+  if (op == Op::Put) command.value = req.body;
+  const char* problem = nullptr;
+  if (command.key.size() > max_key_bytes) problem = "the key is too long\n";
+  if (command.value.size() > max_value_bytes) problem = "the value is too long\n";
+  if (!problem) problem = parse_condition(req, command);
+  if (!problem) problem = parse_client(req, command);
+  if (!problem) return command;
+  res.status = 400;
+  res.set_content(problem, "text/plain");
+  return std::nullopt;
+}
+
+void reply(Op op, const Result& result, httplib::Response& res) {
+  if (result.revision != 0) res.set_header("ETag", '"' + std::to_string(result.revision) + '"');
+  switch (result.status) {
+  case Result::Status::Ok:
+    res.status = 200; // a write answers with its new revision, in ETag, and an empty body
+    if (op == Op::Get) res.set_content(result.value, "application/octet-stream");
+    return;
+  case Result::Status::NotFound:
+    res.status = 404;
+    return res.set_content("no such key\n", "text/plain");
+  case Result::Status::PreconditionFailed:
+    res.status = 412;
+    return res.set_content("the key's revision does not match\n", "text/plain");
+  case Result::Status::StaleSequence:
+    res.status = 409;
+    return res.set_content("this client has made a newer write already\n", "text/plain");
+  }
+}
+
+// httplib answers its own errors (unknown path, malformed request, body too large) with an
+// empty body; say what went wrong. Our own error answers have a body already.
+void explain_error(httplib::Response& res) {
+  if (!res.body.empty()) return;
+  switch (res.status) {
+  case 404: return res.set_content("unknown path: use /kv/<key>\n", "text/plain");
+  case 405: return res.set_content("use GET, PUT or DELETE\n", "text/plain");
+  case 413: return res.set_content("the value is too long\n", "text/plain");
+  default: return res.set_content("bad request\n", "text/plain");
+  }
+}
+
+} // namespace
+
+HttpApi::HttpApi(raft::ReplicaID self, const Address& address,
+                 std::map<raft::ReplicaID, Address> client_addresses, Inbox& inbox,
+                 Machine& machine, const StatusBoard& board)
+    : self_(self), client_addresses_(std::move(client_addresses)), inbox_(inbox), machine_(machine),
+      board_(board), server_(std::make_unique<httplib::Server>()) {
+  httplib::Server& server = *server_;
+  server.Get("/kv/(.+)", [this](const auto& req, auto& res) { serve(Op::Get, req, res); });
+  server.Put("/kv/(.+)", [this](const auto& req, auto& res) { serve(Op::Put, req, res); });
+  server.Delete("/kv/(.+)", [this](const auto& req, auto& res) { serve(Op::Delete, req, res); });
+  server.Post("/kv/(.+)", [](const auto&, auto& res) {
+    res.status = 405;
+    res.set_header("Allow", "GET, PUT, DELETE");
+  });
+  server.Get("/debug/state", [this](const auto&, auto& res) { show_state(res); });
+  server.set_error_handler([](const auto&, auto& res) { explain_error(res); });
+  server.set_exception_handler([](const auto&, auto& res, std::exception_ptr) {
+    res.status = 500;
+    res.set_content("internal error\n", "text/plain");
+  });
+
+  // httplib gives each open connection a thread of the pool, and an idle keep-alive connection
+  // keeps its thread: have more than a few, and let idle connections go after a second.
+  server.new_task_queue = [] { return new httplib::ThreadPool(32); };
+  server.set_keep_alive_timeout(1);
+  server.set_keep_alive_max_count(1000);
+  server.set_read_timeout(5, 0);
+  server.set_tcp_nodelay(true); // httplib writes head and body apart: don't wait for an ACK
+  server.set_payload_max_length(max_value_bytes + 1);
+  if (!server.bind_to_port(address.host, address.port))
+    throw std::runtime_error("cannot listen for clients on " + to_string(address));
+  thread_ = std::thread([&server] { server.listen_after_bind(); });
+  // stop() does nothing to a server that has not started running, and the destructor would then
+  // wait forever for the thread: wait until it runs (it does at once, or within milliseconds).
+  for (int i = 0; i < 1000 && !server.is_running(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+
+HttpApi::~HttpApi() {
+  inbox_.close();
+  machine_.abandon_all();
+  server_->stop();
+  thread_.join();
+}
+
+// Runs on an HTTP thread: everything it learns of the replica comes from the board and the
+// outcome of its command.
+void HttpApi::serve(Op op, const httplib::Request& req, httplib::Response& res) {
+  std::optional<Command> command = parse_command(op, req, res);
+  if (!command || !route_to_leader(req, res)) return;
+  Outcome outcome = inbox_.submit(std::move(*command), request_timeout);
+  switch (outcome.kind) {
+  case Outcome::Kind::Applied: return reply(op, outcome.result, res);
+  case Outcome::Kind::NotLeader: // the leadership moved while the command was on its way
+    if (route_to_leader(req, res)) unavailable(res, "the leader changed: retry\n");
+    return;
+  case Outcome::Kind::Lost: return unavailable(res, "the leader changed, not applied: retry\n");
+  case Outcome::Kind::Unknown:
+    return unavailable(res, "no outcome in time: retry (with the same X-Sequence)\n");
+  }
+}
+
+// True if this replica is the leader and should serve the request; otherwise answers with a
+// redirect to the leader (307, unlike 302, keeps the method and body: a PUT stays a PUT) or, if
+// no leader is known, 503.
+bool HttpApi::route_to_leader(const httplib::Request& req, httplib::Response& res) const {
+  std::optional<raft::ReplicaID> leader = board_.read().leader;
+  if (leader == self_) return true;
+  if (!leader) {
+    unavailable(res, "no leader yet: retry\n");
+    return false;
+  }
+  std::string address = to_string(client_addresses_.at(*leader));
+  res.status = 307;
+  res.set_header("Location", "http://" + address + req.target);
+  res.set_content("the leader is replica " + std::to_string(*leader) + " at " + address + "\n",
+                  "text/plain");
+  return false;
+}
+
+void HttpApi::show_state(httplib::Response& res) const {
+  Status status = board_.read();
+  char json[512];
+  std::snprintf(json, sizeof json,
+                "{\"id\": %llu, \"leader\": %llu, \"term\": %llu, \"commit_index\": %llu, "
+                "\"last_applied\": %llu, \"last_log_index\": %llu, \"keys\": %zu, "
+                "\"revision\": %llu, \"digest\": \"%016llx\"}\n",
+                (unsigned long long)status.id, (unsigned long long)status.leader.value_or(0),
+                (unsigned long long)status.term, (unsigned long long)status.commit_index,
+                (unsigned long long)status.last_applied, (unsigned long long)status.last_log_index,
+                status.keys, (unsigned long long)status.revision,
+                (unsigned long long)status.digest);
+  res.set_content(json, "application/json");
+}
+
+} // namespace kv

@@ -1,0 +1,151 @@
+// machine.cpp: the Inbox and the Machine. See machine.hpp.
+#include "machine.hpp"
+
+#include <random>
+#include <stdexcept>
+
+namespace kv {
+
+Outcome Inbox::submit(Command command, raft::Duration timeout) {
+  auto request = std::make_shared<Request>();
+  request->command = std::move(command);
+  request->give_up = raft::Clock::now() + timeout;
+  std::future<Outcome> outcome = request->outcome.get_future();
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (closed_) return Outcome{};
+    queue_.push_back(request);
+  }
+  waker_.wake(); // after the push: the replica thread, once awake, is sure to see the request
+  if (outcome.wait_until(request->give_up) != std::future_status::ready) return Outcome{};
+  return outcome.get();
+}
+
+void Inbox::close() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  closed_ = true;
+}
+
+std::vector<std::shared_ptr<Request>> Inbox::take_all() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return std::exchange(queue_, {});
+}
+
+namespace {
+
+// A random start for transition ids, from 64 bits of the system's randomness. Its low 63 bits:
+// counting up from there never wraps around to 0, the no-op's id.
+std::uint64_t random_first_id() {
+  std::random_device random;
+  std::uint64_t bits = (std::uint64_t(random()) << 32) ^ random();
+  return (bits >> 1) | 1;
+}
+
+} // namespace
+
+Machine::Machine(Inbox& inbox) : inbox_(inbox), next_id_(random_first_id()) {}
+
+// Polled by the Replica at every pass. Whatever we return here is reported back, on this same
+// thread, as Queued (we are the leader) or Abandoned/NotLeader, before poll() returns.
+std::vector<raft::Transition> Machine::get_pending_transitions() {
+  std::vector<raft::Transition> transitions;
+  for (std::shared_ptr<Request>& request : inbox_.take_all()) {
+    std::uint64_t id = next_id_++;
+    transitions.push_back(raft::Transition{id, encode_command(request->command)});
+    in_flight_.emplace(id, std::move(request));
+  }
+  return transitions;
+}
+
+void Machine::register_transition_state(std::uint64_t id, raft::TransitionState state,
+                                        raft::AbandonReason reason) {
+  auto request = in_flight_.find(id);
+  if (request == in_flight_.end()) return; // not ours, or its HTTP thread gave up on it
+  switch (state) {
+  case raft::TransitionState::Queued:
+  case raft::TransitionState::Committed: return; // keep waiting for Applied
+  case raft::TransitionState::Applied:
+    return finish(request, Outcome{Outcome::Kind::Applied, request->second->result.value()});
+  case raft::TransitionState::Abandoned:
+    return finish(request,
+                  Outcome{reason == raft::AbandonReason::NotLeader ? Outcome::Kind::NotLeader
+                                                                   : Outcome::Kind::Lost,
+                          {}});
+  }
+}
+
+// Runs on every replica, for every committed command, in log order: the Store changes the same
+// way everywhere. Only the replica that proposed the command has someone waiting for its result.
+void Machine::apply_transition(const raft::Transition& transition) {
+  if (transition.data.empty()) return; // the no-op each new leader appends
+  std::optional<Command> command = decode_command(transition.data);
+  if (!command) {
+    // Every replica sees the same bytes and skips them alike, so the stores still agree.
+    log("skipping a log entry that is not a command (%zu bytes)", transition.data.size());
+    return;
+  }
+  Result result = store_.apply(*command);
+  auto request = in_flight_.find(transition.id);
+  if (request != in_flight_.end()) request->second->result = std::move(result);
+}
+
+// The store lives in memory only, so at start-up it is empty: no snapshot to offer. The Replica
+// then rebuilds it from the snapshot and log in FileStorage.
+std::optional<raft::Snapshot> Machine::get_snapshot() { return std::nullopt; }
+
+raft::Snapshot Machine::create_snapshot(raft::Index last_included_index,
+                                        raft::Term last_included_term) {
+  raft::Snapshot snapshot;
+  snapshot.last_included_index = last_included_index;
+  snapshot.last_included_term = last_included_term;
+  snapshot.data = store_.serialize();
+  return snapshot;
+}
+
+// A snapshot we cannot read would leave this replica's store different from the others': stop
+// rather than serve wrong data. Throwing from here stops the Replica.
+void Machine::set_snapshot(const raft::Snapshot& snapshot) {
+  if (!store_.restore(snapshot.data))
+    throw std::runtime_error("a snapshot at index " + std::to_string(snapshot.last_included_index) +
+                             " is malformed");
+  log("restored a snapshot at index %llu: %zu keys",
+      (unsigned long long)snapshot.last_included_index, store_.size());
+}
+
+void Machine::forget_expired(raft::Clock::time_point now) {
+  while (!in_flight_.empty() && in_flight_.begin()->second->give_up < now)
+    finish(in_flight_.begin(), Outcome{});
+}
+
+void Machine::abandon_all() {
+  while (!in_flight_.empty()) finish(in_flight_.begin(), Outcome{});
+  for (std::shared_ptr<Request>& request : inbox_.take_all()) request->outcome.set_value({});
+}
+
+void Machine::finish(std::map<std::uint64_t, std::shared_ptr<Request>>::iterator request,
+                     Outcome outcome) {
+  request->second->outcome.set_value(std::move(outcome));
+  in_flight_.erase(request);
+}
+
+void StatusBoard::publish(const raft::Replica& replica, const Store& store) {
+  Status status;
+  status.id = replica.id();
+  status.leader = replica.leader();
+  status.term = replica.current_term();
+  status.commit_index = replica.commit_index();
+  status.last_applied = replica.last_applied();
+  status.last_log_index = replica.last_log_index();
+  status.keys = store.size();
+  status.revision = store.revision();
+  status.digest = store.digest();
+  std::lock_guard<std::mutex> lock(mutex_);
+  status_ = status;
+}
+
+Status StatusBoard::read() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return status_;
+}
+
+} // namespace kv

@@ -1,0 +1,526 @@
+#!/usr/bin/env python3
+"""The end-to-end test of examples/kv, run by `make test` (or `make kv-test`).
+
+It starts three kv-servers with examples/kv/cluster.sh on ports that are free at run time, and:
+  1. writes 1,000 keys;
+  2. checks compare-and-set and at-most-once writes (a retried sequence number);
+  3. sends bad input to the Raft and HTTP ports of every replica, and checks they go on serving;
+  4. kills the leader with SIGKILL while four clients keep writing, and restarts it later;
+  5. checks that every acknowledged write is readable from the new leader, that every write
+     was applied exactly once, and that the three replicas converge to the same map;
+  6. stops all three, starts them again from their data directories, and checks they come back
+     with the same map.
+The last line it prints says "passed" or "FAILED"; the exit status is 0 only if it passed.
+
+usage: tests/kv/e2e.py [path/to/kv-server]      (default: build/kv-server)
+"""
+import http.client
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CLUSTER_SH = ROOT / "examples" / "kv" / "cluster.sh"
+IDS = (1, 2, 3)
+TIME_LIMIT = 150  # seconds; the test normally takes well under a minute
+WRITERS = 4  # concurrent clients
+
+
+class Failure(Exception):
+    pass
+
+
+def check(condition, message):
+    if not condition:
+        raise Failure(message)
+
+
+def free_base_port():
+    """A base port B such that B+1..B+3 (Raft) and B+1001..B+1003 (HTTP) are free right now.
+
+    It is below the kernel's range of ephemeral ports (32768 and up), so that outgoing
+    connections do not take these ports in the moment before the servers bind them.
+    """
+    chooser = random.SystemRandom()
+    for _ in range(200):
+        base = chooser.randrange(10000, 31000)
+        sockets = []
+        try:
+            for port in [base + n for n in IDS] + [base + 1000 + n for n in IDS]:
+                probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sockets.append(probe)
+                probe.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for probe in sockets:
+                probe.close()
+    raise Failure("found no free ports")
+
+
+class Cluster:
+    """The three servers, driven through examples/kv/cluster.sh."""
+
+    def __init__(self, server, base, directory):
+        self.base = base
+        self.directory = directory
+        self.env = dict(os.environ, KV_SERVER=str(server), KV_BASE_PORT=str(base),
+                        KV_DIR=str(directory))
+
+    def sh(self, *arguments):
+        done = subprocess.run([str(CLUSTER_SH), *map(str, arguments)], env=self.env,
+                              capture_output=True, text=True, timeout=30)
+        check(done.returncode == 0, f"cluster.sh {' '.join(map(str, arguments))}: {done.stderr}")
+
+    def raft_port(self, n):
+        return self.base + n
+
+    def client_port(self, n):
+        return self.base + 1000 + n
+
+    def state(self, n):
+        """Replica n's /debug/state, or None if it does not answer."""
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", self.client_port(n), timeout=1)
+            connection.request("GET", "/debug/state")
+            response = connection.getresponse()
+            body = response.read()
+            connection.close()
+            return json.loads(body) if response.status == 200 else None
+        except (OSError, http.client.HTTPException, ValueError):
+            return None
+
+    def wait_for_leader(self, among=IDS, timeout=10):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for n in among:
+                state = self.state(n)
+                if state and state["leader"] == n:
+                    return n
+            time.sleep(0.05)
+        raise Failure(f"no leader among replicas {list(among)} after {timeout} s")
+
+    def wait_for_convergence(self, timeout=20):
+        """Waits until every replica has applied the same log and holds the same map."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            states = [self.state(n) for n in IDS]
+            if all(states):
+                views = {(s["last_applied"], s["digest"], s["keys"], s["revision"]) for s in states}
+                if len(views) == 1:
+                    return states[0]
+            time.sleep(0.1)
+        raise Failure(f"the replicas did not converge in {timeout} s: {states}")
+
+    def log_tail(self, n, lines=15):
+        try:
+            return (self.directory / f"{n}.log").read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            return []
+
+
+class Client:
+    """A client of the store, as a careful program would write one: it follows redirects to the
+    leader, retries after a 503 or a broken connection, and numbers its writes (X-Client-Id,
+    X-Sequence) so that a retry is never applied twice."""
+
+    def __init__(self, cluster, name):
+        self.cluster = cluster
+        self.name = name
+        self.sequence = 0
+        self.port = cluster.client_port(random.choice(IDS))
+        self.connection = None
+        self.writes_applied = 0  # writes answered 200: each must bump the store's revision once
+
+    def call(self, method, key, body=None, headers=None, timeout=20):
+        """Returns (status, ETag, body) of the first answer that is neither 307 nor 503."""
+        headers = dict(headers or {})
+        if method in ("PUT", "DELETE"):
+            self.sequence += 1
+            headers.update({"X-Client-Id": self.name, "X-Sequence": str(self.sequence)})
+        path = "/kv/" + urllib.parse.quote(key, safe="")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                status, response, data = self._send(method, path, body, headers)
+            except (OSError, http.client.HTTPException):
+                self._try_next_server()  # this one is down, or closed an idle connection
+                time.sleep(0.02)
+                continue
+            if status == 307:
+                self._move_to(urllib.parse.urlsplit(response.getheader("Location")).port)
+            elif status == 503:
+                time.sleep(0.05)  # Retry-After says 1 s; a test is in more of a hurry
+            else:
+                if method != "GET" and status == 200:
+                    self.writes_applied += 1
+                return status, response.getheader("ETag"), data
+        raise Failure(f"{self.name}: {method} {key} got no answer in {timeout} s")
+
+    def _send(self, method, path, body, headers):
+        if self.connection is None:
+            self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        try:
+            self.connection.request(method, path, body=body, headers=headers)
+            response = self.connection.getresponse()
+            return response.status, response, response.read()
+        except (OSError, http.client.HTTPException):
+            self.close()
+            raise
+
+    def _move_to(self, port):
+        if port != self.port:
+            self.close()
+            self.port = port
+
+    def _try_next_server(self):
+        ports = [self.cluster.client_port(n) for n in IDS]
+        self._move_to(ports[(ports.index(self.port) + 1) % len(ports)])
+
+    def close(self):
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+
+
+class Writers:
+    """WRITERS clients in threads, each with its own operations, run in order. A key always
+    belongs to the same client, so the last acknowledged write of a key is its expected value."""
+
+    def __init__(self, cluster, phase, operations, expected):
+        self.clients = [Client(cluster, f"{phase}-writer-{i}") for i in range(WRITERS)]
+        self.lists = [[] for _ in range(WRITERS)]
+        for operation in operations:
+            self.lists[hash(operation[1]) % WRITERS].append(operation)
+        self.expected = expected
+        self.acknowledged = 0
+        self.errors = []
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run, args=(i,)) for i in range(WRITERS)]
+
+    def start(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def join(self):
+        for thread in self.threads:
+            thread.join()
+        for client in self.clients:
+            client.close()
+        if self.errors:
+            raise self.errors[0]
+
+    def _run(self, i):
+        try:
+            for method, key, value in self.lists[i]:
+                status, _, _ = self.clients[i].call(method, key, value)
+                check(status == 200, f"{method} {key}: status {status}")
+                with self.lock:
+                    self.expected[key] = value if method == "PUT" else None
+                    self.acknowledged += 1
+        except Exception as error:  # reported by join()
+            self.errors.append(error)
+
+    def wait_until(self, acknowledged, timeout=30):
+        deadline = time.monotonic() + timeout
+        while self.acknowledged < acknowledged and not self.errors:
+            check(time.monotonic() < deadline, f"only {self.acknowledged} writes in {timeout} s")
+            time.sleep(0.01)
+
+    def writes_applied(self):
+        return sum(client.writes_applied for client in self.clients)
+
+
+def check_compare_and_set(client):
+    status, tag, _ = client.call("PUT", "cas", b"one")
+    check(status == 200 and tag, f"PUT cas: {status}")
+    status, new_tag, _ = client.call("PUT", "cas", b"two", {"If-Match": tag})
+    check(status == 200 and new_tag != tag, f"PUT cas If-Match current: {status}")
+    status, _, _ = client.call("PUT", "cas", b"three", {"If-Match": tag})
+    check(status == 412, f"PUT cas If-Match stale: {status}, wanted 412")
+    status, _, _ = client.call("PUT", "cas", b"four", {"If-None-Match": "*"})
+    check(status == 412, f"PUT cas If-None-Match on a present key: {status}, wanted 412")
+    status, _, data = client.call("GET", "cas")
+    check((status, data) == (200, b"two"), f"GET cas: {status} {data!r}, wanted two")
+    status, _, _ = client.call("DELETE", "cas", None, {"If-Match": new_tag})
+    check(status == 200, f"DELETE cas If-Match current: {status}")
+    status, _, _ = client.call("PUT", "cas", b"five", {"If-None-Match": "*"})
+    check(status == 200, f"PUT cas If-None-Match on an absent key: {status}")
+
+
+def check_at_most_once(cluster, client, other):
+    """A retry of a write (same client, same sequence) returns the first answer and changes
+    nothing, even after another client changed the key; an older sequence is refused."""
+    status, tag, _ = client.call("PUT", "once", b"first")
+    check(status == 200, f"PUT once: {status}")
+    check(other.call("PUT", "once", b"second")[0] == 200, "PUT once by another client")
+    retry = {"X-Client-Id": client.name, "X-Sequence": str(client.sequence)}
+    for _ in range(2):
+        status, retry_tag, _ = raw_call(cluster, "PUT", "/kv/once", b"first again", retry)
+        check((status, retry_tag) == (200, tag), f"retried PUT once: {status} {retry_tag}")
+    check(client.call("GET", "once")[2] == b"second", "a retried write was applied again")
+    client.call("PUT", "once-later", b"x")  # sequence + 1
+    stale = {"X-Client-Id": client.name, "X-Sequence": str(client.sequence - 1)}
+    status, _, _ = raw_call(cluster, "PUT", "/kv/once", b"stale", stale)
+    check(status == 409, f"a write with an older sequence: {status}, wanted 409")
+
+
+def raw_call(cluster, method, path, body=None, headers=None):
+    """One request to the leader, following redirects by hand, with no retry of its own."""
+    port = cluster.client_port(cluster.wait_for_leader())
+    for _ in range(5):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        data = response.read()
+        connection.close()
+        if response.status != 307:
+            return response.status, response.getheader("ETag"), data
+        port = urllib.parse.urlsplit(response.getheader("Location")).port
+    raise Failure(f"{method} {path}: too many redirects")
+
+
+def send_raw(port, data, wait=2.0, http_reply=False):
+    """Sends bytes on a new connection; returns what came back before the server closed it (or,
+    with http_reply, once an HTTP reply's head has come), or None if nothing of the kind happened
+    within `wait` seconds."""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as connection:
+        try:
+            connection.sendall(data)
+        except OSError:
+            return b""  # closed while we were still sending: that is a refusal too
+        received = b""
+        try:
+            while True:
+                chunk = connection.recv(65536)
+                if not chunk:
+                    return received
+                received += chunk
+                if http_reply and b"\r\n\r\n" in received:
+                    return received
+        except ConnectionResetError:
+            return received
+        except socket.timeout:
+            return None
+
+
+def check_bad_raft_input(cluster):
+    """Garbage on a Raft port closes that connection; the replica goes on with its peers."""
+    junk = [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",  # "GET " read as a length: 542 MB, over the limit
+        struct.pack("<I", 0xFFFFFFFF) + b"x" * 100,  # the largest length
+        struct.pack("<I", 12) + bytes(range(200, 212)),  # a frame that does not decode
+        struct.pack("<I", 3) + b"\x01\x00\x00",  # a message cut short
+        struct.pack("<I", 0),  # an empty frame
+    ]
+    for n in IDS:
+        for data in junk:
+            check(send_raw(cluster.raft_port(n), data) is not None,
+                  f"replica {n} kept a Raft connection open after {data[:12]!r}")
+    # More idle connections than a replica accepts: the oldest are closed, the cluster works on.
+    leader = cluster.wait_for_leader()
+    idle = [socket.create_connection(("127.0.0.1", cluster.raft_port(n))) for n in IDS
+            for _ in range(40)]
+    client = Client(cluster, "after-raft-junk")
+    for i in range(20):
+        check(client.call("PUT", f"raft-junk-{i}", b"ok")[0] == 200, "a write under idle load")
+    for connection in idle:
+        connection.close()
+    client.close()
+    check(cluster.state(leader) is not None, f"replica {leader} stopped answering")
+    return client.writes_applied
+
+
+def check_bad_http_input(cluster):
+    """Bad requests get an error status (or a closed connection); nothing else changes."""
+    for n in IDS:
+        port = cluster.client_port(n)
+        answer = send_raw(port, b"\x00\xff\x13 garbage \x7f\r\n\r\n", http_reply=True)
+        check(answer is not None and (answer == b"" or answer.startswith(b"HTTP/1.1 4")),
+              f"replica {n} answered garbage with {answer[:40] if answer else answer!r}")
+        long_header = b"GET /kv/x HTTP/1.1\r\nX-Long: " + b"a" * 20000 + b"\r\n\r\n"
+        answer = send_raw(port, long_header, http_reply=True)
+        check(answer is not None and (answer == b"" or answer.startswith(b"HTTP/1.1 4")),
+              f"replica {n} answered a 20 KB header with {answer[:40] if answer else answer!r}")
+    bad = [
+        ("GET", "/nope", None, {}, 404),
+        ("POST", "/kv/x", b"v", {}, 405),
+        ("BREW", "/kv/x", None, {}, 400),
+        ("PUT", "/kv/x", b"v", {"X-Client-Id": "c", "X-Sequence": "abc"}, 400),
+        ("PUT", "/kv/x", b"v", {"X-Client-Id": "c"}, 400),
+        ("PUT", "/kv/x", b"v", {"If-Match": '"not a number"'}, 400),
+        ("PUT", "/kv/x", b"v", {"If-Match": '"1"', "If-None-Match": "*"}, 400),
+        ("PUT", "/kv/" + "k" * 2000, b"v", {}, 400),
+        ("PUT", "/kv/x", b"v" * 100000, {}, 413),
+    ]
+    for method, path, body, headers, wanted in bad:
+        try:
+            status = raw_call(cluster, method, path, body, headers)[0]
+        except (OSError, http.client.HTTPException):
+            status = "closed"  # allowed for a body too large, refused before it is read
+        check(status == wanted or (wanted == 413 and status == "closed"),
+              f"{method} {path[:20]}: status {status}, wanted {wanted}")
+
+
+def snapshots_since_start(cluster, n):
+    """The indexes of the snapshots replica n restored since it last started, from its log."""
+    lines = (cluster.directory / f"{n}.log").read_text(errors="replace").splitlines()
+    start = max(i for i, line in enumerate(lines) if " raft on " in line)
+    return [int(line.split("at index ")[1].split(":")[0]) for line in lines[start:]
+            if "restored a snapshot at index" in line]
+
+
+def check_logs_clean(cluster):
+    for n in IDS:
+        text = (cluster.directory / f"{n}.log").read_text(errors="replace")
+        for sign in ("AddressSanitizer", "LeakSanitizer", "runtime error:", "fatal:"):
+            check(sign not in text, f"replica {n}'s log reports '{sign}'")
+
+
+def run(cluster, notes):
+    cluster.sh("start")
+    leader = cluster.wait_for_leader()
+    expected = {}  # key -> value of its last acknowledged write, None if deleted
+
+    # 1. 1,000 keys.
+    writers = Writers(cluster, "first", [("PUT", f"key-{i:04}", f"one-{i}".encode())
+                                         for i in range(1000)], expected)
+    writers.start().join()
+    writes = writers.writes_applied()
+
+    # 2. Compare-and-set and at-most-once.
+    alice, bob = Client(cluster, "alice"), Client(cluster, "bob")
+    check_compare_and_set(alice)
+    check_at_most_once(cluster, alice, bob)
+    writes += alice.writes_applied + bob.writes_applied  # the retries, sent raw, apply nothing
+
+    # 3. Bad input on every port.
+    writes += check_bad_raft_input(cluster)
+    check_bad_http_input(cluster)
+
+    # 4. SIGKILL the leader while clients write; restart it once 1,100 more writes are done, so
+    # that the others have compacted their logs past it and it catches up by InstallSnapshot.
+    operations = [("PUT", f"key-{i:04}", f"two-{i}".encode()) for i in range(1000, 2000)]
+    operations += [("PUT", f"key-{i:04}", f"three-{i}".encode()) for i in range(0, 600)]
+    operations += [("DELETE", f"key-{i:04}", None) for i in range(900, 1000)]
+    random.shuffle(operations)
+    writers = Writers(cluster, "second", operations, expected).start()
+    writers.wait_until(100)
+    leader = cluster.wait_for_leader()
+    state = cluster.state(leader)
+    check(state is not None, f"the leader, replica {leader}, does not answer")
+    last_index = state["last_log_index"]
+    cluster.sh("kill", leader)
+    killed_at = writers.acknowledged
+    writers.wait_until(killed_at + 1100)
+    cluster.sh("restart", leader)
+    restarted_at = writers.acknowledged
+    writers.join()
+    writes += writers.writes_applied()
+    new_leader = cluster.wait_for_leader()
+    notes.append(f"killed leader {leader} after {killed_at} of {len(operations)} writes, "
+                 f"restarted it after {restarted_at}; replica {new_leader} leads now")
+
+    # 5. Every acknowledged write is readable from the leader, and was applied exactly once.
+    readers = [Client(cluster, f"reader-{i}") for i in range(WRITERS)]
+    keys = sorted(expected)
+    errors = []
+
+    def read(i):
+        try:
+            for key in keys[i::WRITERS]:
+                status, _, data = readers[i].call("GET", key)
+                if expected[key] is None:
+                    check(status == 404, f"GET {key}: {status} {data[:20]!r}, wanted 404")
+                else:
+                    check((status, data) == (200, expected[key]),
+                          f"GET {key}: {status} {data[:20]!r}, wanted {expected[key]!r}")
+        except Exception as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(WRITERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    state = cluster.wait_for_convergence()
+    check(state["revision"] == writes,
+          f"the store counts {state['revision']} writes, the clients {writes} acknowledged")
+    notes.append(f"{writes} writes and {len(keys)} reads acknowledged, all applied once")
+    installed = snapshots_since_start(cluster, leader)
+    check(installed and max(installed) > last_index,
+          f"replica {leader} did not catch up through a snapshot past its index {last_index} "
+          f"(its snapshots since its restart: {installed})")
+    notes.append(f"replica {leader} was at index {last_index} and caught up through a snapshot "
+                 f"at index {max(installed)}")
+
+    # 6. Restart everything from the data directories.
+    cluster.sh("stop")
+    cluster.sh("start")
+    cluster.wait_for_leader()
+    deadline = time.monotonic() + 20
+    while True:
+        after = cluster.wait_for_convergence()
+        if after["keys"] == state["keys"] and after["digest"] == state["digest"]:
+            break
+        check(time.monotonic() < deadline, f"after a restart: {after}, before: {state}")
+        time.sleep(0.1)
+    notes.append(f"{after['keys']} keys, digest {after['digest']} on all replicas before and "
+                 "after a full restart")
+    cluster.sh("stop")
+    check_logs_clean(cluster)
+
+
+def main():
+    server = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "build" / "kv-server").resolve()
+    started = time.monotonic()
+    directory = Path(tempfile.mkdtemp(prefix="kv-e2e-"))
+    cluster = Cluster(server, free_base_port(), directory)
+    notes = []
+
+    def out_of_time(*_):
+        raise Failure(f"the test took more than {TIME_LIMIT} s")
+
+    signal.signal(signal.SIGALRM, out_of_time)
+    signal.alarm(TIME_LIMIT)
+    try:
+        check(server.exists(), f"{server} is missing: run 'make kv'")
+        run(cluster, notes)
+    except Exception as error:
+        signal.alarm(0)
+        for n in IDS:
+            print(f"--- the end of replica {n}'s log ({directory / f'{n}.log'}):")
+            print("\n".join(cluster.log_tail(n)))
+        try:
+            cluster.sh("stop")
+        except Exception:
+            pass
+        print(f"kv e2e: FAILED after {time.monotonic() - started:.1f} s: "
+              f"{type(error).__name__}: {error}")
+        return 1
+    signal.alarm(0)
+    shutil.rmtree(directory, ignore_errors=True)
+    for note in notes:
+        print(f"  {note}")
+    print(f"kv e2e: passed in {time.monotonic() - started:.1f} s (3 servers on ports "
+          f"{cluster.base + 1}-{cluster.base + 1003})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
