@@ -307,7 +307,7 @@ private:
   // Persistent state (Figure 2), written through storage_ before anything depends on it.
   Term current_term_ = 0;
   std::optional<ReplicaID> voted_for_;
-  Snapshot snapshot_;      // the latest, created or installed (§7); empty data: none yet
+  Snapshot snapshot_;      // the latest, created or installed (§7); index 0: none yet
   std::vector<Entry> log_; // the entries after the snapshot: log_[0] holds log_start() + 1
 
   // Volatile state. commit_index_ never decreases; last_applied_ <= commit_index_ <= last index.
