@@ -219,9 +219,12 @@ FileStorage::FileStorage(std::string directory)
   if (::mkdir(directory_.c_str(), 0777) != 0 && errno != EEXIST)
     throw system_error(directory_, "mkdir");
   std::optional<std::string> log = read_file(path_);
-  if (!log) replace_log(std::string(log_magic)); // a new directory
-  std::size_t length = log ? replay_log(path_, *log, recovered_) : 0;
-  if (log && length < log->size() && ::truncate(path_.c_str(), length) != 0)
+  if (!log) { // a new directory
+    replace_log(std::string(log_magic));
+    return;
+  }
+  std::size_t length = replay_log(path_, *log, recovered_);
+  if (length < log->size() && ::truncate(path_.c_str(), length) != 0) // a torn last record
     throw system_error(path_, "truncate");
   current_term_ = recovered_.current_term;
   voted_for_ = recovered_.voted_for;
