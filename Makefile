@@ -21,6 +21,8 @@ test: deps $(BUILD)/tests $(BUILD)/in-memory $(BUILD)/quickstart
 	@$(MAKE) --no-print-directory fuzz-if-clang FUZZ_SECONDS=10
 	@if command -v clang-format >/dev/null; then clang-format --dry-run -Werror $(FORMATTED) && \
 	  echo "clang-format: clean"; else echo "clang-format: not installed, not checked"; fi
+	@$(MAKE) --no-print-directory kv-test
+	@$(MAKE) --no-print-directory visualize-test
 	SIM_SEEDS=$(SIM_SEEDS) $(BUILD)/tests
 
 deps:
@@ -75,3 +77,47 @@ $(BUILD)/bench-raft.o: raft.cpp raft.hpp
 
 $(BUILD)/bench: bench/bench.cpp $(BUILD)/bench-raft.o
 	$(CXX) $(BENCH_FLAGS) bench/bench.cpp $(BUILD)/bench-raft.o -o $@
+
+# make kv        builds build/kv-server, the replicated key-value store of examples/kv
+# make kv-test   its end-to-end test: 3 servers on free ports, SIGKILL of the leader, bad input
+# Debian's cpp-httplib is a compiled library; pkg-config gives the macros it was built with, which
+# change the layout of its classes, so they must be the same here.
+KV_SOURCES := $(wildcard examples/kv/*.cpp)
+FORMATTED += $(KV_SOURCES) $(wildcard examples/kv/*.hpp)
+HTTPLIB_CFLAGS = $(shell pkg-config --cflags cpp-httplib)
+HTTPLIB_LIBS = $(shell pkg-config --libs cpp-httplib)
+.PHONY: kv kv-test kv-deps
+kv: $(BUILD)/kv-server
+
+kv-deps:
+	@if [ ! -f /usr/include/httplib.h ] || ! command -v pkg-config >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q libcpp-httplib-dev pkg-config; \
+	  else echo "cpp-httplib is missing: run 'sudo apt-get install libcpp-httplib-dev pkg-config'"; exit 1; fi; fi
+
+$(BUILD)/kv/%.o: examples/kv/%.cpp $(wildcard examples/kv/*.hpp) raft.hpp | kv-deps
+	@mkdir -p $(BUILD)/kv
+	$(CXX) $(FLAGS) $(SAN) -pthread $(HTTPLIB_CFLAGS) -c $< -o $@
+
+$(BUILD)/kv-server: $(patsubst examples/kv/%.cpp,$(BUILD)/kv/%.o,$(KV_SOURCES)) $(BUILD)/raft.o
+	$(CXX) $(FLAGS) $(SAN) -pthread $^ $(HTTPLIB_LIBS) -o $@
+
+kv-test: $(BUILD)/kv-server
+	python3 tests/kv/e2e.py $(BUILD)/kv-server
+
+# make visualize [SCENARIO=figure8] [ARGS=...]   the teaching visualizer of examples/visualize
+# make visualize-test   runs every shipped scenario headless and checks its timeline page
+VISUALIZE_SOURCES := $(wildcard examples/visualize/*.cpp)
+FORMATTED += $(VISUALIZE_SOURCES) examples/visualize/visualize.hpp
+.PHONY: visualize visualize-test
+visualize: $(BUILD)/visualize
+	$(BUILD)/visualize $(if $(SCENARIO),examples/visualize/scenarios/$(SCENARIO).scenario) $(ARGS)
+
+$(BUILD)/visualize-objects/%.o: examples/visualize/%.cpp examples/visualize/visualize.hpp raft.hpp
+	@mkdir -p $(BUILD)/visualize-objects
+	$(CXX) $(FLAGS) $(SAN) -c $< -o $@
+
+$(BUILD)/visualize: $(patsubst examples/visualize/%.cpp,$(BUILD)/visualize-objects/%.o,$(VISUALIZE_SOURCES)) $(BUILD)/raft.o
+	$(CXX) $(FLAGS) $(SAN) $^ -o $@
+
+visualize-test: $(BUILD)/visualize
+	sh tests/visualize/run.sh $(BUILD)/visualize

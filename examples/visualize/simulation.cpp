@@ -1,0 +1,710 @@
+// simulation.cpp: N raft::Replica objects in one process, on a simulated clock, over a network
+// that delivers, delays, loses and cuts messages as we say. Nothing here reads the real clock:
+// the same settings and commands give the same run, step for step.
+#include "visualize.hpp"
+
+#include <algorithm>
+#include <sstream>
+#include <stdexcept>
+
+namespace visualize {
+
+// ---- Small helpers ----
+
+long long to_ms(Time time) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(time).count();
+}
+
+std::string format_ms(Time time) { return std::to_string(to_ms(time)) + " ms"; }
+
+const char* type_name(MessageType type) {
+  switch (type) {
+  case MessageType::AppendEntries: return "AppendEntries";
+  case MessageType::AppendEntriesResponse: return "AppendEntriesResponse";
+  case MessageType::RequestVote: return "RequestVote";
+  case MessageType::RequestVoteResponse: return "RequestVoteResponse";
+  case MessageType::InstallSnapshot: return "InstallSnapshot";
+  case MessageType::InstallSnapshotResponse: return "InstallSnapshotResponse";
+  }
+  return "?";
+}
+
+const char* role_name(Role role) {
+  switch (role) {
+  case Role::Follower: return "follower";
+  case Role::Candidate: return "candidate";
+  case Role::Leader: return "leader";
+  case Role::Down: return "down";
+  }
+  return "?";
+}
+
+bool operator==(const View& a, const View& b) {
+  auto cells = [](const std::vector<Cell>& x, const std::vector<Cell>& y) {
+    return std::equal(x.begin(), x.end(), y.begin(), y.end(), [](const Cell& p, const Cell& q) {
+      return p.term == q.term && p.noop == q.noop;
+    });
+  };
+  return a.role == b.role && a.term == b.term && a.vote == b.vote && a.leader == b.leader &&
+         a.commit == b.commit && a.applied == b.applied && cells(a.log, b.log);
+}
+
+namespace {
+
+std::string name(ReplicaID id) { return "S" + std::to_string(id); }
+
+std::string names(const std::set<ReplicaID>& ids) {
+  std::string text;
+  for (ReplicaID id : ids) text += (text.empty() ? "" : ", ") + name(id);
+  return text;
+}
+
+// "#4", "#4..#6" or "#4, #7": the transitions a client sent.
+std::string transition_list(const std::vector<std::uint64_t>& ids) {
+  if (ids.size() > 1 && ids.back() - ids.front() + 1 == ids.size())
+    return "#" + std::to_string(ids.front()) + "..#" + std::to_string(ids.back());
+  std::string text;
+  for (std::uint64_t id : ids) text += (text.empty() ? "#" : ", #") + std::to_string(id);
+  return text;
+}
+
+bool compare(std::uint64_t value, const std::string& op, std::uint64_t against) {
+  if (op == "==") return value == against;
+  if (op == "!=") return value != against;
+  if (op == "<") return value < against;
+  if (op == "<=") return value <= against;
+  if (op == ">") return value > against;
+  return value >= against;
+}
+
+// A whole number of milliseconds, rounded up: replicas are polled on the millisecond.
+Time ceil_ms(Time time) { return std::chrono::ceil<std::chrono::milliseconds>(time); }
+
+const raft::Transition kNoop{0, ""}; // no client transition has id 0
+
+} // namespace
+
+// ---- What we watch ----
+
+void WatchedStorage::save_term_and_vote(Term current_term, std::optional<ReplicaID> voted_for) {
+  term = current_term;
+  vote = voted_for;
+  MemoryStorage::save_term_and_vote(current_term, voted_for);
+}
+
+void WatchedStorage::save_entries(Index first, const raft::Entry* begin, const raft::Entry* end) {
+  log.resize(std::min<std::size_t>(log.size(), first > 0 ? first - 1 : 0));
+  for (const raft::Entry* entry = begin; entry != end; ++entry)
+    log.push_back(Cell{entry->term, entry->transition == kNoop});
+  MemoryStorage::save_entries(first, begin, end);
+}
+
+// ---- The replicas' surroundings ----
+
+struct Simulation::Node {
+  ReplicaID id = 0;
+  WatchedStorage storage; // survives crashes, like a disk
+  std::unique_ptr<Machine> machine;
+  std::unique_ptr<Port> port;
+  std::unique_ptr<raft::Replica> replica; // null while the replica is down
+  std::vector<raft::Message> inbox;       // delivered, not yet received
+  Time clock_offset{};                    // how far its clock runs ahead of the simulation's
+  std::optional<Term> campaign;           // the term of the last RequestVote it sent
+  std::set<ReplicaID> votes;              // the votes granted to it in that term
+  std::uint64_t lives = 0;                // how many times it was started
+  View seen;                              // as of the last step
+  std::vector<Segment> segments;
+};
+
+// The raft::Cluster of one replica: its door to the simulated network.
+class Simulation::Port : public raft::Cluster {
+public:
+  Port(Simulation& simulation, Node& node) : simulation_(simulation), node_(node) {}
+  void send_message(ReplicaID, const raft::Message& message) override { simulation_.send(message); }
+  std::vector<raft::Message> receive_messages() override { return std::exchange(node_.inbox, {}); }
+  bool halt() const override { return false; }
+  void register_leader(std::optional<ReplicaID>) override {} // view() asks leader() instead
+
+private:
+  Simulation& simulation_;
+  Node& node_;
+};
+
+// The state machine holds nothing: what we show is the log. It hands over the client's
+// transitions and passes on what becomes of them.
+class Simulation::Machine : public raft::StateMachine {
+public:
+  Machine(Simulation& simulation, ReplicaID id) : simulation_(simulation), id_(id) {}
+  std::vector<raft::Transition> pending;
+
+  void apply_transition(const raft::Transition&) override {}
+  std::vector<raft::Transition> get_pending_transitions() override {
+    return std::exchange(pending, {});
+  }
+  void register_transition_state(std::uint64_t transition, raft::TransitionState state,
+                                 raft::AbandonReason reason) override {
+    simulation_.reports_.push_back(Report{id_, transition, state, reason});
+  }
+
+private:
+  Simulation& simulation_;
+  ReplicaID id_;
+};
+
+// ---- Construction ----
+
+Simulation::Simulation(const Settings& settings)
+    : settings_(settings), random_(settings.seed), delay_min_(settings.delay_min),
+      delay_max_(settings.delay_max), loss_(settings.loss) {
+  if (settings.replicas < 1 || settings.replicas > 9)
+    throw std::runtime_error("the cluster must have 1 to 9 replicas");
+  for (ReplicaID id = 1; id <= settings.replicas; ++id) {
+    nodes_.push_back(std::make_unique<Node>());
+    nodes_.back()->id = id;
+  }
+  for (auto& node : nodes_) {
+    boot(*node);
+    node->seen = view(node->id);
+    node->segments.push_back(Segment{now_, node->seen.role, node->seen.term});
+  }
+}
+
+Simulation::~Simulation() = default;
+
+raft::Clock::time_point Simulation::local_time(const Node& node) const {
+  return raft::Clock::time_point{} + now_ + node.clock_offset;
+}
+
+// Starts a replica over its storage with a fresh state machine, as after a crash, and polls it
+// once so that its election timer starts now.
+void Simulation::boot(Node& node) {
+  std::vector<ReplicaID> peers;
+  for (ReplicaID id = 1; id <= nodes_.size(); ++id)
+    if (id != node.id) peers.push_back(id);
+  node.machine = std::make_unique<Machine>(*this, node.id);
+  node.port = std::make_unique<Port>(*this, node);
+  node.inbox.clear();
+  node.campaign.reset();
+  node.votes.clear();
+  raft::Options options;
+  options.seed = settings_.seed * 1000 + node.id * 10 + node.lives++ + 1; // never 0: random
+  options.storage = &node.storage;
+  options.max_entries_per_message = settings_.batch;
+  node.replica = std::make_unique<raft::Replica>(
+      node.id, peers, *node.port, *node.machine, kNoop, settings_.heartbeat,
+      std::make_pair(settings_.election_min, settings_.election_max), options);
+  node.replica->poll(local_time(node));
+}
+
+// ---- Time ----
+
+void Simulation::schedule(Time time, Command command) {
+  schedule_.emplace(std::max(time, now_), std::move(command));
+}
+
+void Simulation::add_check(Check check) { checks_.push_back(std::move(check)); }
+
+Time Simulation::next_event() const {
+  Time next = Time::max();
+  if (!schedule_.empty()) next = schedule_.begin()->first;
+  for (const Flight& flight : in_flight_) next = std::min(next, flight.arrives);
+  for (const auto& node : nodes_) {
+    if (!node->replica) continue;
+    Time deadline = node->replica->next_deadline() - raft::Clock::time_point{} - node->clock_offset;
+    next = std::min(next, std::max(ceil_ms(deadline), now_ + 1ms));
+  }
+  return next == Time::max() ? now_ + 1ms : next; // every replica is down: time still passes
+}
+
+void Simulation::step() {
+  Time next = next_event();
+  run_checks_until(next, false);
+  now_ = next;
+  while (!schedule_.empty() && schedule_.begin()->first <= now_) {
+    Command command = std::move(schedule_.begin()->second);
+    schedule_.erase(schedule_.begin());
+    apply(command);
+  }
+  std::sort(in_flight_.begin(), in_flight_.end(), [](const Flight& a, const Flight& b) {
+    return a.arrives != b.arrives ? a.arrives < b.arrives : a.serial < b.serial;
+  });
+  auto due = std::find_if(in_flight_.begin(), in_flight_.end(),
+                          [this](const Flight& flight) { return flight.arrives > now_; });
+  std::vector<Flight> arriving(in_flight_.begin(), due);
+  in_flight_.erase(in_flight_.begin(), due);
+  for (const Flight& flight : arriving) deliver(flight);
+  for (auto& node : nodes_)
+    if (node->replica) node->replica->poll(local_time(*node));
+  observe();
+}
+
+void Simulation::advance_to(Time time) {
+  while (!pause_requested_ && next_event() <= time) step();
+  if (pause_requested_) return; // stay at the moment of the pause
+  run_checks_until(time, true);
+  now_ = std::max(now_, time);
+}
+
+void Simulation::finish() {
+  run_checks_until(now_, true);
+  for (const Check& check : checks_) {
+    CheckResult result{check, false, ""};
+    if (check.at) {
+      result.detail = "the run ended at " + format_ms(now_) + ", before this time";
+    } else {
+      std::optional<std::string> failure = evaluate(check);
+      result.passed = !failure;
+      result.detail = failure.value_or("");
+    }
+    results_.push_back(result);
+    narrate(std::string(result.passed ? "ok: " : "FAILED: ") + check.text +
+                (result.passed ? "" : " (" + result.detail + ")"),
+            Event::Kind::Check);
+  }
+  checks_.clear();
+}
+
+// ---- The network ----
+
+void Simulation::send(const raft::Message& message) {
+  Flight flight;
+  flight.message = message;
+  flight.sent = now_;
+  auto span = static_cast<std::uint64_t>(to_ms(delay_max_ - delay_min_));
+  flight.arrives = now_ + delay_min_ + std::chrono::milliseconds(random_() % (span + 1));
+  flight.serial = next_serial_++;
+  flight.lost = loss_ > 0 && (random_() >> 11) * 0x1.0p-53 < loss_;
+  if (message.type == MessageType::RequestVote) {
+    Node& candidate = node(message.from);
+    if (candidate.campaign != message.term) {
+      candidate.campaign = message.term;
+      candidate.votes = {message.from};
+    }
+  }
+  in_flight_.push_back(flight);
+}
+
+// A message's fate is sealed on arrival: a link cut or a replica crashed while it was on its way
+// loses it, as on a real network.
+void Simulation::deliver(const Flight& flight) {
+  const raft::Message& message = flight.message;
+  Node& to = node(message.to);
+  Delivery delivery{flight, false, ""};
+  if (flight.lost)
+    delivery.fate = "lost";
+  else if (link_cut(message.from, message.to))
+    delivery.fate = "link cut";
+  else if (!to.replica)
+    delivery.fate = name(to.id) + " is down";
+  else
+    delivery.delivered = true;
+  if (delivery.delivered) {
+    to.inbox.push_back(message);
+    if (message.type == MessageType::RequestVoteResponse && message.vote_granted &&
+        to.campaign == message.term)
+      to.votes.insert(message.from);
+  }
+  deliveries_.push_back(std::move(delivery));
+}
+
+bool Simulation::link_cut(ReplicaID a, ReplicaID b) const {
+  return cuts_.count({std::min(a, b), std::max(a, b)}) > 0;
+}
+
+std::vector<Flight> Simulation::in_flight() const {
+  std::vector<Flight> flights = in_flight_;
+  std::sort(flights.begin(), flights.end(), [](const Flight& a, const Flight& b) {
+    return a.arrives != b.arrives ? a.arrives < b.arrives : a.serial < b.serial;
+  });
+  return flights;
+}
+
+// ---- Commands ----
+
+void Simulation::apply(const Command& command) {
+  using Verb = Command::Verb;
+  auto done = [this](std::string label, std::string text) {
+    narrate(std::move(text), Event::Kind::Command, std::move(label));
+  };
+  ReplicaID target = command.replica;
+  bool needs_target =
+      command.verb == Verb::Crash || command.verb == Verb::Timeout || command.verb == Verb::Isolate;
+  if (needs_target && target == 0) {
+    std::optional<ReplicaID> current = leader();
+    if (!current) return done(command.text, command.text + ": there is no leader");
+    target = *current;
+  }
+  switch (command.verb) {
+  case Verb::Crash: {
+    Node& node = this->node(target);
+    if (!node.replica) return done("crash " + name(target), name(target) + " is already down");
+    node.replica.reset();
+    node.machine.reset();
+    node.port.reset();
+    node.inbox.clear();
+    return done("crash " + name(target),
+                name(target) + " crashes. Its storage keeps its term, vote and log");
+  }
+  case Verb::Restart: {
+    for (auto& node : nodes_) {
+      if (node->replica || (target != 0 && node->id != target)) continue;
+      boot(*node);
+      done("restart " + name(node->id),
+           name(node->id) + " restarts from its storage: term " +
+               std::to_string(node->storage.term) + ", " +
+               std::to_string(node->storage.log.size()) +
+               " entries, commit index 0 until a leader tells it more");
+    }
+    return;
+  }
+  case Verb::Timeout: {
+    Node& node = this->node(target);
+    if (!node.replica)
+      return done("timeout " + name(target), name(target) + " is down: no timer to fire");
+    node.clock_offset += settings_.election_max + 1ms; // its clock jumps past any deadline
+    return done("timeout " + name(target), name(target) + "'s election timer fires now");
+  }
+  case Verb::Isolate:
+    for (ReplicaID other = 1; other <= nodes_.size(); ++other)
+      if (other != target) cuts_.insert({std::min(target, other), std::max(target, other)});
+    return done("isolate " + name(target), name(target) + " is isolated: its links are cut");
+  case Verb::Partition: {
+    std::vector<std::vector<ReplicaID>> sides = command.sides;
+    std::vector<ReplicaID> rest; // replicas on no side form one more side
+    for (ReplicaID id = 1; id <= nodes_.size(); ++id)
+      if (std::none_of(sides.begin(), sides.end(), [id](const std::vector<ReplicaID>& side) {
+            return std::count(side.begin(), side.end(), id) > 0;
+          }))
+        rest.push_back(id);
+    if (!rest.empty()) sides.push_back(rest);
+    cuts_.clear();
+    std::string text;
+    for (std::size_t i = 0; i < sides.size(); ++i) {
+      text += i ? " | " : "";
+      for (ReplicaID id : sides[i]) text += name(id) + (id == sides[i].back() ? "" : " ");
+      for (std::size_t j = i + 1; j < sides.size(); ++j)
+        for (ReplicaID a : sides[i])
+          for (ReplicaID b : sides[j]) cuts_.insert({std::min(a, b), std::max(a, b)});
+    }
+    return done("partition " + text, "a partition: " + text);
+  }
+  case Verb::Heal:
+    if (command.sides.empty()) {
+      cuts_.clear();
+      return done("heal", "heal: every link works again");
+    } else {
+      ReplicaID a = command.sides[0][0], b = command.sides[0][1];
+      cuts_.erase({std::min(a, b), std::max(a, b)});
+      return done("heal " + name(a) + "-" + name(b),
+                  "the link " + name(a) + "-" + name(b) + " works again");
+    }
+  case Verb::Cut: {
+    ReplicaID a = command.sides[0][0], b = command.sides[0][1];
+    cuts_.insert({std::min(a, b), std::max(a, b)});
+    return done("cut " + name(a) + "-" + name(b),
+                "the link " + name(a) + "-" + name(b) + " is cut: no message crosses it");
+  }
+  case Verb::Propose: return propose(command.count, target);
+  case Verb::Delay:
+    delay_min_ = command.low;
+    delay_max_ = command.high;
+    return done(command.text, "the network: " + command.text);
+  case Verb::Loss: loss_ = command.loss; return done(command.text, "the network: " + command.text);
+  case Verb::Say: return narrate(command.text, Event::Kind::Say);
+  case Verb::Pause: pause_requested_ = true; return done("pause", "pause");
+  }
+}
+
+// A client sends `count` transitions to `to`, or to the leader, or (with none) to S1.
+void Simulation::propose(std::uint64_t count, ReplicaID to) {
+  if (to == 0) to = leader().value_or(1);
+  std::vector<std::uint64_t> ids;
+  Node& node = this->node(to);
+  for (std::uint64_t i = 0; i < count; ++i, ++next_transition_) {
+    ids.push_back(next_transition_);
+    if (node.machine)
+      node.machine->pending.push_back({next_transition_, "#" + std::to_string(next_transition_)});
+  }
+  narrate("a client sends " + transition_list(ids) + " to " + name(to) +
+              (node.replica ? "" : ", which is down: they are lost"),
+          Event::Kind::Command, "propose " + transition_list(ids) + " to " + name(to));
+}
+
+// ---- Watching: what changed in this step ----
+
+void Simulation::observe() {
+  flush_reports();
+  for (auto& node_pointer : nodes_) {
+    Node& node = *node_pointer;
+    const View now = view(node.id);
+    const View before = node.seen;
+    node.seen = now;
+    if (now == before) continue;
+    const std::string who = name(node.id);
+    if (now.role != before.role || now.term != before.term)
+      node.segments.push_back(Segment{now_, now.role, now.term});
+    if (now.role == Role::Leader && leaders_[now.term].insert(node.id).second &&
+        leaders_[now.term].size() > 1)
+      violation("two leaders in term " + std::to_string(now.term) + ": " +
+                names(leaders_[now.term]));
+
+    // The story of the step, told from this replica.
+    bool alive = now.role != Role::Down && before.role != Role::Down;
+    if (alive && now.role == Role::Candidate &&
+        (before.role != Role::Candidate || now.term != before.term)) {
+      narrate(who + " times out: it becomes a candidate for term " + std::to_string(now.term) +
+              ", votes for itself and asks the others for votes");
+    } else if (alive && now.role == Role::Leader && before.role != Role::Leader) {
+      narrate(who + " wins term " + std::to_string(now.term) + " with votes from " +
+              names(node.votes) + ", and appends a no-op to its log");
+    } else if (alive && before.role != Role::Follower && now.role == Role::Follower) {
+      narrate(who + " steps down to follower" +
+              (now.term > before.term ? ": it saw term " + std::to_string(now.term) +
+                                            (now.vote ? ", and votes for " + name(*now.vote) : "")
+               : now.leader ? ": " + name(*now.leader) + " leads this term"
+                            : ""));
+    } else if (alive && now.term > before.term) {
+      narrate(who + " learns of term " + std::to_string(now.term) +
+              (now.vote ? " and votes for " + name(*now.vote) : ""));
+    }
+    if (alive && now.term == before.term && now.vote && !before.vote && *now.vote != node.id)
+      narrate(who + " votes for " + name(*now.vote) + " in term " + std::to_string(now.term));
+
+    // Entries replaced because they conflict with the leader's (§5.3).
+    std::size_t same = 0;
+    while (same < before.log.size() && same < now.log.size() &&
+           before.log[same].term == now.log[same].term &&
+           before.log[same].noop == now.log[same].noop)
+      ++same;
+    if (alive && same < before.log.size()) {
+      std::string first = std::to_string(same + 1), last = std::to_string(before.log.size());
+      narrate(who + (first == last ? " drops entry " + first + ": the leader's log differs there"
+                                   : " drops entries " + first + ".." + last +
+                                         ": the leader's log differs from there on"));
+    }
+
+    // Commits, and the safety rules they must follow.
+    if (now.commit > before.commit) {
+      bool leading = now.role == Role::Leader;
+      commits_.push_back(CommitMark{now_, node.id, now.commit, leading});
+      for (Index index = before.commit + 1; index <= now.commit; ++index) {
+        Term term = now.log.at(index - 1).term;
+        auto [committed, fresh] = committed_.emplace(index, term);
+        if (!fresh && committed->second != term)
+          violation("index " + std::to_string(index) + " was committed with term " +
+                    std::to_string(committed->second) + ", and now on " + who + " with term " +
+                    std::to_string(term));
+        ever_committed_.insert({index, term});
+      }
+      Term last = now.log.at(now.commit - 1).term;
+      if (leading && before.role == Role::Leader && last != now.term)
+        violation(who + " committed index " + std::to_string(now.commit) + " of term " +
+                  std::to_string(last) + " by counting replicas in term " +
+                  std::to_string(now.term) + " (Figure 8 forbids it)");
+      if (leading)
+        narrate(who + " commits through index " + std::to_string(now.commit) +
+                ": a majority stores it, and it is of its own term");
+    }
+  }
+  if (std::optional<ReplicaID> current = leader()) observe_majority(*current, view(*current));
+  for (; pictured_ < events_.size(); ++pictured_) // a picture for each of the scenario's words
+    if (events_[pictured_].kind == Event::Kind::Say)
+      for (ReplicaID id = 1; id <= nodes_.size(); ++id)
+        events_[pictured_].views.push_back(view(id));
+}
+
+// Figure 8 made visible: an entry of an earlier term that a majority stores is still not
+// committed by the leader, until an entry of its own term above it is.
+void Simulation::observe_majority(ReplicaID leader, const View& view) {
+  for (Index index = view.commit + 1; index <= view.log.size(); ++index) {
+    Term term = view.log[index - 1].term;
+    if (term >= view.term) break;
+    std::set<ReplicaID> holders;
+    for (const auto& node : nodes_)
+      if (node->storage.log.size() >= index && node->storage.log[index - 1].term == term)
+        holders.insert(node->id);
+    if (2 * holders.size() <= nodes_.size() ||
+        !majority_told_.insert({index, term, view.term}).second)
+      continue;
+    narrate("index " + std::to_string(index) + " (term " + std::to_string(term) +
+            ") is on a majority, " + names(holders) + ", yet " + name(leader) +
+            " does not commit it: it is not of term " + std::to_string(view.term) +
+            " (§5.4.2, Figure 8)");
+  }
+}
+
+// What the replicas told their state machines in this step, in a line per replica and kind.
+void Simulation::flush_reports() {
+  using raft::AbandonReason;
+  using raft::TransitionState;
+  std::vector<Report> reports = std::exchange(reports_, {});
+  for (ReplicaID id = 1; id <= nodes_.size(); ++id) {
+    std::vector<std::uint64_t> queued, refused, overwritten;
+    for (const Report& report : reports) {
+      if (report.replica != id) continue;
+      if (report.state == TransitionState::Queued) queued.push_back(report.transition);
+      if (report.state == TransitionState::Abandoned) {
+        ++abandoned_;
+        (report.reason == AbandonReason::NotLeader ? refused : overwritten)
+            .push_back(report.transition);
+      }
+    }
+    if (!queued.empty()) narrate(name(id) + " appends " + transition_list(queued) + " to its log");
+    if (!refused.empty())
+      narrate(name(id) + " refuses " + transition_list(refused) + ": it is not the leader");
+    if (!overwritten.empty())
+      narrate(name(id) + " reports " + transition_list(overwritten) +
+              " abandoned: another leader's entries took their place");
+  }
+}
+
+void Simulation::narrate(std::string text, Event::Kind kind, std::string label) {
+  events_.push_back(Event{now_, std::move(text), kind, std::move(label), {}});
+}
+
+void Simulation::violation(std::string text) {
+  violations_.push_back(text);
+  narrate("SAFETY VIOLATION: " + text, Event::Kind::Check);
+}
+
+// ---- Looking ----
+
+View Simulation::view(ReplicaID id) const {
+  const Node& node = this->node(id);
+  View view;
+  view.term = node.storage.term;
+  view.vote = node.storage.vote;
+  view.log = node.storage.log;
+  if (!node.replica) {
+    view.role = Role::Down;
+    return view;
+  }
+  const raft::Replica& replica = *node.replica;
+  view.term = replica.current_term();
+  view.leader = replica.leader();
+  view.commit = replica.commit_index();
+  view.applied = replica.last_applied();
+  if (node.storage.term != view.term) view.vote.reset();
+  if (replica.is_leader())
+    view.role = Role::Leader;
+  else if (node.campaign == view.term && !view.leader)
+    view.role = Role::Candidate;
+  return view;
+}
+
+std::optional<ReplicaID> Simulation::leader() const {
+  std::optional<ReplicaID> found;
+  Term term = 0;
+  for (const auto& node : nodes_)
+    if (node->replica && node->replica->is_leader() && node->replica->current_term() >= term) {
+      found = node->id;
+      term = node->replica->current_term();
+    }
+  return found;
+}
+
+const std::vector<Segment>& Simulation::segments(ReplicaID id) const { return node(id).segments; }
+
+bool Simulation::failed() const {
+  return !violations_.empty() ||
+         std::any_of(results_.begin(), results_.end(),
+                     [](const CheckResult& result) { return !result.passed; });
+}
+
+// ---- Checks ----
+
+void Simulation::run_checks_until(Time limit, bool inclusive) {
+  auto due = [&](const Check& check) {
+    return check.at && (*check.at < limit || (inclusive && *check.at == limit));
+  };
+  std::vector<Check> remaining;
+  for (Check& check : checks_) {
+    if (!due(check)) {
+      remaining.push_back(std::move(check));
+      continue;
+    }
+    std::optional<std::string> failure = evaluate(check);
+    results_.push_back(CheckResult{check, !failure, failure.value_or("")});
+    events_.push_back(Event{*check.at,
+                            std::string(failure ? "FAILED: " : "ok: ") + check.text +
+                                (failure ? " (" + *failure + ")" : ""),
+                            Event::Kind::Check,
+                            "",
+                            {}});
+  }
+  checks_ = std::move(remaining);
+}
+
+std::vector<ReplicaID> Simulation::subjects(const Check& check) const {
+  if (!check.replicas.empty()) return check.replicas;
+  std::vector<ReplicaID> live;
+  for (const auto& node : nodes_)
+    if (node->replica) live.push_back(node->id);
+  return live;
+}
+
+// Nothing if the check holds; otherwise what is the matter.
+std::optional<std::string> Simulation::evaluate(const Check& check) const {
+  using Kind = Check::Kind;
+  switch (check.kind) {
+  case Kind::Leader: {
+    std::optional<ReplicaID> current = leader();
+    if (check.none)
+      return current ? std::optional<std::string>(name(*current) + " leads") : std::nullopt;
+    if (!current) return "there is no leader";
+    if (check.leader && *current != check.leader) return name(*current) + " leads";
+    if (check.term && view(*current).term != check.term)
+      return "the leader's term is " + std::to_string(view(*current).term);
+    return std::nullopt;
+  }
+  case Kind::Role:
+    for (ReplicaID id : subjects(check))
+      if (role_name(view(id).role) != check.role)
+        return name(id) + " is " + role_name(view(id).role);
+    return std::nullopt;
+  case Kind::Number:
+    for (ReplicaID id : subjects(check)) {
+      View v = view(id);
+      std::uint64_t value = check.field == "term"      ? v.term
+                            : check.field == "commit"  ? v.commit
+                            : check.field == "applied" ? v.applied
+                                                       : v.log.size();
+      if (!compare(value, check.op, check.value))
+        return name(id) + "'s " + check.field + " is " + std::to_string(value);
+    }
+    return std::nullopt;
+  case Kind::Entry:
+    for (ReplicaID id : subjects(check)) {
+      View v = view(id);
+      if (v.log.size() < check.index)
+        return name(id) + " has no entry " + std::to_string(check.index);
+      if (v.log[check.index - 1].term != check.term)
+        return name(id) + "'s entry " + std::to_string(check.index) + " is of term " +
+               std::to_string(v.log[check.index - 1].term);
+    }
+    return std::nullopt;
+  case Kind::Abandoned:
+    if (compare(abandoned_, check.op, check.value)) return std::nullopt;
+    return std::to_string(abandoned_) + " transitions were abandoned";
+  case Kind::EverLeader:
+  case Kind::NeverLeader: {
+    std::set<ReplicaID> led; // in the term asked about, or in any
+    for (const auto& [term, ids] : leaders_)
+      if (!check.term || term == check.term)
+        for (ReplicaID id : ids)
+          if (!check.leader || id == check.leader) led.insert(id);
+    if (check.kind == Kind::EverLeader)
+      return led.empty() ? std::optional<std::string>("no such leader") : std::nullopt;
+    return led.empty() ? std::nullopt : std::optional<std::string>(names(led) + " led");
+  }
+  case Kind::EverCommitted:
+  case Kind::NeverCommitted: {
+    bool committed = ever_committed_.count({check.index, check.term}) > 0;
+    if (committed == (check.kind == Kind::EverCommitted)) return std::nullopt;
+    return committed ? "it was committed" : "it was never committed";
+  }
+  }
+  return std::nullopt;
+}
+
+} // namespace visualize
