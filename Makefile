@@ -13,7 +13,9 @@ FORMATTED := raft.hpp raft.cpp $(wildcard tests/*.cpp tests/*.hpp tests/fuzz/*.c
 
 .PHONY: test demo sim fuzz fuzz-if-clang deps format clean
 
-test: deps $(BUILD)/tests $(BUILD)/in-memory $(BUILD)/quickstart
+test: deps kv-deps
+	@$(MAKE) --no-print-directory -j2 $(BUILD)/tests $(BUILD)/in-memory $(BUILD)/quickstart \
+	  $(BUILD)/kv-server $(BUILD)/visualize
 	$(BUILD)/in-memory > $(BUILD)/in-memory.out && tail -n 1 $(BUILD)/in-memory.out
 	$(BUILD)/quickstart > $(BUILD)/quickstart.out && tail -n 1 $(BUILD)/quickstart.out
 	sed -n '/^```cpp$$/,/^```$$/p' README.md | sed '1d;$$d' | diff - examples/quickstart.cpp && \
@@ -34,8 +36,12 @@ $(BUILD)/raft.o: raft.cpp raft.hpp
 	@mkdir -p $(BUILD)
 	$(CXX) $(FLAGS) $(SAN) -c raft.cpp -o $@
 
-$(BUILD)/tests: $(TEST_SOURCES) tests/*.hpp $(BUILD)/raft.o
-	$(CXX) $(FLAGS) $(SAN) $(TEST_SOURCES) $(BUILD)/raft.o -o $@
+$(BUILD)/test-objects/%.o: tests/%.cpp tests/*.hpp raft.hpp
+	@mkdir -p $(BUILD)/test-objects
+	$(CXX) $(FLAGS) $(SAN) -c $< -o $@
+
+$(BUILD)/tests: $(patsubst tests/%.cpp,$(BUILD)/test-objects/%.o,$(TEST_SOURCES)) $(BUILD)/raft.o
+	$(CXX) $(FLAGS) $(SAN) $^ -o $@
 
 $(BUILD)/%: examples/%.cpp $(BUILD)/raft.o
 	$(CXX) $(FLAGS) $(SAN) $< $(BUILD)/raft.o -o $@

@@ -13,6 +13,7 @@
 #include <doctest/doctest.h>
 
 #include <cstdlib>
+#include <exception>
 
 using namespace sim;
 
@@ -81,11 +82,33 @@ void progress_without(Simulator& sim, ReplicaID down) {
                    text("commits while r", down, " is down"));
 }
 
-std::vector<ReplicaID> all_but(const Simulator& sim, ReplicaID excluded) {
+std::vector<ReplicaID> all_but(const Simulator& sim, const std::vector<ReplicaID>& excluded) {
   std::vector<ReplicaID> others;
   for (ReplicaID id : sim.ids())
-    if (id != excluded) others.push_back(id);
+    if (std::find(excluded.begin(), excluded.end(), id) == excluded.end()) others.push_back(id);
   return others;
+}
+
+// Runs until a replica of `group` leads the highest term in the group, and returns it. A leader
+// cut off in an older term does not count.
+ReplicaID elect_among(Simulator& sim, const std::vector<ReplicaID>& group) {
+  auto leader_of_group = [&]() -> std::optional<ReplicaID> {
+    Term highest = 0;
+    for (ReplicaID id : group) highest = std::max(highest, sim.replica(id).current_term());
+    for (ReplicaID id : group)
+      if (sim.replica(id).is_leader() && sim.replica(id).current_term() == highest) return id;
+    return std::nullopt;
+  };
+  bool elected = sim.run_until([&] { return leader_of_group().has_value(); }, 3s);
+  require_progress(sim, elected, "a leader in the group");
+  return *leader_of_group();
+}
+
+// Elects a leader among `group`, which then commits a proposal.
+void settle_among(Simulator& sim, const std::vector<ReplicaID>& group) {
+  std::uint64_t id = sim.propose(elect_among(sim, group));
+  require_progress(sim, sim.run_until([&] { return sim.history().is_committed(id); }, 2s),
+                   "the group to commit");
 }
 
 // ---- Random faults ----
@@ -119,12 +142,13 @@ ChaosPlan plan_for(std::uint64_t seed) {
 
 std::string describe(const ChaosPlan& plan) {
   const Simulator::Settings& settings = plan.settings;
-  return text(settings.replicas, " replicas, delays 1-", milliseconds(settings.faults.max_delay),
-              " ms, loss ", settings.faults.loss * 100, "%, duplication ",
-              settings.faults.duplication * 100, "%, ", settings.max_entries_per_message,
-              " entries per message, ", settings.max_messages_in_flight, " in flight",
-              plan.crashes ? ", crashes" : "", plan.partitions ? ", partitions" : "", ", ",
-              milliseconds(plan.fault_phase), " ms of faults");
+  return text(std::fixed, std::setprecision(1), settings.replicas, " replicas, delays 1-",
+              milliseconds(settings.faults.max_delay), " ms, loss ", settings.faults.loss * 100,
+              "%, duplication ", settings.faults.duplication * 100, "%, ",
+              settings.max_entries_per_message, " entries per message, ",
+              settings.max_messages_in_flight, " in flight", plan.crashes ? ", crashes" : "",
+              plan.partitions ? ", partitions" : "", ", ", milliseconds(plan.fault_phase),
+              " ms of faults");
 }
 
 // Drives one run: clients and faults at random times, then the liveness check.
@@ -135,9 +159,10 @@ public:
   void run_faults() {
     Clock::time_point end = now() + plan_.fault_phase;
     Clock::time_point next_client = now();
-    Clock::time_point next_fault = now() + random().between(20ms, 300ms);
-    while (now() < end) {
-      if (!sim_.run_until(std::min({end, next_client, next_fault, next_repair()}))) return;
+    Clock::time_point next_fault = now() + random().between(10ms, 200ms);
+    while (!sim_.failed() && now() < end) {
+      Clock::time_point until = std::min({end, next_client, next_fault, next_repair()});
+      while (!sim_.failed() && now() < until) step_with_crashes(until);
       if (now() >= next_client) {
         propose_some();
         next_client = now() + random().between(1ms, 2 * plan_.client_gap);
@@ -145,7 +170,7 @@ public:
       repair_due();
       if (now() >= next_fault) {
         inject_fault();
-        next_fault = now() + random().between(20ms, 300ms);
+        next_fault = now() + random().between(10ms, 200ms);
       }
     }
   }
@@ -164,7 +189,7 @@ public:
     while (!sim_.failed() && !(sim_.all_caught_up() && any_committed(markers))) {
       if (now() >= limit)
         return sim_.history().fail("no progress within ", milliseconds(bound),
-                                   " ms after the faults stopped; ", sim_.describe());
+                                   " ms after the faults stopped");
       if (std::optional<ReplicaID> leader = sim_.leader()) {
         std::pair<ReplicaID, Term> current{*leader, sim_.replica(*leader).current_term()};
         if (asked != current) markers.push_back(sim_.propose(*leader));
@@ -175,6 +200,8 @@ public:
     for (ReplicaID id : sim_.ids())
       if (!sim_.failed() && sim_.machine(id).applied() != sim_.history().committed())
         sim_.history().fail("r", id, " applied a different sequence at the end");
+    sim_.history().trace("the end: every replica applied the same ",
+                         sim_.history().committed().size(), " transitions");
   }
 
 private:
@@ -228,11 +255,30 @@ private:
   // Half the time the leader, to force elections.
   void crash_one() {
     std::vector<ReplicaID> up = running();
-    if (up.size() <= 1) return;
     std::optional<ReplicaID> leader = sim_.leader();
-    ReplicaID victim = leader && random().chance(0.5) ? *leader : up[random().below(up.size())];
+    crash(leader && random().chance(0.5) ? *leader : up[random().below(up.size())]);
+  }
+
+  // A step, after which a replica it polled may crash: rarely, but often when the poll changed
+  // its term (it voted or campaigned), so that a vote or term it failed to save would show.
+  void step_with_crashes(Clock::time_point until) {
+    std::vector<Term> terms_before(sim_.ids().size() + 1);
+    for (ReplicaID id : running()) terms_before[id] = sim_.replica(id).current_term();
+    std::vector<ReplicaID> polled = sim_.step(until);
+    for (ReplicaID id : polled) {
+      if (!plan_.crashes || sim_.failed() || !sim_.is_up(id)) continue;
+      bool new_term = sim_.replica(id).current_term() != terms_before[id];
+      if (random().chance(new_term ? 0.1 : 0.002)) crash(id);
+    }
+  }
+
+  // Down for a moment (still in the same term, usually) or for a while. One replica stays up.
+  void crash(ReplicaID victim) {
+    if (running().size() <= 1) return;
     sim_.crash(victim);
-    restart_at_[victim] = now() + random().between(0ms, 400ms);
+    Duration downtime =
+        random().chance(0.5) ? random().between(0ms, 20ms) : random().between(20ms, 400ms);
+    restart_at_[victim] = now() + downtime;
   }
 
   // Random groups, or the leader cut off from the majority.
@@ -298,9 +344,14 @@ RunResult run_chaos(std::uint64_t seed, int trace) {
   Simulator sim(seed, plan.settings);
   sim.history().trace("seed ", seed, ": ", describe(plan));
   Chaos chaos(sim, plan);
-  chaos.run_faults();
-  if (!sim.failed()) chaos.check_liveness();
-  return {sim.failure(), sim.fingerprint()};
+  try {
+    chaos.run_faults();
+    if (!sim.failed()) chaos.check_liveness();
+  } catch (const std::exception& error) { // MemoryStorage never fails: an exception is a bug
+    sim.history().fail("a replica threw: ", error.what());
+  }
+  std::string failure = sim.failed() ? text(sim.failure(), "\n", sim.describe()) : "";
+  return {failure, sim.fingerprint()};
 }
 
 } // namespace
@@ -326,7 +377,7 @@ TEST_SUITE("simulator") {
   TEST_CASE("simulator: a proposal to a follower is abandoned with NotLeader") {
     Simulator sim(2, scenario(3));
     ReplicaID leader = elect(sim);
-    ReplicaID follower = all_but(sim, leader).front();
+    ReplicaID follower = all_but(sim, {leader}).front();
     std::uint64_t id = sim.propose(follower);
     require_progress(sim, sim.run_for(1ms), "one poll");
 
@@ -342,7 +393,7 @@ TEST_SUITE("simulator") {
     Term old_term = sim.replica(old_leader).current_term();
 
     // Alone, the old leader still accepts proposals but cannot commit them.
-    sim.partition({{old_leader}, all_but(sim, old_leader)});
+    sim.partition({{old_leader}, all_but(sim, {old_leader})});
     std::vector<std::uint64_t> stranded = propose(sim, old_leader, 3);
     bool elected = sim.run_until([&] { return sim.leader() && sim.leader() != old_leader; }, 2s);
     require_progress(sim, elected, "a leader among the majority");
@@ -363,6 +414,87 @@ TEST_SUITE("simulator") {
     }
     for (std::uint64_t id : accepted)
       CHECK(sim.machine(new_leader).state_of(id) == TransitionState::Applied);
+  }
+
+  TEST_CASE("simulator: an entry overwritten on the replica that queued it can still commit "
+            "from another log, and is then not reported ConflictWithLeader") {
+    Simulator sim(5, scenario(5));
+    ReplicaID first = elect(sim);
+    settle(sim, propose(sim, first, 1));
+
+    // `first` queues X and replicates it to `buddy` only.
+    ReplicaID buddy = all_but(sim, {first}).front();
+    std::vector<ReplicaID> rest = all_but(sim, {first, buddy});
+    sim.partition({{first, buddy}, rest});
+    Index x_index = sim.replica(first).last_log_index() + 1;
+    std::uint64_t x = sim.propose(first);
+    bool replicated =
+        sim.run_until([&] { return sim.replica(buddy).last_log_index() >= x_index; }, 1s);
+    require_progress(sim, replicated, "X on the buddy");
+
+    // A leader of the other three reaches only `first`, where its no-op overwrites X.
+    ReplicaID rival = elect_among(sim, rest);
+    sim.partition({{first, rival}, all_but(sim, {first, rival})});
+    require_progress(sim, sim.run_until([&] { return sim.replica(first).leader() == rival; }, 1s),
+                     "first to follow the rival");
+    require_progress(sim, sim.run_for(100ms), "a few heartbeats");
+
+    // `buddy` still holds X: it wins among the three that never saw the rival's no-op, and
+    // commits X.
+    std::vector<ReplicaID> holders = all_but(sim, {first, rival});
+    sim.partition({{first, rival}, holders});
+    CHECK(elect_among(sim, holders) == buddy);
+    require_progress(sim, sim.run_until([&] { return sim.history().is_committed(x); }, 2s),
+                     "X to commit");
+
+    sim.heal();
+    settle(sim, {x});
+    CHECK(sim.machine(first).state_of(x) == TransitionState::Applied);
+  }
+
+  TEST_CASE("simulator: a leader never commits an entry of an earlier term by counting replicas "
+            "(Figure 8)") {
+    Simulator::Settings settings = scenario(5);
+    settings.max_entries_per_message = 1; // an old entry and the new no-op travel apart
+    settings.max_messages_in_flight = 1;
+    settings.faults.min_delay = settings.faults.max_delay = 5ms; // in order, for a clear script
+    Simulator sim(6, settings);
+    ReplicaID first = elect(sim);
+    settle(sim, propose(sim, first, 1));
+
+    // (a) `first` replicates X to `buddy` only.
+    ReplicaID buddy = all_but(sim, {first}).front();
+    std::vector<ReplicaID> rest = all_but(sim, {first, buddy});
+    sim.partition({{first, buddy}, rest});
+    Index x_index = sim.replica(first).last_log_index() + 1;
+    sim.propose(first);
+    bool replicated =
+        sim.run_until([&] { return sim.replica(buddy).last_log_index() >= x_index; }, 1s);
+    require_progress(sim, replicated, "X on the buddy");
+
+    // (b) The other three elect a rival, whose no-op at X's index is cut off at once.
+    ReplicaID rival = elect_among(sim, rest);
+    sim.partition({{rival}, all_but(sim, {rival})});
+
+    // (c) A holder of X wins among the other four and sends X, then its no-op, one at a time.
+    // Stop when it commits X, or when its no-op reaches one of the two that lacked X.
+    ReplicaID second = elect_among(sim, all_but(sim, {rival}));
+    REQUIRE((second == first || second == buddy));
+    std::vector<ReplicaID> lacking = all_but(sim, {first, buddy, rival});
+    auto decided = [&] {
+      return sim.replica(second).commit_index() >= x_index ||
+             sim.replica(lacking[0]).last_log_index() > x_index ||
+             sim.replica(lacking[1]).last_log_index() > x_index;
+    };
+    require_progress(sim, sim.run_until(decided, 2s), "X or the no-op to spread");
+
+    // (d) Cut off X's holders. The rival wins unless a no-op of `second` got through: had
+    // `second` committed X by counting, the rival would now overwrite a committed entry.
+    std::vector<ReplicaID> remaining = all_but(sim, {first, buddy});
+    sim.partition({{first, buddy}, remaining});
+    settle_among(sim, remaining);
+    sim.heal();
+    settle(sim, {});
   }
 
   TEST_CASE("simulator: every replica restarted in turn recovers its log from storage and "

@@ -117,10 +117,8 @@ public:
   History(std::uint64_t seed, Clock::time_point start, bool tracing)
       : seed_(seed), start_(start), now_(start), tracing_(tracing) {}
 
-  std::uint64_t seed() const { return seed_; }
   Clock::time_point now() const { return now_; }
   void set_now(Clock::time_point now) { now_ = now; }
-  bool tracing() const { return tracing_; }
 
   template <typename... Parts> void trace(const Parts&... parts) {
     if (tracing_) std::cout << stamp() << text(parts...) << '\n';
@@ -323,9 +321,9 @@ public:
     double duplication = 0; // probability that a message arrives twice
   };
 
-  Network(std::vector<ReplicaID> members, Random& random, History& history)
-      : members_(std::move(members)), random_(random), history_(history) {
-    for (ReplicaID member : members_) group_[member] = 0;
+  Network(const std::vector<ReplicaID>& members, Random& random, History& history)
+      : random_(random), history_(history) {
+    for (ReplicaID member : members) group_[member] = 0;
   }
 
   Faults faults;
@@ -432,7 +430,6 @@ private:
                    message.success || message.vote_granted ? " yes" : "");
   }
 
-  std::vector<ReplicaID> members_;
   Random& random_;
   History& history_;
   std::map<ReplicaID, std::vector<InFlight>> inboxes_;
@@ -441,18 +438,56 @@ private:
   std::uint64_t next_sequence_ = 0;
 };
 
+// ---- Storage: a MemoryStorage that also knows what sync() made durable ----
+
+// Each replica's storage outlives its Replica objects, as a disk outlives a process. Beside the
+// data it keeps the term, vote and log length as of the last sync(), for the checks in Host.
+class CheckedStorage : public raft::Storage {
+public:
+  struct Durable {
+    Term term = 0;
+    std::optional<ReplicaID> vote;
+    Index last_index = 0;
+  };
+
+  // What a restarted replica reads back counts as durable.
+  State load() override {
+    synced_ = written_;
+    return memory_.load();
+  }
+  void save_term_and_vote(Term current_term, std::optional<ReplicaID> voted_for) override {
+    memory_.save_term_and_vote(current_term, voted_for);
+    written_.term = current_term;
+    written_.vote = voted_for;
+  }
+  void save_entries(Index first, const raft::Entry* begin, const raft::Entry* end) override {
+    memory_.save_entries(first, begin, end);
+    written_.last_index = first - 1 + static_cast<Index>(end - begin);
+  }
+  void save_snapshot(const raft::Snapshot& snapshot) override { memory_.save_snapshot(snapshot); }
+  void sync() override { synced_ = written_; }
+
+  const Durable& synced() const { return synced_; }
+
+private:
+  raft::MemoryStorage memory_;
+  Durable written_;
+  Durable synced_;
+};
+
 // ---- The transport one replica sees: the Cluster interface over the network ----
 
 class Host : public raft::Cluster {
 public:
-  Host(ReplicaID id, Network& network, History& history)
-      : id_(id), network_(network), history_(history) {}
+  Host(ReplicaID id, Network& network, History& history, const CheckedStorage& storage)
+      : id_(id), network_(network), history_(history), storage_(storage) {}
 
   void send_message(ReplicaID to, const Message& message) override {
     if (message.from != id_ || message.to != to || to == id_ || !network_.is_member(to))
       return history_.fail("r", id_, " sent a ", name(message.type), " from r", message.from,
                            " to r", message.to, " through send_message(", to,
                            "): from must be the sender, to the argument, another member");
+    check_durable(message);
     ++messages_sent_;
     network_.send(id_, to, message);
   }
@@ -467,9 +502,35 @@ public:
   std::uint64_t messages_sent() const { return messages_sent_; }
 
 private:
+  // raft.hpp, Persistence: a message leaves only once the term, vote and entries it depends on
+  // are synced, so that a crash right after sending cannot make the replica take it back.
+  void check_durable(const Message& message) {
+    using raft::MessageType;
+    const CheckedStorage::Durable& synced = storage_.synced();
+    if (message.term > synced.term)
+      return fail(message,
+                  text("carries term ", message.term, " but term ", synced.term, " is synced"));
+    bool casts_vote = message.type == MessageType::RequestVote ||
+                      (message.type == MessageType::RequestVoteResponse && message.vote_granted);
+    ReplicaID candidate = message.type == MessageType::RequestVote ? id_ : message.to;
+    if (casts_vote && (synced.term != message.term || synced.vote != candidate))
+      return fail(message,
+                  text("votes for r", candidate, " in term ", message.term,
+                       " but the synced vote is ", who(synced.vote), " in term ", synced.term));
+    if (message.type == MessageType::AppendEntriesResponse && message.success &&
+        message.match_index > synced.last_index)
+      return fail(message, text("acknowledges entries through ", message.match_index, " but only ",
+                                synced.last_index, " are synced"));
+  }
+
+  void fail(const Message& message, const std::string& what) {
+    history_.fail("r", id_, "'s ", name(message.type), " to r", message.to, " ", what);
+  }
+
   const ReplicaID id_;
   Network& network_;
   History& history_;
+  const CheckedStorage& storage_;
   std::optional<ReplicaID> registered_leader_;
   std::uint64_t messages_sent_ = 0;
 };
@@ -504,34 +565,35 @@ public:
 
   Clock::time_point now() const { return history_.now(); }
 
-  // Polls every replica that needs it, jumping from one event to the next (a message arriving,
-  // a replica's deadline), until `end`. Returns false once a check has failed.
-  bool run_until(Clock::time_point end) {
-    int rounds_at_this_instant = 0;
-    while (!failed()) {
-      poll_due();
-      Clock::time_point next = next_event();
-      if (next > end) {
-        history_.set_now(std::max(now(), end));
-        break;
-      }
-      if (next > now()) {
-        rounds_at_this_instant = 0;
-        history_.set_now(next);
-      } else if (++rounds_at_this_instant > 100) {
-        history_.fail("livelock: replicas keep asking to be polled again at the same instant");
-      }
+  // One step: polls every replica that needs it now (its deadline passed, a message arrived or a
+  // transition is pending), then moves the clock to the next event, but not past `end`. Returns
+  // the replicas it polled.
+  std::vector<ReplicaID> step(Clock::time_point end) {
+    std::vector<ReplicaID> polled = poll_due();
+    Clock::time_point next = next_event();
+    if (next > now()) {
+      repolls_at_this_instant_ = 0;
+      history_.set_now(std::max(now(), std::min(next, end)));
+    } else if (++repolls_at_this_instant_ > 100) {
+      history_.fail("livelock: replicas keep asking to be polled again at the same instant");
     }
+    return polled;
+  }
+
+  // Steps until `end`. Returns false once a check has failed.
+  bool run_until(Clock::time_point end) {
+    do step(end);
+    while (!failed() && now() < end);
     return !failed();
   }
   bool run_for(Duration duration) { return run_until(now() + duration); }
 
-  // Runs until `done()` holds, checking it every millisecond. False on timeout or violation.
+  // Steps until `done()` holds, checking it after every step. False on timeout or violation.
   bool run_until(const std::function<bool()>& done, Duration timeout) {
     Clock::time_point limit = now() + timeout;
     while (!failed() && !done()) {
       if (now() >= limit) return false;
-      run_until(std::min(limit, now() + 1ms));
+      step(limit);
     }
     return !failed();
   }
@@ -557,6 +619,7 @@ public:
                    crashed.replica->last_log_index(), ")");
     crashed.term_at_crash = crashed.replica->current_term();
     crashed.log_at_crash = crashed.replica->last_log_index();
+    crashed.messages_sent += crashed.host->messages_sent();
     crashed.replica.reset(); // before the state machine and host it refers to
     crashed.machine.reset();
     crashed.host.reset();
@@ -631,7 +694,7 @@ public:
                     ", log ", replica.last_log_index(), ", commit ", replica.commit_index(),
                     ", applied ", replica.last_applied());
     }
-    return text("committed sequence: ", history_.committed().size(), lines);
+    return text(history_.committed().size(), " entries committed", lines);
   }
 
   // A summary of the run that two runs of the same seed must share.
@@ -651,7 +714,7 @@ private:
   // One replica's place in the cluster. The storage survives crashes; the rest is rebuilt.
   struct Slot {
     ReplicaID id = 0;
-    raft::MemoryStorage storage;
+    CheckedStorage storage;
     std::unique_ptr<Host> host;
     std::unique_ptr<CheckedStateMachine> machine;
     std::unique_ptr<raft::Replica> replica; // null while crashed
@@ -674,8 +737,7 @@ private:
   const Slot& slot(ReplicaID id) const { return *slots_.at(id - 1); }
 
   void build_replica(Slot& slot) {
-    if (slot.host) slot.messages_sent += slot.host->messages_sent();
-    slot.host = std::make_unique<Host>(slot.id, network_, history_);
+    slot.host = std::make_unique<Host>(slot.id, network_, history_, slot.storage);
     slot.machine = std::make_unique<CheckedStateMachine>(slot.id, history_);
     std::vector<ReplicaID> peers;
     for (ReplicaID id : ids())
@@ -709,13 +771,16 @@ private:
     return next;
   }
 
-  void poll_due() {
+  std::vector<ReplicaID> poll_due() {
+    std::vector<ReplicaID> polled;
     for (const auto& slot : slots_) {
       if (!slot->replica || !needs_poll(*slot)) continue;
       poll(*slot);
-      if (failed()) return;
+      polled.push_back(slot->id);
+      if (failed()) return polled;
     }
     check_leader_completeness();
+    return polled;
   }
 
   void poll(Slot& slot) {
@@ -803,6 +868,7 @@ private:
   std::vector<std::unique_ptr<Slot>> slots_; // slots_[id - 1]; never moved: storage is referenced
   std::uint64_t next_transition_id_ = 1;
   std::uint64_t polls_ = 0;
+  int repolls_at_this_instant_ = 0; // steps that could not move the clock
 };
 
 } // namespace sim
