@@ -1,5 +1,5 @@
 // raft.hpp: a small, single-threaded, polling implementation of the Raft consensus algorithm
-// ("In Search of an Understandable Consensus Algorithm", Ongaro and Ousterhout, 2014).
+// ("In Search of an Understandable Consensus Algorithm", extended version, 2014).
 //
 // A Replica keeps a replicated log and applies its committed entries, in order, to a state
 // machine. The library does elections, replication, commitment and persistence of term, vote and
