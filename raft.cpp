@@ -576,12 +576,7 @@ void Replica::handle_append_entries(Message& request) {
 void Replica::handle_append_entries_response(const Message& response) {
   if (role_ != Role::Leader || response.term != current_term_) return;
   Peer& peer = *find_peer(response.from);
-  if (response.success) {
-    peer.match_index = std::max(peer.match_index, response.match_index);
-    peer.next_index = std::max(peer.next_index, peer.match_index + 1);
-    peer.probing = peer.awaiting = false;
-    return advance_commit_index();
-  }
+  if (response.success) return record_match(peer, response.match_index);
   // A rejection of an index the peer has since matched, or of a probe other than the one in
   // flight, is stale: an answer to an earlier request that arrived late.
   Index rejected = response.prev_log_index;
@@ -599,6 +594,14 @@ void Replica::handle_append_entries_response(const Message& response) {
   peer.next_index = std::clamp(next, peer.match_index + 1, rejected);
   peer.probing = true;
   peer.awaiting = false;
+}
+
+// The peer's log matches ours through `match`: the pipeline may run and the commit may advance.
+void Replica::record_match(Peer& peer, Index match) {
+  peer.match_index = std::max(peer.match_index, match);
+  peer.next_index = std::max(peer.next_index, peer.match_index + 1);
+  peer.probing = peer.awaiting = false;
+  advance_commit_index();
 }
 
 // §5.3, §5.4.2: the highest index stored on a majority (this replica counts once its copy is
@@ -712,12 +715,7 @@ void Replica::install_snapshot(Snapshot snapshot) {
 void Replica::handle_install_snapshot_response(const Message& response) {
   if (role_ != Role::Leader || response.term != current_term_) return;
   Peer& peer = *find_peer(response.from);
-  if (response.done) {
-    peer.match_index = std::max(peer.match_index, response.last_included_index);
-    peer.next_index = std::max(peer.next_index, peer.match_index + 1);
-    peer.probing = peer.awaiting = false;
-    return advance_commit_index();
-  }
+  if (response.done) return record_match(peer, response.last_included_index);
   if (response.last_included_index != peer.snapshot_index) return; // about an older snapshot
   peer.snapshot_offset = response.offset;
   peer.awaiting = false;

@@ -277,6 +277,7 @@ private:
   void replicate();
   void handle_append_entries(Message& request);
   void handle_append_entries_response(const Message& response);
+  void record_match(Peer& peer, Index match);
   void advance_commit_index();
   bool log_is_up_to_date(Index last_log_index, Term last_log_term) const;
   void take_snapshot();
