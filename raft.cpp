@@ -3,7 +3,6 @@
 #include "raft.hpp"
 
 #include <algorithm>
-#include <array>
 #include <cassert>
 #include <cerrno>
 #include <cstring>
@@ -178,9 +177,10 @@ std::size_t replay_log(const std::string& path, std::string_view contents, Stora
     if (!record.ok || size > record.in.size()) break; // the last record, cut short
     std::size_t end = contents.size() - record.in.size() + size;
     Reader reader{record.in.substr(0, size)};
-    if (crc32(reader.in) != crc && end < contents.size())
+    bool intact = crc32(reader.in) == crc;
+    if (!intact && end < contents.size())
       throw file_error(path, offset, "bad CRC in the middle of the log");
-    if (crc32(reader.in) != crc) break; // the last record, torn
+    if (!intact) break; // the last record, torn
     std::uint64_t kind = reader.varint(), index = 0;
     if (kind == EntryRecord || kind == TruncateRecord) {
       reader(index);
@@ -479,9 +479,9 @@ void Replica::handle_request_vote(const Message& request) {
   send(std::move(response));
 }
 
-void Replica::handle_request_vote_response(const Message& response) {
+void Replica::handle_request_vote_response(const Message& response, Peer& peer) {
   if (role_ != Role::Candidate || response.term != current_term_ || !response.vote_granted) return;
-  find_peer(response.from)->vote_granted = true;
+  peer.vote_granted = true;
   std::size_t votes = 1 + std::count_if(peers_.begin(), peers_.end(),
                                         [](const Peer& peer) { return peer.vote_granted; });
   if (has_quorum(votes)) become_leader();
@@ -573,9 +573,8 @@ void Replica::handle_append_entries(Message& request) {
   send(std::move(response));
 }
 
-void Replica::handle_append_entries_response(const Message& response) {
+void Replica::handle_append_entries_response(const Message& response, Peer& peer) {
   if (role_ != Role::Leader || response.term != current_term_) return;
-  Peer& peer = *find_peer(response.from);
   if (response.success) return record_match(peer, response.match_index);
   // A rejection of an index the peer has since matched, or of a probe other than the one in
   // flight, is stale: an answer to an earlier request that arrived late.
@@ -712,9 +711,8 @@ void Replica::install_snapshot(Snapshot snapshot) {
   durable_index_ = std::min(durable_index_, last_log_index());
 }
 
-void Replica::handle_install_snapshot_response(const Message& response) {
+void Replica::handle_install_snapshot_response(const Message& response, Peer& peer) {
   if (role_ != Role::Leader || response.term != current_term_) return;
-  Peer& peer = *find_peer(response.from);
   if (response.done) return record_match(peer, response.last_included_index);
   if (response.last_included_index != peer.snapshot_index) return; // about an older snapshot
   peer.snapshot_offset = response.offset;
@@ -804,15 +802,17 @@ Message Replica::make_message(MessageType type, ReplicaID to) const {
 void Replica::send(Message message) { outbox_.push_back(std::move(message)); }
 
 void Replica::handle(Message& message) {
-  if (message.to != id_ || !find_peer(message.from)) return; // misrouted, or not a member
+  Peer* peer = find_peer(message.from);
+  if (message.to != id_ || !peer) return; // misrouted, or not a member
   observe_term(message);
   switch (message.type) {
   case MessageType::RequestVote: return handle_request_vote(message);
-  case MessageType::RequestVoteResponse: return handle_request_vote_response(message);
+  case MessageType::RequestVoteResponse: return handle_request_vote_response(message, *peer);
   case MessageType::AppendEntries: return handle_append_entries(message);
-  case MessageType::AppendEntriesResponse: return handle_append_entries_response(message);
+  case MessageType::AppendEntriesResponse: return handle_append_entries_response(message, *peer);
   case MessageType::InstallSnapshot: return handle_install_snapshot(message);
-  case MessageType::InstallSnapshotResponse: return handle_install_snapshot_response(message);
+  case MessageType::InstallSnapshotResponse:
+    return handle_install_snapshot_response(message, *peer);
   }
 }
 

@@ -272,11 +272,11 @@ private:
   void reset_election_timer();
   bool has_quorum(std::size_t votes) const;
   void handle_request_vote(const Message& request);
-  void handle_request_vote_response(const Message& response);
+  void handle_request_vote_response(const Message& response, Peer& peer);
   void send_append_entries(Peer& peer, std::size_t limit);
   void replicate();
   void handle_append_entries(Message& request);
-  void handle_append_entries_response(const Message& response);
+  void handle_append_entries_response(const Message& response, Peer& peer);
   void record_match(Peer& peer, Index match);
   void advance_commit_index();
   bool log_is_up_to_date(Index last_log_index, Term last_log_term) const;
@@ -284,7 +284,7 @@ private:
   void send_snapshot_chunk(Peer& peer);
   void handle_install_snapshot(const Message& request);
   void install_snapshot(Snapshot snapshot);
-  void handle_install_snapshot_response(const Message& response);
+  void handle_install_snapshot_response(const Message& response, Peer& peer);
   void take_pending_transitions();
   void settle_overwritten();
   void abandon(std::uint64_t id);
