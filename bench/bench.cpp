@@ -554,37 +554,51 @@ double cpu_seconds() {
   return seconds(usage.ru_utime) + seconds(usage.ru_stime);
 }
 
-template <class Endpoint> IdleRun run_idle(std::chrono::seconds duration) {
-  constexpr std::size_t size = 3;
-  Hub hub(size);
-  std::vector<std::unique_ptr<Machine>> machines;
+// Replicas that run start() in threads of their own, over a Hub; stop() halts and joins them.
+template <class M, class Endpoint> struct ThreadedCluster {
+  Hub hub;
+  std::vector<std::unique_ptr<M>> machines;
   std::vector<std::unique_ptr<Endpoint>> endpoints;
   std::vector<std::unique_ptr<raft::Replica>> replicas;
-  for (ReplicaID id = 1; id <= size; ++id) {
-    machines.push_back(std::make_unique<Machine>());
-    endpoints.push_back(std::make_unique<Endpoint>(hub, id));
-    raft::Options options;
-    options.seed = 300 + id;
-    replicas.push_back(std::make_unique<raft::Replica>(id, peers_of(id, size), *endpoints.back(),
-                                                       *machines.back(), noop, heartbeat,
-                                                       election_range, options));
+  std::vector<std::thread> threads;
+
+  ThreadedCluster(std::size_t size, std::uint64_t seed, raft::Duration heartbeat,
+                  std::pair<raft::Duration, raft::Duration> election)
+      : hub(size) {
+    for (ReplicaID id = 1; id <= size; ++id) {
+      machines.push_back(std::make_unique<M>());
+      endpoints.push_back(std::make_unique<Endpoint>(hub, id));
+      raft::Options options;
+      options.seed = seed + id;
+      replicas.push_back(std::make_unique<raft::Replica>(id, peers_of(id, size), *endpoints.back(),
+                                                         *machines.back(), noop, heartbeat,
+                                                         election, options));
+    }
+    for (auto& replica : replicas) threads.emplace_back([&replica] { replica->start(); });
   }
+  void stop() {
+    hub.stop.store(true);
+    for (auto& inbox : hub.inboxes) {
+      { std::lock_guard<std::mutex> lock(inbox->mutex); }
+      inbox->arrived.notify_all();
+    }
+    for (std::thread& thread : threads) thread.join();
+    threads.clear();
+  }
+  ~ThreadedCluster() { stop(); }
+};
+
+template <class Endpoint> IdleRun run_idle(std::chrono::seconds duration) {
   IdleRun run;
   double cpu_before = cpu_seconds();
   Wall::time_point start = Wall::now();
-  std::vector<std::thread> threads;
-  for (auto& replica : replicas) threads.emplace_back([&replica] { replica->start(); });
+  ThreadedCluster<Machine, Endpoint> cluster(3, 300, heartbeat, election_range);
   std::this_thread::sleep_for(duration);
-  hub.stop.store(true);
-  for (auto& inbox : hub.inboxes) {
-    { std::lock_guard<std::mutex> lock(inbox->mutex); }
-    inbox->arrived.notify_all();
-  }
-  for (std::thread& thread : threads) thread.join();
+  cluster.stop();
   run.wall_seconds = seconds_since(start);
   run.cpu_seconds = cpu_seconds() - cpu_before;
-  run.messages_per_second = hub.sent.load() / run.wall_seconds;
-  for (auto& replica : replicas) run.leaders += replica->is_leader();
+  run.messages_per_second = cluster.hub.sent.load() / run.wall_seconds;
+  for (auto& replica : cluster.replicas) run.leaders += replica->is_leader();
   return run;
 }
 
@@ -649,21 +663,9 @@ struct BurstRun {
 };
 
 BurstRun run_burst(std::size_t size, std::size_t count) {
-  Hub hub(size);
-  std::vector<std::unique_ptr<LockedMachine>> machines;
-  std::vector<std::unique_ptr<WatchingEndpoint>> endpoints;
-  std::vector<std::unique_ptr<raft::Replica>> replicas;
-  for (ReplicaID id = 1; id <= size; ++id) {
-    machines.push_back(std::make_unique<LockedMachine>());
-    endpoints.push_back(std::make_unique<WatchingEndpoint>(hub, id));
-    raft::Options options;
-    options.seed = 600 + id;
-    replicas.push_back(std::make_unique<raft::Replica>(id, peers_of(id, size), *endpoints.back(),
-                                                       *machines.back(), noop, 5ms,
-                                                       std::make_pair(15ms, 30ms), options));
-  }
-  std::vector<std::thread> threads;
-  for (auto& replica : replicas) threads.emplace_back([&replica] { replica->start(); });
+  ThreadedCluster<LockedMachine, WatchingEndpoint> cluster(size, 600, 5ms, {15ms, 30ms});
+  auto& machines = cluster.machines;
+  auto& endpoints = cluster.endpoints;
   auto leader = [&]() -> int {
     for (std::size_t i = 0; i < size; ++i)
       if (endpoints[i]->leads.load()) return static_cast<int>(i);
@@ -700,12 +702,6 @@ BurstRun run_burst(std::size_t size, std::size_t count) {
   run.converged = all_applied();
   for (auto& endpoint : endpoints) run.leader_changes += endpoint->changes.load();
   run.leader_changes -= changes_before;
-  hub.stop.store(true);
-  for (auto& inbox : hub.inboxes) {
-    { std::lock_guard<std::mutex> lock(inbox->mutex); }
-    inbox->arrived.notify_all();
-  }
-  for (std::thread& thread : threads) thread.join();
   return run;
 }
 
