@@ -329,10 +329,8 @@ Replica::Replica(ReplicaID id, std::vector<ReplicaID> peer_ids, Cluster& cluster
     throw std::invalid_argument("peer_ids contains a duplicate id");
   if (heartbeat_timeout <= Duration::zero())
     throw std::invalid_argument("heartbeat_timeout must be positive");
-  if (election_timeout_range.first > election_timeout_range.second)
-    throw std::invalid_argument("election_timeout_range is inverted: minimum above maximum");
-  if (election_timeout_range.first == election_timeout_range.second)
-    throw std::invalid_argument("election_timeout_range is empty: elections need randomness");
+  if (election_timeout_range.first >= election_timeout_range.second)
+    throw std::invalid_argument("election_timeout_range needs its minimum below its maximum");
   if (election_timeout_range.first <= heartbeat_timeout)
     throw std::invalid_argument("election_timeout_range minimum must be above heartbeat_timeout");
   if (options.max_entries_per_message == 0 || options.max_messages_in_flight == 0)
@@ -369,18 +367,10 @@ Term Replica::term_at(Index index) const {
   return log_[index - log_start() - 1].term;
 }
 
-const Entry& Replica::entry_at(Index index) const {
-  assert(index > log_start() && index <= last_log_index());
-  return log_[index - log_start() - 1];
-}
-
-// Appends to the log and writes from the first new index on, which also drops from storage any
-// suffix that truncate_from removed in memory.
-void Replica::append(std::vector<Entry>::iterator first, std::vector<Entry>::iterator last) {
-  Index index = last_log_index() + 1;
-  log_.insert(log_.end(), std::make_move_iterator(first), std::make_move_iterator(last));
-  const Entry* begin = log_.data() + (index - log_start() - 1);
-  storage_->save_entries(index, begin, log_.data() + log_.size());
+// Writes the log from `first` on, after entries were appended in memory; this also drops from
+// storage any suffix that truncate_from removed.
+void Replica::save_from(Index first) {
+  storage_->save_entries(first, log_.data() + (first - log_start() - 1), log_.data() + log_.size());
 }
 
 // Drops entries >= index; the caller appends the leader's entries from index right after.
@@ -406,17 +396,24 @@ void Replica::become_follower(Term term, std::optional<ReplicaID> leader) {
   set_leader(leader);
 }
 
-void Replica::become_candidate() {
-  role_ = Role::Candidate;
-  ++current_term_;
-  voted_for_ = id_;
-  save_term_and_vote();
-  set_leader(std::nullopt);
+// §5.2: a candidate votes for itself in a new term and asks every peer for its vote. With
+// Pre-Vote (the dissertation's §9.6), a pre-candidate first asks whether it could win, changing
+// nothing: a replica cut off from a leader that others still hear cannot depose it.
+void Replica::campaign(bool pre_vote) {
+  role_ = pre_vote ? Role::PreCandidate : Role::Candidate;
+  if (!pre_vote) {
+    ++current_term_;
+    voted_for_ = id_;
+    save_term_and_vote();
+    set_leader(std::nullopt);
+  }
   reset_election_timer();
   for (Peer& peer : peers_) peer.vote_granted = false;
-  if (has_quorum(1)) return become_leader();
+  if (has_quorum(1)) return pre_vote ? campaign(false) : become_leader();
   for (Peer& peer : peers_) {
     Message request = make_message(MessageType::RequestVote, peer.id);
+    request.term += pre_vote; // the term it would campaign for
+    request.pre_vote = pre_vote;
     request.last_log_index = last_log_index();
     request.last_log_term = term_at(last_log_index());
     send(std::move(request));
@@ -429,8 +426,8 @@ void Replica::become_leader() {
   role_ = Role::Leader;
   set_leader(id_);
   for (Peer& peer : peers_) peer = Peer{peer.id, last_log_index() + 1};
-  std::vector<Entry> noop{Entry{current_term_, noop_}};
-  append(noop.begin(), noop.end());
+  log_.push_back(Entry{current_term_, noop_});
+  save_from(last_log_index());
 }
 
 void Replica::set_leader(std::optional<ReplicaID> leader) {
@@ -444,7 +441,8 @@ void Replica::save_term_and_vote() { storage_->save_term_and_vote(current_term_,
 // ---- §5.1 Terms: a higher term in any message makes this replica a follower of that term ----
 
 void Replica::observe_term(const Message& message) {
-  if (message.term <= current_term_) return;
+  bool pre_vote_request = message.type == MessageType::RequestVote && message.pre_vote;
+  if (message.term <= current_term_ || pre_vote_request) return;
   bool from_leader =
       message.type == MessageType::AppendEntries || message.type == MessageType::InstallSnapshot;
   become_follower(message.term,
@@ -465,26 +463,34 @@ bool Replica::has_quorum(std::size_t votes) const { return 2 * votes > peers_.si
 
 void Replica::handle_request_vote(const Message& request) {
   // Figure 2: grant if the term is current, no other vote was cast in it, and the candidate's
-  // log is at least as up to date as ours (§5.4.1).
-  bool vote_granted = request.term == current_term_ &&
-                      (!voted_for_ || *voted_for_ == request.from) &&
-                      log_is_up_to_date(request.last_log_index, request.last_log_term);
-  if (vote_granted && !voted_for_) {
+  // log is at least as up to date as ours (§5.4.1). A pre-vote for a later term needs the same
+  // log, and that we heard from no leader for the minimum election timeout (§9.6).
+  bool up_to_date = log_is_up_to_date(request.last_log_index, request.last_log_term);
+  bool heard = role_ == Role::Leader || now_ < leader_contact_ + election_timeout_range_.first;
+  bool vote_granted = request.pre_vote ? request.term > current_term_ && up_to_date && !heard
+                                       : request.term == current_term_ && up_to_date &&
+                                             (!voted_for_ || *voted_for_ == request.from);
+  if (vote_granted && !request.pre_vote) {
     voted_for_ = request.from;
-    save_term_and_vote();
+    save_term_and_vote(); // a repeated grant writes the same vote again
+    reset_election_timer();
   }
-  if (vote_granted) reset_election_timer();
   Message response = make_message(MessageType::RequestVoteResponse, request.from);
+  response.pre_vote = request.pre_vote;
   response.vote_granted = vote_granted;
   send(std::move(response));
 }
 
+// A pre-vote is answered in the voter's term, which may be below ours; a higher one made us a
+// follower already.
 void Replica::handle_request_vote_response(const Message& response, Peer& peer) {
-  if (role_ != Role::Candidate || response.term != current_term_ || !response.vote_granted) return;
+  bool ours = response.pre_vote ? role_ == Role::PreCandidate
+                                : role_ == Role::Candidate && response.term == current_term_;
+  if (!ours || !response.vote_granted) return;
   peer.vote_granted = true;
   std::size_t votes = 1 + std::count_if(peers_.begin(), peers_.end(),
                                         [](const Peer& peer) { return peer.vote_granted; });
-  if (has_quorum(votes)) become_leader();
+  if (has_quorum(votes)) role_ == Role::PreCandidate ? campaign(false) : become_leader();
 }
 
 // ---- §5.3 Log replication ----
@@ -505,10 +511,8 @@ void Replica::send_append_entries(Peer& peer, std::size_t limit) {
   request.leader_commit = commit_index_;
   peer.commit_sent = commit_index_;
   peer.heartbeat_due = now_ + heartbeat_timeout_;
-  if (peer.probing)
-    peer.awaiting = true;
-  else
-    peer.next_index = last + 1;
+  peer.awaiting = peer.probing; // a probe waits for its answer; a pipeline moves on
+  if (!peer.probing) peer.next_index = last + 1;
   send(std::move(request));
 }
 
@@ -538,6 +542,7 @@ void Replica::handle_append_entries(Message& request) {
   if (request.term < current_term_) return send(std::move(response)); // a stale leader learns
   become_follower(request.term, request.from); // a candidate steps down (§5.2)
   reset_election_timer();
+  leader_contact_ = now_;
 
   Index prev = request.prev_log_index;
   if (prev > last_log_index()) { // our log is too short: tell the leader where it ends
@@ -564,7 +569,9 @@ void Replica::handle_append_entries(Message& request) {
        ++entry, ++index) {}
   if (entry != request.entries.end()) {
     if (index <= last_log_index()) truncate_from(index);
-    append(entry, request.entries.end());
+    log_.insert(log_.end(), std::make_move_iterator(entry),
+                std::make_move_iterator(request.entries.end()));
+    save_from(index);
   }
   // Figure 2: commitIndex = min(leaderCommit, index of last new entry), never backwards.
   commit_index_ = std::max(commit_index_, std::min(request.leader_commit, match));
@@ -660,6 +667,7 @@ void Replica::handle_install_snapshot(const Message& request) {
   if (request.term < current_term_) return send(std::move(response));
   become_follower(request.term, request.from);
   reset_election_timer();
+  leader_contact_ = now_;
   if (request.last_included_index <= commit_index_) { // we hold that state already
     response.done = true;
     return send(std::move(response));
@@ -699,10 +707,7 @@ void Replica::install_snapshot(Snapshot snapshot) {
       std::remove_if(overwritten_.begin(), overwritten_.end(),
                      [index](const Queued& queued) { return queued.index <= index; }),
       overwritten_.end());
-  if (keep)
-    log_.erase(log_.begin(), log_.begin() + (index - log_start()));
-  else
-    log_.clear();
+  log_.erase(log_.begin(), keep ? log_.begin() + (index - log_start()) : log_.end());
   storage_->save_snapshot(snapshot);
   if (!keep) storage_->save_entries(index + 1, nullptr, nullptr);
   snapshot_ = std::move(snapshot);
@@ -730,15 +735,14 @@ void Replica::take_pending_transitions() {
                                                AbandonReason::NotLeader);
     return;
   }
-  std::vector<Entry> entries;
-  entries.reserve(pending.size());
+  Index first = last_log_index() + 1;
   for (Transition& transition : pending) {
-    queued_.push_back(Queued{last_log_index() + entries.size() + 1, current_term_, transition.id});
+    queued_.push_back(Queued{last_log_index() + 1, current_term_, transition.id});
     state_machine_.register_transition_state(transition.id, TransitionState::Queued,
                                              AbandonReason::None);
-    entries.push_back(Entry{current_term_, std::move(transition)});
+    log_.push_back(Entry{current_term_, std::move(transition)});
   }
-  append(entries.begin(), entries.end());
+  save_from(first);
 }
 
 // A queued transition that a new leader overwrote in our log may still commit from another
@@ -765,7 +769,7 @@ void Replica::abandon(std::uint64_t id) {
 // Every replica applies committed entries in log order, each once per state machine lifetime.
 void Replica::apply_committed() {
   for (; last_applied_ < commit_index_;) {
-    const Transition& transition = entry_at(last_applied_ + 1).transition;
+    const Transition& transition = log_[last_applied_ - log_start()].transition;
     auto report = [&](TransitionState state) {
       if (!(transition == noop_))
         state_machine_.register_transition_state(transition.id, state, AbandonReason::None);
@@ -784,9 +788,8 @@ void Replica::apply_committed() {
 // ---- The poll loop ----
 
 Replica::Peer* Replica::find_peer(ReplicaID id) {
-  for (Peer& peer : peers_)
-    if (peer.id == id) return &peer;
-  return nullptr;
+  auto peer = std::find_if(peers_.begin(), peers_.end(), [id](Peer& p) { return p.id == id; });
+  return peer == peers_.end() ? nullptr : &*peer;
 }
 
 // Every message carries this replica's current term, which poll() makes durable before sending.
@@ -820,16 +823,12 @@ void Replica::handle(Message& message) {
 // and before this replica counts its own entries toward a commit.
 void Replica::poll(Clock::time_point now) {
   if (broken_) throw std::logic_error("raft::Replica: a storage write failed; rebuild the replica");
-  if (!polled_) {
-    polled_ = true;
-    now_ = now;
-    reset_election_timer();
-  }
-  now_ = std::max(now_, now);
+  now_ = polled_ ? std::max(now_, now) : now;                // time never goes back
+  if (!std::exchange(polled_, true)) reset_election_timer(); // the first poll starts the timer
   try {
     for (Message& message : cluster_.receive_messages()) handle(message);
     take_pending_transitions();
-    if (role_ != Role::Leader && now_ >= election_deadline_) become_candidate();
+    if (role_ != Role::Leader && now_ >= election_deadline_) campaign(options_.pre_vote);
     if (role_ == Role::Leader) replicate();
     storage_->sync();
   } catch (...) {
@@ -864,13 +863,15 @@ void Replica::start() {
 // Writer: integers as LEB128 varints, booleans as a byte 0 or 1, strings and lists after their
 // length. One list of fields per type serves both directions.
 
-constexpr std::uint64_t wire_version = 1;
+constexpr std::uint64_t wire_version = 2; // 2: RequestVote and its response carry pre_vote
 
 template <class M, class Visit> void visit_fields(M& m, Visit& visit) {
   visit(m.from), visit(m.to), visit(m.term);
   switch (m.type) {
-  case MessageType::RequestVote: visit(m.last_log_index), visit(m.last_log_term); break;
-  case MessageType::RequestVoteResponse: visit(m.vote_granted); break;
+  case MessageType::RequestVote:
+    visit(m.last_log_index), visit(m.last_log_term), visit(m.pre_vote);
+    break;
+  case MessageType::RequestVoteResponse: visit(m.vote_granted), visit(m.pre_vote); break;
   case MessageType::AppendEntries:
     visit(m.prev_log_index), visit(m.prev_log_term), visit(m.leader_commit), visit(m.entries);
     break;

@@ -85,9 +85,11 @@ struct Message {
   ReplicaID from = 0;
   ReplicaID to = 0;
   Term term = 0; // the sender's currentTerm
-  // RequestVote: the candidate's last log entry (§5.4.1).
+  // RequestVote: the candidate's last log entry (§5.4.1). A pre-vote (the dissertation's §9.6)
+  // asks, and its response answers, whether a vote in `term` would be granted; it changes nothing.
   Index last_log_index = 0;
   Term last_log_term = 0;
+  bool pre_vote = false;
   bool vote_granted = false; // RequestVoteResponse
   // AppendEntries. In a response, prev_log_index echoes the request's.
   Index prev_log_index = 0;
@@ -216,6 +218,8 @@ struct Options {
   std::size_t max_entries_per_message = 1024; // entries in one AppendEntries
   std::size_t max_messages_in_flight = 8;     // full AppendEntries unacknowledged per follower
   std::size_t snapshot_chunk_bytes = 1 << 20; // bytes of snapshot in one InstallSnapshot
+  bool pre_vote = true; // campaign only after a pre-vote majority, which is withheld by anyone
+                        // that heard from a leader within the minimum election timeout
 };
 
 class Replica {
@@ -239,7 +243,7 @@ public:
 
   // ---------------------------------------------------------------------------------------------
 private:
-  enum class Role { Follower, Candidate, Leader };
+  enum class Role { Follower, PreCandidate, Candidate, Leader };
   Index log_start() const { return snapshot_.last_included_index; }
   struct Queued { // a transition this replica accepted as leader
     Index index;
@@ -260,11 +264,10 @@ private:
   };
 
   Term term_at(Index index) const;
-  const Entry& entry_at(Index index) const;
-  void append(std::vector<Entry>::iterator first, std::vector<Entry>::iterator last);
+  void save_from(Index first);
   void truncate_from(Index index);
   void become_follower(Term term, std::optional<ReplicaID> leader);
-  void become_candidate();
+  void campaign(bool pre_vote);
   void become_leader();
   void set_leader(std::optional<ReplicaID> leader);
   void save_term_and_vote();
@@ -327,6 +330,7 @@ private:
   // Timers and bookkeeping.
   Clock::time_point now_{};
   Clock::time_point election_deadline_{};
+  Clock::time_point leader_contact_ = Clock::time_point::min(); // last heard from a leader
   Snapshot incoming_;           // follower: the chunks of a snapshot received so far
   std::vector<Message> outbox_; // sent after the poll's storage sync
   bool polled_ = false;         // the first poll starts the election timer

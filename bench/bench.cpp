@@ -691,10 +691,11 @@ BurstRun run_burst(std::size_t size, std::size_t count) {
         to_propose.push_back(std::move(t));
     }
     int chosen = leader();
-    if (chosen >= 0 && !to_propose.empty()) {
+    if (chosen >= 0 && !to_propose.empty()) { // a swap: the lock is held for O(1), not O(n)
       std::lock_guard<std::mutex> lock(machines[chosen]->mutex);
-      for (raft::Transition& t : std::exchange(to_propose, {}))
-        machines[chosen]->pending.push_back(std::move(t));
+      std::vector<raft::Transition>& pending = machines[chosen]->pending;
+      if (pending.empty()) pending.swap(to_propose);
+      for (raft::Transition& t : std::exchange(to_propose, {})) pending.push_back(std::move(t));
     }
     std::this_thread::sleep_for(100us);
   }

@@ -249,7 +249,7 @@ TEST_SUITE("§5.2 RequestVote receiver") {
   }
 
   TEST_CASE("a replica that grants a vote resets its election timer") {
-    Node voter(1, {2, 3}, {}, {}, {100ms, 101ms});
+    Node voter(1, {2, 3}, {}, paper_elections(), {100ms, 101ms});
     voter.poll();
     voter.advance(90ms);
     voter.receive(request_vote(2, 1, 1, 0, 0));
@@ -263,7 +263,7 @@ TEST_SUITE("§5.2 RequestVote receiver") {
   }
 
   TEST_CASE("a replica that rejects a stale RequestVote keeps its election timer") {
-    Node voter(1, {2, 3}, stored(3), {}, {100ms, 101ms});
+    Node voter(1, {2, 3}, stored(3), paper_elections(), {100ms, 101ms});
     voter.poll();
     voter.advance(90ms);
     voter.receive(request_vote(2, 1, 2, 0, 0));
@@ -272,5 +272,181 @@ TEST_SUITE("§5.2 RequestVote receiver") {
     voter.advance(12ms); // past the first timeout
     CHECK(voter->current_term() == 4);
     CHECK(count(voter.take_sent(), MessageType::RequestVote, 2) == 1);
+  }
+}
+
+// The dissertation's §9.6: a replica that times out first asks whether it could win, in a pre-vote
+// that changes no term and no vote, and replicas that hear from a leader refuse it.
+TEST_SUITE("§9.6 Pre-Vote") {
+  raft::Options pre_vote() { return raft::Options{}; } // pre_vote is on by default
+
+  Message pre_vote_request(ReplicaID from, ReplicaID to, Term term, Index last_log_index,
+                           Term last_log_term) {
+    Message m = request_vote(from, to, term, last_log_index, last_log_term);
+    m.pre_vote = true;
+    return m;
+  }
+
+  Message pre_vote_grant(ReplicaID from, ReplicaID to, Term term) {
+    Message m = vote(from, to, term, true);
+    m.pre_vote = true;
+    return m;
+  }
+
+  TEST_CASE("a replica that times out asks for pre-votes for the next term, changing nothing") {
+    Node follower(1, {2, 3}, stored(2, make_log({{1, 1}, {2, 2}})), pre_vote());
+    follower.receive(append_entries(2, 1, 2, 3, 2));
+    follower.take_sent();
+    follower.journal.clear();
+    follower.advance(kElectionMax + 1ms);
+
+    CHECK(follower->current_term() == 2);
+    CHECK(follower.storage.load().voted_for == std::nullopt);
+    CHECK(std::count(follower.journal.begin(), follower.journal.end(), "save") == 0);
+    CHECK(follower->leader() == 2); // it has not given up on its leader yet
+    std::vector<Message> sent = follower.take_sent();
+    REQUIRE(sent.size() == 2);
+    for (const Message& m : sent) {
+      CHECK(m.type == MessageType::RequestVote);
+      CHECK(m.pre_vote);
+      CHECK(m.term == 3);
+      CHECK(m.last_log_index == 3);
+      CHECK(m.last_log_term == 2);
+    }
+  }
+
+  TEST_CASE("a pre-candidate with a majority of pre-votes starts a real election") {
+    Node node(1, {2, 3, 4, 5}, stored(4), pre_vote());
+    node.time_out();
+    node.take_sent();
+    node.receive(pre_vote_grant(2, 1, 4));
+    CHECK(node->current_term() == 4); // 2 of 5
+    CHECK(node.take_sent().empty());
+    node.receive(pre_vote_grant(3, 1, 3)); // a voter behind in term grants too
+    CHECK(node->current_term() == 5);
+    CHECK(node.storage.load().voted_for == 1);
+    CHECK(node->leader() == std::nullopt);
+    std::vector<Message> sent = node.take_sent();
+    CHECK(sent.size() == 4);
+    for (const Message& m : sent) CHECK((m.type == MessageType::RequestVote && !m.pre_vote));
+    for (ReplicaID peer : {2, 3, 4}) node.receive(vote(peer, 1, 5, true));
+    CHECK(node->is_leader());
+  }
+
+  TEST_CASE("a pre-candidate counts no real vote, and a candidate no pre-vote") {
+    Node node(1, {2, 3}, {}, pre_vote());
+    node.time_out();
+    node.receive(vote(2, 1, 0, true));
+    CHECK(node->current_term() == 0);
+    node.receive(pre_vote_grant(2, 1, 0));
+    REQUIRE(node->current_term() == 1); // a candidate now
+    node.receive(pre_vote_grant(3, 1, 1));
+    CHECK_FALSE(node->is_leader());
+  }
+
+  TEST_CASE("a replica that heard from a leader within the minimum election timeout refuses a "
+            "pre-vote") {
+    Node follower(1, {2, 3}, stored(1), pre_vote());
+    follower.receive(append_entries(2, 1, 1, 0, 0));
+    follower.take_sent();
+    follower.advance(kElectionMin - 1ms);
+    follower.receive(pre_vote_request(3, 1, 2, 0, 0));
+    Message reply = follower.take_reply();
+    CHECK(reply.pre_vote);
+    CHECK_FALSE(reply.vote_granted);
+    CHECK(reply.term == 1);
+    CHECK(follower->current_term() == 1); // a pre-vote's term is not adopted
+    CHECK(follower->leader() == 2);
+  }
+
+  TEST_CASE("a replica that heard from no leader for the minimum timeout grants a pre-vote, "
+            "changing nothing") {
+    Node follower(1, {2, 3}, stored(1), pre_vote(), {100ms, 200ms});
+    follower.receive(append_entries(2, 1, 1, 0, 0));
+    follower.take_sent();
+    follower.journal.clear();
+    Clock::time_point deadline = follower->next_deadline();
+    follower.advance(kElectionMin);
+    follower.receive(pre_vote_request(3, 1, 2, 0, 0));
+    Message reply = follower.take_reply();
+    CHECK(reply.pre_vote);
+    CHECK(reply.vote_granted);
+    CHECK(reply.term == 1);
+    CHECK(follower->current_term() == 1);
+    CHECK(follower.storage.load().voted_for == std::nullopt);
+    CHECK(std::count(follower.journal.begin(), follower.journal.end(), "save") == 0);
+    CHECK(follower->next_deadline() == deadline); // its own timer runs on
+  }
+
+  TEST_CASE("a leader refuses a pre-vote, and stays leader") {
+    Node leader(1, {2, 3}, {}, pre_vote());
+    leader.time_out();
+    leader.receive(pre_vote_grant(2, 1, 0));
+    leader.receive(vote(2, 1, 1, true));
+    REQUIRE(leader->is_leader());
+    leader.take_sent();
+    leader.advance(kElectionMax + 1ms);
+    leader.take_sent();
+    leader.receive(pre_vote_request(3, 1, 2, 1, 1));
+    std::vector<Message> replies = of_type(leader.take_sent(), MessageType::RequestVoteResponse);
+    REQUIRE(replies.size() == 1);
+    CHECK_FALSE(replies[0].vote_granted);
+    CHECK(leader->is_leader());
+    CHECK(leader->current_term() == 1);
+  }
+
+  TEST_CASE("a pre-vote is refused for a term not above the voter's, or for a log behind") {
+    Node voter(1, {2, 3}, stored(3, make_log({{2, 1}, {1, 3}})), pre_vote());
+    voter.poll();
+    voter.advance(kElectionMax + 1ms);
+    voter.take_sent();
+    voter.receive(pre_vote_request(2, 1, 3, 3, 3));
+    CHECK_FALSE(voter.take_reply().vote_granted); // term 3 is not above the voter's
+    voter.receive(pre_vote_request(2, 1, 4, 5, 2));
+    CHECK_FALSE(voter.take_reply().vote_granted); // last term 2 is behind the voter's 3
+    voter.receive(pre_vote_request(2, 1, 4, 3, 3));
+    CHECK(voter.take_reply().vote_granted);
+  }
+
+  TEST_CASE("a pre-candidate that hears from the leader of its term follows it again") {
+    Node node(1, {2, 3}, stored(2), pre_vote());
+    node.time_out();
+    node.take_sent();
+    node.receive(append_entries(2, 1, 2, 0, 0));
+    CHECK(node.take_reply().success);
+    CHECK(node->leader() == 2);
+    node.receive(pre_vote_grant(3, 1, 2)); // too late: it no longer campaigns
+    CHECK(node->current_term() == 2);
+  }
+
+  TEST_CASE("a replica cut off from its leader does not depose it when it returns") {
+    Node leader(1, {2, 3}, {}, pre_vote());
+    Node follower(2, {1, 3}, {}, pre_vote());
+    Node cut_off(3, {1, 2}, {}, pre_vote());
+    leader.time_out();
+    deliver(leader, follower);
+    deliver(follower, leader); // a pre-vote majority
+    deliver(leader, follower);
+    deliver(follower, leader); // a vote majority
+    REQUIRE(leader->is_leader());
+    leader.take_sent();
+    for (int i = 0; i < 100; ++i) { // replica 3 hears nothing for five maximum timeouts
+      for (Node* node : {&leader, &follower, &cut_off}) node->now += kHeartbeat;
+      leader.poll();
+      cut_off.poll();
+      settle(leader, follower);
+      deliver(cut_off, follower); // its pre-votes reach replica 2, which hears from the leader
+      deliver(follower, cut_off);
+      leader.take_sent(); // all for replica 3: lost
+      cut_off.take_sent();
+    }
+    CHECK(cut_off->current_term() == 1);
+    cut_off.take_sent();
+    leader.advance(kHeartbeat);
+    deliver(leader, cut_off);
+    deliver(cut_off, leader);
+    CHECK(leader->is_leader());
+    CHECK(leader->current_term() == 1);
+    CHECK(cut_off->leader() == 1);
   }
 }

@@ -243,10 +243,18 @@ public:
 
 // ---- Node: one replica with its clock, transport, state machine and storage ----
 
+// The unit tests of §5 check the paper's rules one message at a time, so by default a Node
+// campaigns as in §5.2, at once; the Pre-Vote tests turn pre_vote back on.
+inline raft::Options paper_elections() {
+  raft::Options options;
+  options.pre_vote = false;
+  return options;
+}
+
 class Node {
 public:
   Node(ReplicaID id, std::vector<ReplicaID> peers, raft::MemoryStorage initial = {},
-       raft::Options options = {},
+       raft::Options options = paper_elections(),
        std::pair<Duration, Duration> election_timeout = {kElectionMin, kElectionMax})
       : id(id), peers(peers), storage(std::move(initial), journal), cluster(id, peers, journal),
         options_(options), election_timeout_(election_timeout) {

@@ -114,7 +114,7 @@ TEST_SUITE("§5.3 Log replication: the leader") {
   }
 
   TEST_CASE("an AppendEntries carries at most max_entries_per_message entries") {
-    raft::Options options;
+    raft::Options options = paper_elections();
     options.max_entries_per_message = 2;
     Node leader(1, {2, 3}, {}, options);
     Node follower(2, {1, 3});

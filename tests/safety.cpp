@@ -42,7 +42,7 @@ TEST_SUITE("§5.4.2 Committing entries from previous terms") {
     // Figure 8: index 2 (term 2) reaches a majority in term 3, yet must not count as committed
     // until the leader's own no-op (index 3, term 3) does. One entry per message lets the
     // follower acknowledge index 2 on its own.
-    raft::Options options;
+    raft::Options options = paper_elections();
     options.max_entries_per_message = 1;
     std::vector<Entry> log = make_log({{1, 1}, {1, 2}});
     Node leader(1, {2, 3}, stored(2, log), options);

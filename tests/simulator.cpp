@@ -137,6 +137,7 @@ ChaosPlan plan_for(std::uint64_t seed) {
   plan.partitions = random.chance(0.7);
   plan.fault_phase = random.between(1s, 2s);
   plan.client_gap = random.between(5ms, 25ms);
+  plan.settings.pre_vote = random.chance(0.75); // else elections as in §5.2 alone
   return plan;
 }
 
@@ -146,9 +147,9 @@ std::string describe(const ChaosPlan& plan) {
               milliseconds(settings.faults.max_delay), " ms, loss ", settings.faults.loss * 100,
               "%, duplication ", settings.faults.duplication * 100, "%, ",
               settings.max_entries_per_message, " entries per message, ",
-              settings.max_messages_in_flight, " in flight", plan.crashes ? ", crashes" : "",
-              plan.partitions ? ", partitions" : "", ", ", milliseconds(plan.fault_phase),
-              " ms of faults");
+              settings.max_messages_in_flight, " in flight", settings.pre_vote ? ", pre-vote" : "",
+              plan.crashes ? ", crashes" : "", plan.partitions ? ", partitions" : "", ", ",
+              milliseconds(plan.fault_phase), " ms of faults");
 }
 
 // Drives one run: clients and faults at random times, then the liveness check.

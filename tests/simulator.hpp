@@ -507,11 +507,14 @@ private:
   void check_durable(const Message& message) {
     using raft::MessageType;
     const CheckedStorage::Durable& synced = storage_.synced();
-    if (message.term > synced.term)
+    // A pre-vote request may carry the term its sender would campaign for; it changes nothing.
+    bool pre_vote_request = message.type == MessageType::RequestVote && message.pre_vote;
+    if (message.term > synced.term + pre_vote_request)
       return fail(message,
                   text("carries term ", message.term, " but term ", synced.term, " is synced"));
-    bool casts_vote = message.type == MessageType::RequestVote ||
-                      (message.type == MessageType::RequestVoteResponse && message.vote_granted);
+    bool casts_vote = !message.pre_vote &&
+                      (message.type == MessageType::RequestVote ||
+                       (message.type == MessageType::RequestVoteResponse && message.vote_granted));
     ReplicaID candidate = message.type == MessageType::RequestVote ? id_ : message.to;
     if (casts_vote && (synced.term != message.term || synced.vote != candidate))
       return fail(message,
@@ -546,7 +549,8 @@ public:
     Network::Faults faults;
     std::size_t max_entries_per_message = 4096; // passed on in raft::Options
     std::size_t max_messages_in_flight = 8;
-    int trace = 0; // 0: quiet; 1: events; 2: events and every message
+    bool pre_vote = true; // passed on in raft::Options
+    int trace = 0;        // 0: quiet; 1: events; 2: events and every message
   };
 
   Simulator(std::uint64_t seed, Settings settings)
@@ -747,6 +751,7 @@ private:
     options.storage = &slot.storage;
     options.max_entries_per_message = settings_.max_entries_per_message;
     options.max_messages_in_flight = settings_.max_messages_in_flight;
+    options.pre_vote = settings_.pre_vote;
     slot.replica =
         std::make_unique<raft::Replica>(slot.id, peers, *slot.host, *slot.machine, kNoop,
                                         settings_.heartbeat, settings_.election_timeout, options);

@@ -27,7 +27,10 @@ std::vector<Message> samples() {
   Message& vote = make(MessageType::RequestVote);
   vote.last_log_index = 1u << 20;
   vote.last_log_term = 7;
-  make(MessageType::RequestVoteResponse).vote_granted = true;
+  vote.pre_vote = true;
+  Message& granted = make(MessageType::RequestVoteResponse);
+  granted.vote_granted = true;
+  granted.pre_vote = true;
   Message& append = make(MessageType::AppendEntries);
   append.prev_log_index = 99;
   append.prev_log_term = 5;
@@ -99,7 +102,9 @@ TEST_SUITE("Wire format") {
     std::string vote = raft::encode(samples()[1]);
     CHECK(raft::decode(vote));
     std::string bad = vote;
-    bad[0] = 2;
+    bad[0] = 1; // version 1 had no pre_vote
+    CHECK_FALSE(raft::decode(bad));
+    bad[0] = 3;
     CHECK_FALSE(raft::decode(bad));
     bad = vote;
     bad[1] = 6;
