@@ -74,15 +74,15 @@ clean:
 # make bench   builds bench/ with -O2 -DNDEBUG (no sanitizers) and prints one table of figures
 BENCH_FLAGS := -std=c++17 -O2 -DNDEBUG -Wall -Wextra -I. -pthread
 .PHONY: bench
-bench: $(BUILD)/bench
-	$(BUILD)/bench
+bench: $(BUILD)/bench $(BUILD)/kv-server
+	KV_SERVER=$(BUILD)/kv-server $(BUILD)/bench
 
 $(BUILD)/bench-raft.o: raft.cpp raft.hpp
 	@mkdir -p $(BUILD)
 	$(CXX) $(BENCH_FLAGS) -c raft.cpp -o $@
 
-$(BUILD)/bench: bench/bench.cpp $(BUILD)/bench-raft.o
-	$(CXX) $(BENCH_FLAGS) bench/bench.cpp $(BUILD)/bench-raft.o -o $@
+$(BUILD)/bench: bench/bench.cpp bench/tcp.cpp bench/tcp.hpp $(BUILD)/bench-raft.o
+	$(CXX) $(BENCH_FLAGS) bench/bench.cpp bench/tcp.cpp $(BUILD)/bench-raft.o -o $@
 
 # make kv        builds build/kv-server, the replicated key-value store of examples/kv
 # make kv-test   its end-to-end test: 3 servers on free ports, SIGKILL of the leader, bad input

@@ -1,0 +1,319 @@
+// bench/tcp.cpp: three kv-server processes on loopback, and clients that write through their
+// HTTP interface, one request at a time per keep-alive connection, as examples/kv documents it.
+#include "tcp.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <optional>
+#include <random>
+#include <thread>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace tcp_bench {
+namespace {
+
+using Wall = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+constexpr int replicas = 3;
+
+sockaddr_in loopback(int port) {
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<std::uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return address;
+}
+
+bool port_free(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  sockaddr_in address = loopback(port);
+  bool free = ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0;
+  ::close(fd);
+  return free;
+}
+
+// A base port B such that B+1..B+3 (Raft) and B+1001..B+1003 (HTTP) are free now: the layout
+// of examples/kv/cluster.sh, below the kernel's ephemeral ports.
+std::optional<int> free_base_port(std::mt19937_64& random) {
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    int base = 20000 + static_cast<int>(random() % 10000);
+    bool free = true;
+    for (int n = 1; n <= replicas && free; ++n)
+      free = port_free(base + n) && port_free(base + 1000 + n);
+    if (free) return base;
+  }
+  return std::nullopt;
+}
+
+// HTTP/1.1 over one kept-alive connection; reconnects after any error.
+class Client {
+public:
+  explicit Client(int port) : port_(port) {}
+  ~Client() { disconnect(); }
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // The response's status, or 0 if the connection failed; the body goes to `body` if given.
+  int request(const char* method, const std::string& path, const std::string& content,
+              std::string* body = nullptr) {
+    if (fd_ < 0 && !connect()) return 0;
+    std::string message =
+        std::string(method) + " " + path +
+        " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: " + std::to_string(content.size()) +
+        "\r\n\r\n" + content;
+    if (!send_all(message)) return disconnect(), 0;
+    std::size_t end;
+    while ((end = buffer_.find("\r\n\r\n")) == std::string::npos)
+      if (!receive()) return disconnect(), 0;
+    std::string head = buffer_.substr(0, end + 2);
+    buffer_.erase(0, end + 4);
+    std::transform(head.begin(), head.end(), head.begin(), [](char c) { return std::tolower(c); });
+    if (head.compare(0, 9, "http/1.1 ") != 0) return disconnect(), 0;
+    int status = std::atoi(head.c_str() + 9);
+    std::size_t length = 0, at = head.find("\r\ncontent-length:");
+    if (at != std::string::npos) length = std::strtoull(head.c_str() + at + 17, nullptr, 10);
+    while (buffer_.size() < length)
+      if (!receive()) return disconnect(), 0;
+    if (body) *body = buffer_.substr(0, length);
+    buffer_.erase(0, length);
+    if (head.find("\r\nconnection: close") != std::string::npos) disconnect();
+    return status;
+  }
+
+private:
+  bool connect() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address = loopback(port_);
+    int one = 1;
+    if (fd_ < 0 || ::connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0)
+      return disconnect(), false;
+    ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return true;
+  }
+  void disconnect() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+    buffer_.clear();
+  }
+  bool send_all(const std::string& bytes) {
+    for (std::size_t sent = 0; sent < bytes.size();) {
+      ssize_t n = ::send(fd_, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return false;
+      sent += static_cast<std::size_t>(n);
+    }
+    return true;
+  }
+  bool receive() {
+    char chunk[4096];
+    ssize_t n;
+    do n = ::recv(fd_, chunk, sizeof chunk, 0);
+    while (n < 0 && errno == EINTR);
+    if (n <= 0) return false;
+    buffer_.append(chunk, static_cast<std::size_t>(n));
+    return true;
+  }
+
+  const int port_;
+  int fd_ = -1;
+  std::string buffer_;
+};
+
+// Three kv-server processes; the destructor stops them with SIGTERM (SIGKILL after 5 s).
+class Servers {
+public:
+  Servers(const std::string& server, const std::string& directory, int base) : base_(base) {
+    std::string peers;
+    for (int n = 1; n <= replicas; ++n)
+      peers += (n > 1 ? "," : "") + std::to_string(n) + "=127.0.0.1:" + std::to_string(base + n);
+    for (int n = 1; n <= replicas; ++n) {
+      std::string data = directory + "/" + std::to_string(n), log = data + ".log";
+      std::vector<std::string> args = {server,    "--id",          std::to_string(n),
+                                       "--peers", peers,           "--data",
+                                       data,      "--client-port", std::to_string(base + 1000 + n)};
+      pid_t pid = ::fork();
+      if (pid == 0) {
+        int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (out >= 0) ::dup2(out, 1), ::dup2(out, 2);
+        std::vector<char*> argv;
+        for (std::string& arg : args) argv.push_back(arg.data());
+        argv.push_back(nullptr);
+        ::execv(argv[0], argv.data());
+        ::_exit(127);
+      }
+      if (pid > 0) pids_.push_back(pid);
+    }
+  }
+  ~Servers() {
+    for (pid_t pid : pids_) ::kill(pid, SIGTERM);
+    Wall::time_point deadline = Wall::now() + 5s;
+    for (pid_t pid : pids_) {
+      while (::waitpid(pid, nullptr, WNOHANG) == 0) {
+        if (Wall::now() > deadline) {
+          ::kill(pid, SIGKILL);
+          ::waitpid(pid, nullptr, 0);
+          break;
+        }
+        std::this_thread::sleep_for(10ms);
+      }
+    }
+  }
+  Servers(const Servers&) = delete;
+  Servers& operator=(const Servers&) = delete;
+
+  int http_port(int n) const { return base_ + 1000 + n; }
+
+  // The replica that every replica names as leader, once they agree; nullopt after `patience`.
+  std::optional<int> agreed_leader(std::chrono::seconds patience) const {
+    for (Wall::time_point deadline = Wall::now() + patience; Wall::now() < deadline;
+         std::this_thread::sleep_for(50ms)) {
+      std::optional<int> agreed;
+      for (int n = 1; n <= replicas; ++n) {
+        Client client(http_port(n));
+        std::string state;
+        int leader = 0;
+        const char* field = nullptr;
+        if (client.request("GET", "/debug/state", "", &state) == 200 &&
+            (field = std::strstr(state.c_str(), "\"leader\": ")))
+          leader = std::atoi(field + 10);
+        if (leader == 0 || (agreed && *agreed != leader)) {
+          agreed.reset();
+          break;
+        }
+        agreed = leader;
+      }
+      if (agreed) return agreed;
+    }
+    return std::nullopt;
+  }
+
+private:
+  const int base_;
+  std::vector<pid_t> pids_;
+};
+
+struct Run {
+  double ops_per_second = 0;
+  std::vector<double> latencies_ms;
+  int failed = 0;
+};
+
+// `clients` threads write distinct keys with 16-byte values for `seconds`, one at a time each.
+Run write_for(int port, int clients, double seconds, int round) {
+  std::atomic<bool> stop{false};
+  std::vector<Run> per_client(clients);
+  std::vector<std::thread> threads;
+  Wall::time_point start = Wall::now();
+  for (int c = 0; c < clients; ++c)
+    threads.emplace_back([&, c] {
+      Client client(port);
+      Run& run = per_client[c];
+      const std::string value(16, static_cast<char>('a' + c % 26));
+      for (std::uint64_t i = 0; !stop.load(std::memory_order_relaxed); ++i) {
+        std::string key =
+            "/kv/r" + std::to_string(round) + "c" + std::to_string(c) + "-" + std::to_string(i);
+        Wall::time_point sent = Wall::now();
+        int status = client.request("PUT", key, value);
+        if (status != 200) {
+          ++run.failed;
+          std::this_thread::sleep_for(10ms); // no leader here now, or no connection
+          continue;
+        }
+        run.latencies_ms.push_back(
+            std::chrono::duration<double, std::milli>(Wall::now() - sent).count());
+      }
+    });
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  stop.store(true);
+  for (std::thread& thread : threads) thread.join();
+  double elapsed = std::chrono::duration<double>(Wall::now() - start).count();
+  Run total;
+  for (Run& run : per_client) {
+    total.latencies_ms.insert(total.latencies_ms.end(), run.latencies_ms.begin(),
+                              run.latencies_ms.end());
+    total.failed += run.failed;
+  }
+  total.ops_per_second = total.latencies_ms.size() / elapsed;
+  return total;
+}
+
+double percentile(std::vector<double> values, double p) { // nearest rank
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  std::size_t rank = static_cast<std::size_t>(std::ceil(p * values.size()));
+  return values[std::clamp<std::size_t>(rank, 1, values.size()) - 1];
+}
+
+} // namespace
+
+std::vector<Result> run(const std::string& server, const std::vector<Place>& places,
+                        const std::vector<int>& client_counts, int runs, double seconds,
+                        std::vector<std::string>& notes) {
+  std::vector<Result> results;
+  if (::access(server.c_str(), X_OK) != 0) {
+    notes.push_back("TCP: " + server + " is not there; `make kv` builds it");
+    return results;
+  }
+  std::mt19937_64 random(std::random_device{}());
+  for (const Place& place : places) {
+    std::string pattern = place.directory + "/raft-bench-tcp-XXXXXX";
+    if (!::mkdtemp(pattern.data())) {
+      notes.push_back("TCP, " + place.label + ": mkdtemp failed: " + std::strerror(errno));
+      continue;
+    }
+    const std::string directory = pattern;
+    {
+      std::optional<int> base = free_base_port(random);
+      if (!base) {
+        notes.push_back("TCP: no free ports found");
+        break;
+      }
+      Servers servers(server, directory, *base);
+      std::optional<int> leader = servers.agreed_leader(20s);
+      if (!leader)
+        notes.push_back("TCP, " + place.label + ": no leader within 20 s (logs in " + directory +
+                        ")");
+      int round = 0;
+      for (int clients : client_counts) {
+        if (!leader) break;
+        write_for(servers.http_port(*leader), clients, 0.2, round++); // warm up
+        std::vector<double> rates, latencies;
+        Result result;
+        result.storage = place.label;
+        result.clients = clients;
+        for (int r = 0; r < runs; ++r) {
+          Run run = write_for(servers.http_port(*leader), clients, seconds, round++);
+          rates.push_back(run.ops_per_second);
+          latencies.insert(latencies.end(), run.latencies_ms.begin(), run.latencies_ms.end());
+          result.failed += run.failed;
+        }
+        std::sort(rates.begin(), rates.end());
+        result.ops_per_second = rates[rates.size() / 2];
+        result.p50_ms = percentile(latencies, 0.5);
+        result.p99_ms = percentile(latencies, 0.99);
+        results.push_back(result);
+      }
+    }
+    std::error_code ignored;
+    std::filesystem::remove_all(directory, ignored);
+  }
+  return results;
+}
+
+} // namespace tcp_bench
