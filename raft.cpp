@@ -327,12 +327,11 @@ Replica::Replica(ReplicaID id, std::vector<ReplicaID> peer_ids, Cluster& cluster
     throw std::invalid_argument("peer_ids contains the replica's own id");
   if (std::adjacent_find(peer_ids.begin(), peer_ids.end()) != peer_ids.end())
     throw std::invalid_argument("peer_ids contains a duplicate id");
-  if (heartbeat_timeout <= Duration::zero())
-    throw std::invalid_argument("heartbeat_timeout must be positive");
   if (election_timeout_range.first >= election_timeout_range.second)
     throw std::invalid_argument("election_timeout_range needs its minimum below its maximum");
-  if (election_timeout_range.first <= heartbeat_timeout)
-    throw std::invalid_argument("election_timeout_range minimum must be above heartbeat_timeout");
+  if (heartbeat_timeout <= Duration::zero() || heartbeat_timeout >= election_timeout_range.first)
+    throw std::invalid_argument(
+        "heartbeat_timeout must be positive and below the election timeout");
   if (options.max_entries_per_message == 0 || options.max_messages_in_flight == 0)
     throw std::invalid_argument("options: message and flight limits must be positive");
   for (ReplicaID peer : peer_ids) peers_.push_back(Peer{peer});
@@ -389,9 +388,12 @@ void Replica::become_follower(Term term, std::optional<ReplicaID> leader) {
   if (term > current_term_) {
     current_term_ = term;
     voted_for_.reset();
-    save_term_and_vote();
+    storage_->save_term_and_vote(current_term_, voted_for_);
   }
   if (role_ != Role::Follower) reset_election_timer();
+  for (; !accepted_.empty(); accepted_.pop_front(), accepted_next_ = 0) // never in our log
+    for (; accepted_next_ < accepted_.front().size(); ++accepted_next_)
+      abandon(accepted_.front()[accepted_next_].id, AbandonReason::NotLeader);
   role_ = Role::Follower;
   set_leader(leader);
 }
@@ -404,7 +406,7 @@ void Replica::campaign(bool pre_vote) {
   if (!pre_vote) {
     ++current_term_;
     voted_for_ = id_;
-    save_term_and_vote();
+    storage_->save_term_and_vote(current_term_, voted_for_);
     set_leader(std::nullopt);
   }
   reset_election_timer();
@@ -435,8 +437,6 @@ void Replica::set_leader(std::optional<ReplicaID> leader) {
   leader_ = leader;
   cluster_.register_leader(leader);
 }
-
-void Replica::save_term_and_vote() { storage_->save_term_and_vote(current_term_, voted_for_); }
 
 // ---- §5.1 Terms: a higher term in any message makes this replica a follower of that term ----
 
@@ -472,7 +472,7 @@ void Replica::handle_request_vote(const Message& request) {
                                              (!voted_for_ || *voted_for_ == request.from);
   if (vote_granted && !request.pre_vote) {
     voted_for_ = request.from;
-    save_term_and_vote(); // a repeated grant writes the same vote again
+    storage_->save_term_and_vote(current_term_, voted_for_); // again, if a repeated grant
     reset_election_timer();
   }
   Message response = make_message(MessageType::RequestVoteResponse, request.from);
@@ -516,11 +516,16 @@ void Replica::send_append_entries(Peer& peer, std::size_t limit) {
   send(std::move(request));
 }
 
+// The most entries unacknowledged per follower, and appended per poll; no overflow.
+Index Replica::window() const {
+  Index batch = options_.max_entries_per_message, in_flight = options_.max_messages_in_flight;
+  return in_flight > UINT64_MAX / batch ? UINT64_MAX : batch * in_flight;
+}
+
 // Called once at the end of a leader's poll: everything accepted or learned in the poll goes out
 // together, at most a window of unacknowledged entries per peer, and a heartbeat when idle.
 void Replica::replicate() {
   std::size_t batch = options_.max_entries_per_message;
-  Index window = batch * options_.max_messages_in_flight;
   for (Peer& peer : peers_) {
     bool heartbeat_due = now_ >= peer.heartbeat_due;
     if (peer.probing) {
@@ -529,7 +534,7 @@ void Replica::replicate() {
     }
     bool sent = false;
     for (; !peer.probing && peer.next_index <= last_log_index() &&
-           peer.next_index - peer.match_index <= window;
+           peer.next_index - peer.match_index <= window();
          sent = true)
       send_append_entries(peer, batch);
     if (!sent && (heartbeat_due || peer.commit_sent < commit_index_)) send_append_entries(peer, 0);
@@ -589,13 +594,9 @@ void Replica::handle_append_entries_response(const Message& response, Peer& peer
   if (rejected <= peer.match_index || (peer.probing && rejected + 1 != peer.next_index)) return;
   Index next = response.conflict_index;
   if (response.conflict_term != 0) { // skip to our last entry of the follower's term, if any
-    for (Index i = std::min(rejected, last_log_index()); i > log_start(); --i) {
-      if (term_at(i) < response.conflict_term) break;
-      if (term_at(i) == response.conflict_term) {
-        next = i + 1;
-        break;
-      }
-    }
+    Index i = std::min(rejected, last_log_index());
+    for (; i > log_start() && term_at(i) > response.conflict_term; --i) {}
+    if (i > log_start() && term_at(i) == response.conflict_term) next = i + 1;
   }
   peer.next_index = std::clamp(next, peer.match_index + 1, rejected);
   peer.probing = true;
@@ -726,23 +727,24 @@ void Replica::handle_install_snapshot_response(const Message& response, Peer& pe
 
 // ---- Transitions in, committed transitions out ----
 
+// A leader reports what it accepts Queued at once, but appends at most a window of it to its log
+// per poll, so that a burst of any size never keeps a poll from its messages for long.
 void Replica::take_pending_transitions() {
   std::vector<Transition> pending = state_machine_.get_pending_transitions();
-  if (pending.empty()) return;
-  if (role_ != Role::Leader) {
-    for (const Transition& transition : pending)
-      state_machine_.register_transition_state(transition.id, TransitionState::Abandoned,
-                                               AbandonReason::NotLeader);
-    return;
-  }
+  bool leader = role_ == Role::Leader;
+  for (const Transition& transition : pending)
+    state_machine_.register_transition_state(
+        transition.id, leader ? TransitionState::Queued : TransitionState::Abandoned,
+        leader ? AbandonReason::None : AbandonReason::NotLeader);
+  if (leader && !pending.empty()) accepted_.push_back(std::move(pending));
   Index first = last_log_index() + 1;
-  for (Transition& transition : pending) {
+  while (!accepted_.empty() && last_log_index() + 1 - first < window()) {
+    Transition& transition = accepted_.front()[accepted_next_++];
     queued_.push_back(Queued{last_log_index() + 1, current_term_, transition.id});
-    state_machine_.register_transition_state(transition.id, TransitionState::Queued,
-                                             AbandonReason::None);
     log_.push_back(Entry{current_term_, std::move(transition)});
+    if (accepted_next_ == accepted_.front().size()) accepted_.pop_front(), accepted_next_ = 0;
   }
-  save_from(first);
+  if (last_log_index() >= first) save_from(first);
 }
 
 // A queued transition that a new leader overwrote in our log may still commit from another
@@ -761,9 +763,8 @@ void Replica::settle_overwritten() {
                      overwritten_.end());
 }
 
-void Replica::abandon(std::uint64_t id) {
-  state_machine_.register_transition_state(id, TransitionState::Abandoned,
-                                           AbandonReason::ConflictWithLeader);
+void Replica::abandon(std::uint64_t id, AbandonReason reason) {
+  state_machine_.register_transition_state(id, TransitionState::Abandoned, reason);
 }
 
 // Every replica applies committed entries in log order, each once per state machine lifetime.
@@ -845,6 +846,7 @@ void Replica::poll(Clock::time_point now) {
 }
 
 Clock::time_point Replica::next_deadline() const {
+  if (!accepted_.empty()) return now_; // more accepted transitions to append
   if (role_ != Role::Leader) return std::max(now_, election_deadline_);
   Clock::time_point deadline = now_ + heartbeat_timeout_;
   for (const Peer& peer : peers_) deadline = std::min(deadline, peer.heartbeat_due);

@@ -217,6 +217,8 @@ struct Options {
   Index snapshot_delta = 0;   // 0: never compact; N: snapshot every N applied entries
   std::size_t max_entries_per_message = 1024; // entries in one AppendEntries
   std::size_t max_messages_in_flight = 8;     // full AppendEntries unacknowledged per follower
+  // A window, max_entries_per_message * max_messages_in_flight, is also the most a leader
+  // appends to its log in one poll; the rest of a burst waits, already Queued, for the next.
   std::size_t snapshot_chunk_bytes = 1 << 20; // bytes of snapshot in one InstallSnapshot
   bool pre_vote = true; // campaign only after a pre-vote majority, which is withheld by anyone
                         // that heard from a leader within the minimum election timeout
@@ -270,7 +272,7 @@ private:
   void campaign(bool pre_vote);
   void become_leader();
   void set_leader(std::optional<ReplicaID> leader);
-  void save_term_and_vote();
+  Index window() const;
   void observe_term(const Message& message);
   void reset_election_timer();
   bool has_quorum(std::size_t votes) const;
@@ -290,7 +292,7 @@ private:
   void handle_install_snapshot_response(const Message& response, Peer& peer);
   void take_pending_transitions();
   void settle_overwritten();
-  void abandon(std::uint64_t id);
+  void abandon(std::uint64_t id, AbandonReason reason = AbandonReason::ConflictWithLeader);
   void apply_committed();
   Peer* find_peer(ReplicaID id);
   Message make_message(MessageType type, ReplicaID to) const;
@@ -322,8 +324,10 @@ private:
 
   // Leader (and candidate) state, one record per peer.
   std::vector<Peer> peers_;
-  Index durable_index_ = 0;         // the last entry storage has synced
-  std::vector<Index> matched_;      // advance_commit_index's scratch space
+  Index durable_index_ = 0;                      // the last entry storage has synced
+  std::vector<Index> matched_;                   // advance_commit_index's scratch space
+  std::deque<std::vector<Transition>> accepted_; // queued here, not yet in our log
+  std::size_t accepted_next_ = 0;                // the next one in accepted_.front()
   std::deque<Queued> queued_;       // queued here, in our log, not yet applied; by index
   std::vector<Queued> overwritten_; // queued here, dropped from our log, fate not yet known
 

@@ -131,6 +131,64 @@ TEST_SUITE("§5.3 Log replication: the leader") {
     CHECK(follower->last_log_index() == 6);
   }
 
+  TEST_CASE("a leader reports a burst Queued at once and appends at most a window per poll") {
+    raft::Options options = paper_elections();
+    options.max_entries_per_message = 2;
+    options.max_messages_in_flight = 2; // a window of 4 entries
+    Node leader(1, {2, 3}, {}, options);
+    win_election(leader); // the no-op at index 1
+    std::vector<Transition> burst;
+    for (std::uint64_t id = 1; id <= 10; ++id) burst.push_back({id, std::to_string(id)});
+    leader.propose(burst);
+    leader.poll();
+    CHECK(leader.machine().ids(TransitionState::Queued).size() == 10);
+    CHECK(leader->last_log_index() == 5);
+    CHECK(leader->next_deadline() == leader.now); // more to append: poll again at once
+    leader.poll();
+    CHECK(leader->last_log_index() == 9);
+    leader.poll();
+    CHECK(leader->last_log_index() == 11);
+    CHECK(leader->next_deadline() > leader.now);
+    CHECK(leader.storage.load().entries.size() == 11);
+  }
+
+  TEST_CASE("a leader that steps down abandons what it accepted but never appended, NotLeader") {
+    raft::Options options = paper_elections();
+    options.max_entries_per_message = 2;
+    options.max_messages_in_flight = 1; // a window of 2 entries
+    Node leader(1, {2, 3}, {}, options);
+    win_election(leader);
+    leader.propose({{1, "1"}, {2, "2"}, {3, "3"}, {4, "4"}, {5, "5"}});
+    leader.poll(); // indexes 2 and 3 hold transitions 1 and 2
+    REQUIRE(leader->last_log_index() == 3);
+    leader.receive(append_entries(2, 1, 2, 0, 0));
+    CHECK_FALSE(leader->is_leader());
+    std::vector<Report> abandoned;
+    for (const Report& r : leader.machine().reports)
+      if (r.state == TransitionState::Abandoned) abandoned.push_back(r);
+    CHECK(abandoned ==
+          std::vector<Report>{{3, TransitionState::Abandoned, AbandonReason::NotLeader},
+                              {4, TransitionState::Abandoned, AbandonReason::NotLeader},
+                              {5, TransitionState::Abandoned, AbandonReason::NotLeader}});
+    leader.poll();
+    CHECK(leader->next_deadline() > leader.now);
+  }
+
+  TEST_CASE("limits so large that a window overflows mean no limit") {
+    raft::Options options = paper_elections();
+    options.max_entries_per_message = std::size_t{1} << 63;
+    options.max_messages_in_flight = 2; // the product is 2^64: 0, were it not saturated
+    Node leader(1, {2, 3}, {}, options);
+    Node follower(2, {1, 3});
+    elect(leader, follower);
+    leader.propose({{1, "1"}, {2, "2"}, {3, "3"}});
+    leader.poll();
+    CHECK(leader->last_log_index() == 4);
+    settle(leader, follower);
+    CHECK(follower->last_log_index() == 4);
+    CHECK(leader->commit_index() == 4);
+  }
+
   TEST_CASE("a leader ignores duplicated and reordered responses") {
     Pair pair;
     pair.leader.propose({kA});
