@@ -390,7 +390,8 @@ void Replica::become_follower(Term term, std::optional<ReplicaID> leader) {
     voted_for_.reset();
     storage_->save_term_and_vote(current_term_, voted_for_);
   }
-  if (role_ != Role::Follower) reset_election_timer();
+  if (role_ != Role::Follower || leader) reset_election_timer(); // §5.2
+  if (leader) leader_contact_ = now_;
   for (; !accepted_.empty(); accepted_.pop_front(), accepted_next_ = 0) // never in our log
     for (; accepted_next_ < accepted_.front().size(); ++accepted_next_)
       abandon(accepted_.front()[accepted_next_].id, AbandonReason::NotLeader);
@@ -467,9 +468,16 @@ void Replica::handle_request_vote(const Message& request) {
   // log, and that we heard from no leader for the minimum election timeout (§9.6).
   bool up_to_date = log_is_up_to_date(request.last_log_index, request.last_log_term);
   bool heard = role_ == Role::Leader || now_ < leader_contact_ + election_timeout_range_.first;
-  bool vote_granted = request.pre_vote ? request.term > current_term_ && up_to_date && !heard
-                                       : request.term == current_term_ && up_to_date &&
-                                             (!voted_for_ || *voted_for_ == request.from);
+  // Two pre-candidates would split the vote that follows: of two equal logs, the lower id goes
+  // ahead, and a pre-candidate that grants a pre-vote stands back as a follower.
+  bool rival = request.pre_vote && role_ == Role::PreCandidate;
+  bool ahead = request.last_log_index != last_log_index() ||
+               request.last_log_term != term_at(last_log_index()) || request.from < id_;
+  bool vote_granted =
+      request.pre_vote ? request.term > current_term_ && up_to_date && !heard && (!rival || ahead)
+                       : request.term == current_term_ && up_to_date &&
+                             (!voted_for_ || *voted_for_ == request.from);
+  if (vote_granted && rival) role_ = Role::Follower; // its election timer runs on
   if (vote_granted && !request.pre_vote) {
     voted_for_ = request.from;
     storage_->save_term_and_vote(current_term_, voted_for_); // again, if a repeated grant
@@ -546,8 +554,6 @@ void Replica::handle_append_entries(Message& request) {
   response.prev_log_index = request.prev_log_index;
   if (request.term < current_term_) return send(std::move(response)); // a stale leader learns
   become_follower(request.term, request.from); // a candidate steps down (§5.2)
-  reset_election_timer();
-  leader_contact_ = now_;
 
   Index prev = request.prev_log_index;
   if (prev > last_log_index()) { // our log is too short: tell the leader where it ends
@@ -667,8 +673,6 @@ void Replica::handle_install_snapshot(const Message& request) {
   response.last_included_index = request.last_included_index;
   if (request.term < current_term_) return send(std::move(response));
   become_follower(request.term, request.from);
-  reset_election_timer();
-  leader_contact_ = now_;
   if (request.last_included_index <= commit_index_) { // we hold that state already
     response.done = true;
     return send(std::move(response));

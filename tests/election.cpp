@@ -396,16 +396,46 @@ TEST_SUITE("§9.6 Pre-Vote") {
   }
 
   TEST_CASE("a pre-vote is refused for a term not above the voter's, or for a log behind") {
-    Node voter(1, {2, 3}, stored(3, make_log({{2, 1}, {1, 3}})), pre_vote());
+    Node voter(3, {1, 2}, stored(3, make_log({{2, 1}, {1, 3}})), pre_vote());
     voter.poll();
-    voter.advance(kElectionMax + 1ms);
+    voter.advance(kElectionMax + 1ms); // a pre-candidate itself, still in term 3
     voter.take_sent();
-    voter.receive(pre_vote_request(2, 1, 3, 3, 3));
+    voter.receive(pre_vote_request(2, 3, 3, 3, 3));
     CHECK_FALSE(voter.take_reply().vote_granted); // term 3 is not above the voter's
-    voter.receive(pre_vote_request(2, 1, 4, 5, 2));
+    voter.receive(pre_vote_request(2, 3, 4, 5, 2));
     CHECK_FALSE(voter.take_reply().vote_granted); // last term 2 is behind the voter's 3
-    voter.receive(pre_vote_request(2, 1, 4, 3, 3));
+    voter.receive(pre_vote_request(2, 3, 4, 3, 3));
     CHECK(voter.take_reply().vote_granted);
+  }
+
+  TEST_CASE("of two pre-candidates with equal logs, the lower id goes ahead and the other stands "
+            "back") {
+    Node low(1, {2, 3}, stored(2), pre_vote());
+    Node high(2, {1, 3}, stored(2), pre_vote());
+    low.time_out();
+    high.time_out();
+    low.take_sent();
+    high.take_sent();
+    low.receive(pre_vote_request(2, 1, 3, 0, 0));
+    CHECK_FALSE(low.take_reply().vote_granted);
+    high.receive(pre_vote_request(1, 2, 3, 0, 0));
+    CHECK(high.take_reply().vote_granted);
+    high.receive(pre_vote_grant(3, 2, 2)); // it stood back: a grant no longer counts
+    CHECK(high->current_term() == 2);
+    CHECK(high.take_sent().empty());
+    low.receive(pre_vote_grant(3, 1, 2));
+    CHECK(low->current_term() == 3); // campaigns, and the one that stood back will vote for it
+    high.receive(request_vote(1, 2, 3, 0, 0));
+    CHECK(high.take_reply().vote_granted);
+  }
+
+  TEST_CASE("a pre-candidate grants a pre-vote to a more up-to-date log, whatever the ids") {
+    Node node(1, {2, 3}, stored(2, make_log({{1, 1}})), pre_vote());
+    node.time_out();
+    node.take_sent();
+    node.receive(pre_vote_request(2, 1, 3, 2, 1)); // longer
+    CHECK(node.take_reply().vote_granted);
+    CHECK(node->current_term() == 2);
   }
 
   TEST_CASE("a pre-candidate that hears from the leader of its term follows it again") {
