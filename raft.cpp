@@ -3,6 +3,7 @@
 #include "raft.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cassert>
 #include <cerrno>
 #include <cstring>
@@ -46,11 +47,9 @@ void MemoryStorage::save_entries(Index first, const Entry* begin, const Entry* e
   state_.entries.insert(state_.entries.end(), begin, end);
 }
 
-void MemoryStorage::save_snapshot(const Snapshot& snapshot) {
-  Index start = state_.snapshot ? state_.snapshot->last_included_index : 0;
-  Index covered = std::min<Index>(state_.entries.size(), snapshot.last_included_index - start);
-  state_.entries.erase(state_.entries.begin(), state_.entries.begin() + covered);
+void MemoryStorage::save_snapshot(const Snapshot& snapshot, const Entry* begin, const Entry* end) {
   state_.snapshot = snapshot;
+  state_.entries.assign(begin, end);
 }
 
 // ---- FileStorage: one append-only file of CRC-checked records ----
@@ -127,12 +126,18 @@ struct Reader {
   }
 };
 
-std::uint32_t crc32(std::string_view bytes) { // IEEE 802.3, as in zlib; bit by bit
+std::uint32_t crc32(std::string_view bytes) { // IEEE 802.3, as in zlib; a byte at a time
+  static const std::array<std::uint32_t, 256> table = [] {
+    std::array<std::uint32_t, 256> table{};
+    for (std::uint32_t n = 0; n < 256; ++n) {
+      table[n] = n;
+      for (int bit = 0; bit < 8; ++bit)
+        table[n] = (table[n] >> 1) ^ (0xEDB88320u & (0u - (table[n] & 1)));
+    }
+    return table;
+  }();
   std::uint32_t crc = 0xFFFFFFFFu;
-  for (unsigned char byte : bytes) {
-    crc ^= byte;
-    for (int bit = 0; bit < 8; ++bit) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1)));
-  }
+  for (unsigned char byte : bytes) crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8);
   return ~crc;
 }
 
@@ -251,21 +256,16 @@ void FileStorage::save_entries(Index first, const Entry* begin, const Entry* end
 }
 
 // Compaction rewrites the log as term and vote, the snapshot, and the entries after it, and
-// renames it over the old one: a crash leaves either log, both complete.
-void FileStorage::save_snapshot(const Snapshot& snapshot) {
-  sync();
-  State state;
-  std::optional<std::string> log = read_file(path_);
-  if (!log) throw file_error(path_, 0, "missing");
-  replay_log(path_, *log, state);
-  Index first = state.snapshot ? state.snapshot->last_included_index + 1 : 1;
+// renames it over the old one: a crash leaves either log, both complete. What was waiting for
+// sync() is in the new log too.
+void FileStorage::save_snapshot(const Snapshot& snapshot, const Entry* begin, const Entry* end) {
   std::string rewritten(log_magic);
   put_record(rewritten, StateRecord, current_term_, voted_for_.has_value(), voted_for_.value_or(0));
   put_record(rewritten, SnapshotRecord, snapshot);
-  for (Index i = std::max(first, snapshot.last_included_index + 1);
-       i < first + state.entries.size(); ++i)
-    put_record(rewritten, EntryRecord, i, state.entries[i - first]);
+  for (const Entry* entry = begin; entry != end; ++entry)
+    put_record(rewritten, EntryRecord, snapshot.last_included_index + 1 + (entry - begin), *entry);
   replace_log(rewritten);
+  pending_.clear();
 }
 
 // Group commit: everything saved since the last sync goes out in one write and one fdatasync.
@@ -308,7 +308,7 @@ public:
   State load() override { return {}; }
   void save_term_and_vote(Term, std::optional<ReplicaID>) override {}
   void save_entries(Index, const Entry*, const Entry*) override {}
-  void save_snapshot(const Snapshot&) override {}
+  void save_snapshot(const Snapshot&, const Entry*, const Entry*) override {}
   void sync() override {}
 };
 } // namespace
@@ -350,7 +350,7 @@ Replica::Replica(ReplicaID id, std::vector<ReplicaID> peer_ids, Cluster& cluster
     log_.erase(log_.begin(),
                log_.begin() + std::min<Index>(log_.size(), snapshot->last_included_index));
     snapshot_ = std::move(*snapshot);
-    storage_->save_snapshot(snapshot_);
+    storage_->save_snapshot(snapshot_, log_.data(), log_.data() + log_.size());
     storage_->sync();
   }
   commit_index_ = last_applied_ = log_start();
@@ -646,8 +646,8 @@ void Replica::take_snapshot() {
   snapshot.configuration = {id_};
   for (const Peer& peer : peers_) snapshot.configuration.push_back(peer.id);
   std::sort(snapshot.configuration.begin(), snapshot.configuration.end());
-  storage_->save_snapshot(snapshot);
   log_.erase(log_.begin(), log_.begin() + (last_applied_ - log_start()));
+  storage_->save_snapshot(snapshot, log_.data(), log_.data() + log_.size());
   snapshot_ = std::move(snapshot);
 }
 
@@ -713,8 +713,7 @@ void Replica::install_snapshot(Snapshot snapshot) {
                      [index](const Queued& queued) { return queued.index <= index; }),
       overwritten_.end());
   log_.erase(log_.begin(), keep ? log_.begin() + (index - log_start()) : log_.end());
-  storage_->save_snapshot(snapshot);
-  if (!keep) storage_->save_entries(index + 1, nullptr, nullptr);
+  storage_->save_snapshot(snapshot, log_.data(), log_.data() + log_.size());
   snapshot_ = std::move(snapshot);
   state_machine_.set_snapshot(snapshot_);
   commit_index_ = last_applied_ = index;
@@ -827,7 +826,7 @@ void Replica::handle(Message& message) {
 // One deterministic pass. Storage is synced once, before any message that depends on it leaves
 // and before this replica counts its own entries toward a commit.
 void Replica::poll(Clock::time_point now) {
-  if (broken_) throw std::logic_error("raft::Replica: a storage write failed; rebuild the replica");
+  if (broken_) throw std::logic_error("raft::Replica: a poll threw before; rebuild the replica");
   now_ = polled_ ? std::max(now_, now) : now;                // time never goes back
   if (!std::exchange(polled_, true)) reset_election_timer(); // the first poll starts the timer
   try {
@@ -836,17 +835,17 @@ void Replica::poll(Clock::time_point now) {
     if (role_ != Role::Leader && now_ >= election_deadline_) campaign(options_.pre_vote);
     if (role_ == Role::Leader) replicate();
     storage_->sync();
-  } catch (...) {
+    bool synced_more = durable_index_ != last_log_index();
+    durable_index_ = last_log_index();
+    for (Message& message : outbox_) cluster_.send_message(message.to, message);
+    outbox_.clear();
+    if (role_ == Role::Leader && synced_more) advance_commit_index();
+    apply_committed();
+  } catch (...) { // from storage or the user's code: our state may be half updated
     broken_ = true;
     outbox_.clear();
     throw;
   }
-  bool synced_more = durable_index_ != last_log_index();
-  durable_index_ = last_log_index();
-  for (Message& message : outbox_) cluster_.send_message(message.to, message);
-  outbox_.clear();
-  if (role_ == Role::Leader && synced_more) advance_commit_index();
-  apply_committed();
 }
 
 Clock::time_point Replica::next_deadline() const {

@@ -165,8 +165,8 @@ public:
   virtual void save_term_and_vote(Term current_term, std::optional<ReplicaID> voted_for) = 0;
   // Replaces the log from index `first` on by [begin, end): drops entries >= first, then appends.
   virtual void save_entries(Index first, const Entry* begin, const Entry* end) = 0;
-  // Stores the snapshot and drops the entries it covers (index <= last_included_index).
-  virtual void save_snapshot(const Snapshot& snapshot) = 0;
+  // Replaces snapshot and log: the snapshot, then [begin, end), the entries that follow it.
+  virtual void save_snapshot(const Snapshot& snapshot, const Entry* begin, const Entry* end) = 0;
   virtual void sync() = 0;
 };
 
@@ -176,7 +176,7 @@ public:
   State load() override;
   void save_term_and_vote(Term current_term, std::optional<ReplicaID> voted_for) override;
   void save_entries(Index first, const Entry* begin, const Entry* end) override;
-  void save_snapshot(const Snapshot& snapshot) override;
+  void save_snapshot(const Snapshot& snapshot, const Entry* begin, const Entry* end) override;
   void sync() override {}
 
 private:
@@ -197,7 +197,7 @@ public:
   State load() override;
   void save_term_and_vote(Term current_term, std::optional<ReplicaID> voted_for) override;
   void save_entries(Index first, const Entry* begin, const Entry* end) override;
-  void save_snapshot(const Snapshot& snapshot) override;
+  void save_snapshot(const Snapshot& snapshot, const Entry* begin, const Entry* end) override;
   void sync() override;
 
 private:
@@ -338,7 +338,7 @@ private:
   Snapshot incoming_;           // follower: the chunks of a snapshot received so far
   std::vector<Message> outbox_; // sent after the poll's storage sync
   bool polled_ = false;         // the first poll starts the election timer
-  bool broken_ = false;         // a storage write failed: rebuild the replica
+  bool broken_ = false;         // a poll threw: rebuild the replica
 };
 
 // The wire format: compact, versioned, little-endian, explicit lengths. decode returns nullopt

@@ -1003,7 +1003,7 @@ void measure_tcp() {
   else
     notes.push_back("TCP: no tmpfs at /dev/shm, so no figure with fsync off");
   std::vector<tcp_bench::Result> results =
-      tcp_bench::run(server ? server : "build/kv-server", places, {1, 16}, 3, 1.5, notes);
+      tcp_bench::run(server ? server : "build/bench-kv-server", places, {1, 16}, 3, 1.5, notes);
   for (const tcp_bench::Result& r : results) {
     row(format("TCP kv, %d client%s, %s (ops/s, p50/p99 ms)", r.clients, r.clients == 1 ? "" : "s",
                r.storage.c_str()),
@@ -1100,7 +1100,7 @@ void print_methods() {
               "   replica applied them all, and every register_leader call meanwhile (0: no "
               "leader was lost); 3 runs.\n");
   std::printf(
-      "7. TCP: examples/kv, 3 kv-server processes (build/kv-server) on free loopback ports, "
+      "7. TCP: examples/kv, 3 kv-server processes (build/bench-kv-server, -O2) on loopback, "
       "data in a fresh directory\n"
       "   under /tmp (fsync on) or /dev/shm (tmpfs: fdatasync costs nothing); each client "
       "is a thread with one\n"

@@ -267,7 +267,7 @@ std::vector<Result> run(const std::string& server, const std::vector<Place>& pla
                         std::vector<std::string>& notes) {
   std::vector<Result> results;
   if (::access(server.c_str(), X_OK) != 0) {
-    notes.push_back("TCP: " + server + " is not there; `make kv` builds it");
+    notes.push_back("TCP: " + server + " is not there; `make bench` builds it");
     return results;
   }
   std::mt19937_64 random(std::random_device{}());

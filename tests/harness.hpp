@@ -172,9 +172,10 @@ public:
     journal_.push_back("save");
     MemoryStorage::save_entries(first, begin, end);
   }
-  void save_snapshot(const raft::Snapshot& snapshot) override {
+  void save_snapshot(const raft::Snapshot& snapshot, const Entry* begin,
+                     const Entry* end) override {
     journal_.push_back("save");
-    MemoryStorage::save_snapshot(snapshot);
+    MemoryStorage::save_snapshot(snapshot, begin, end);
   }
   void sync() override { journal_.push_back("sync"); }
 

@@ -464,7 +464,11 @@ public:
     memory_.save_entries(first, begin, end);
     written_.last_index = first - 1 + static_cast<Index>(end - begin);
   }
-  void save_snapshot(const raft::Snapshot& snapshot) override { memory_.save_snapshot(snapshot); }
+  void save_snapshot(const raft::Snapshot& snapshot, const raft::Entry* begin,
+                     const raft::Entry* end) override {
+    memory_.save_snapshot(snapshot, begin, end);
+    written_.last_index = snapshot.last_included_index + static_cast<Index>(end - begin);
+  }
   void sync() override { synced_ = written_; }
 
   const Durable& synced() const { return synced_; }

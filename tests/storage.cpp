@@ -117,7 +117,10 @@ TEST_SUITE("FileStorage") {
       storage.save_term_and_vote(2, std::nullopt);
       for (Index i = 1; i <= 100; ++i) append(storage, i, {entry(2, i)});
       storage.sync();
-      storage.save_snapshot(Snapshot{90, 2, {1, 2, 3}, "state at 90"});
+      std::vector<Entry> rest;
+      for (Index i = 91; i <= 100; ++i) rest.push_back(entry(2, i));
+      storage.save_snapshot(Snapshot{90, 2, {1, 2, 3}, "state at 90"}, rest.data(),
+                            rest.data() + rest.size());
       append(storage, 101, {entry(2, 101)});
       storage.sync();
     }
@@ -252,7 +255,12 @@ TEST_SUITE("FileStorage") {
         for (Index index = 1;; ++index) {
           append(storage, index, {entry(1, index)});
           if (index % 3 == 0) append(storage, index + 1, {entry(1, index + 1)}), ++index;
-          if (index % 50 == 0) storage.save_snapshot(Snapshot{index - 10, 1, {1}, "s"});
+          if (index % 50 == 0) { // the snapshot and the ten entries after it
+            std::vector<Entry> rest;
+            for (Index i = index - 9; i <= index; ++i) rest.push_back(entry(1, i));
+            storage.save_snapshot(Snapshot{index - 10, 1, {1}, "s"}, rest.data(),
+                                  rest.data() + rest.size());
+          }
           storage.sync();
           if (::write(fds[1], &index, sizeof index) != sizeof index) ::_exit(1);
         }
@@ -283,7 +291,10 @@ TEST_SUITE("FileStorage") {
       storage.save_term_and_vote(4, 2);
       for (Index i = 1; i <= 60; ++i) append(storage, i, {entry(4, i)});
       storage.sync();
-      storage.save_snapshot(Snapshot{20, 4, {1, 2}, "snapshot data"});
+      std::vector<Entry> rest;
+      for (Index i = 21; i <= 60; ++i) rest.push_back(entry(4, i));
+      storage.save_snapshot(Snapshot{20, 4, {1, 2}, "snapshot data"}, rest.data(),
+                            rest.data() + rest.size());
       append(storage, 61, {entry(4, 61)});
       storage.sync();
     }
