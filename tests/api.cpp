@@ -90,6 +90,75 @@ TEST_SUITE("Replica API: bad input") {
   }
 }
 
+// Storage::sync, or any of the user's callbacks, may throw; the poll then stops half way, so the
+// replica must not go on as if it had finished.
+TEST_SUITE("Replica API: exceptions") {
+  class FailingStorage : public raft::MemoryStorage {
+  public:
+    bool fail = false;
+    void sync() override {
+      if (fail) throw std::runtime_error("disk full");
+    }
+  };
+
+  class FailingMachine : public RecordingStateMachine {
+  public:
+    void apply_transition(const Transition& transition) override {
+      if (transition.id == 7) throw std::runtime_error("cannot apply 7");
+      RecordingStateMachine::apply_transition(transition);
+    }
+  };
+
+  TEST_CASE("a poll whose storage throws sends nothing, and later polls refuse until a rebuild") {
+    Journal journal;
+    FakeCluster cluster(1, {2, 3}, journal);
+    FailingStorage storage;
+    RecordingStateMachine machine;
+    raft::Options options = paper_elections();
+    options.seed = 1;
+    options.storage = &storage;
+    auto build = [&] {
+      return std::make_unique<raft::Replica>(1, std::vector<ReplicaID>{2, 3}, cluster, machine,
+                                             kNoop, kHeartbeat,
+                                             std::make_pair(kElectionMin, kElectionMax), options);
+    };
+    std::unique_ptr<raft::Replica> replica = build();
+    Clock::time_point now = kStart;
+    replica->poll(now);
+    storage.fail = true;
+    CHECK_THROWS_AS(replica->poll(now += kElectionMax + 1ms), std::runtime_error);
+    CHECK(cluster.sent.empty()); // the RequestVotes waited for a sync that failed
+    storage.fail = false;
+    CHECK_THROWS_AS(replica->poll(now += 1ms), std::logic_error);
+    CHECK(cluster.sent.empty());
+
+    replica = build(); // as after a crash: over the same storage
+    replica->poll(now += 1ms);
+    replica->poll(now += kElectionMax + 1ms);
+    CHECK(replica->current_term() >= 1);
+    CHECK(count(cluster.sent, MessageType::RequestVote, 2) == 1);
+  }
+
+  TEST_CASE("a poll whose state machine throws leaves the replica refusing further polls") {
+    Journal journal;
+    FakeCluster cluster(1, {}, journal);
+    FailingMachine machine;
+    raft::Options options;
+    options.seed = 1;
+    raft::Replica replica(1, {}, cluster, machine, kNoop, kHeartbeat, {kElectionMin, kElectionMax},
+                          options);
+    Clock::time_point now = kStart;
+    replica.poll(now);
+    replica.poll(now += kElectionMax + 1ms);
+    REQUIRE(replica.is_leader());
+    machine.pending = {{6, "six"}, {7, "seven"}, {8, "eight"}};
+    CHECK_THROWS_AS(replica.poll(now += 1ms), std::runtime_error);
+    CHECK(machine.applied.size() == 2); // the no-op and 6
+    CHECK_THROWS_AS(replica.poll(now += 1ms), std::logic_error);
+    CHECK(machine.applied.size() == 2); // 7 is never applied twice, nor 8 before it
+  }
+}
+
 TEST_SUITE("Replica API: transitions") {
   TEST_CASE("a follower or candidate abandons each pending transition as NotLeader at once") {
     Node node(1, {2, 3});
