@@ -464,8 +464,9 @@ bool Replica::has_quorum(std::size_t votes) const { return 2 * votes > peers_.si
 
 void Replica::handle_request_vote(const Message& request) {
   // Figure 2: grant if the term is current, no other vote was cast in it, and the candidate's
-  // log is at least as up to date as ours (§5.4.1). A pre-vote for a later term needs the same
-  // log, and that we heard from no leader for the minimum election timeout (§9.6).
+  // log is at least as up to date as ours (§5.4.1). A pre-vote for a later term (the
+  // dissertation's §9.6) needs the same log, and that we heard from no leader for the minimum
+  // election timeout (its §4.2.3).
   bool up_to_date = log_is_up_to_date(request.last_log_index, request.last_log_term);
   bool heard = role_ == Role::Leader || now_ < leader_contact_ + election_timeout_range_.first;
   // Two pre-candidates would split the vote that follows: of two equal logs, the lower id goes
