@@ -737,13 +737,14 @@ public:
   std::vector<bool> down; // by id: not polled; its messages, sent or in flight, are dropped
   Clock::time_point now{std::chrono::hours(1)};
 
-  SimulatedCluster(std::size_t size, std::uint64_t seed)
+  SimulatedCluster(std::size_t size, std::uint64_t seed, bool pre_vote = true)
       : down(size + 1, false), random_(seed), inboxes_(size + 1) {
     for (ReplicaID id = 1; id <= size; ++id) {
       machines.push_back(std::make_unique<Machine>());
       endpoints_.push_back(std::make_unique<Endpoint>(*this, id));
       raft::Options options;
       options.seed = seed * 100 + id;
+      options.pre_vote = pre_vote;
       replicas.push_back(std::make_unique<raft::Replica>(id, peers_of(id, size), *endpoints_.back(),
                                                          *machines.back(), noop, heartbeat,
                                                          election_range, options));
@@ -852,9 +853,9 @@ struct FailoverTrial {
   bool extra_rounds = false;             // the new leader's term is above the old one's + 1
 };
 
-FailoverTrial run_failover(std::size_t size, std::uint64_t seed) {
+FailoverTrial run_failover(std::size_t size, std::uint64_t seed, bool pre_vote) {
   FailoverTrial trial;
-  SimulatedCluster cluster(size, seed);
+  SimulatedCluster cluster(size, seed, pre_vote);
   Clock::time_point give_up = cluster.now + 30s;
   while (cluster.agreed_leader() < 0 && cluster.now < give_up) cluster.step();
   // Settle: 500 ms of heartbeats, plus a random part of a heartbeat period so that the halt
@@ -887,33 +888,42 @@ FailoverTrial run_failover(std::size_t size, std::uint64_t seed) {
   return trial;
 }
 
+// With Pre-Vote (the default), and with the elections of §5.2 alone, for comparison.
 void measure_failover() {
   constexpr int trials = 1000;
-  std::vector<double> first[2], all[2];
-  int extra[2] = {0, 0}, failed[2] = {0, 0};
-  const std::size_t sizes[] = {3, 5};
-  for (int s = 0; s < 2; ++s)
-    for (int t = 1; t <= trials; ++t) {
-      FailoverTrial trial = run_failover(sizes[s], 1000 * sizes[s] + t);
-      if (trial.failure) {
-        if (!failed[s]++)
-          notes.push_back(
-              format("failover, %zu replicas, trial %d: %s", sizes[s], t, trial.failure->c_str()));
-        continue;
+  for (bool pre_vote : {true, false}) {
+    std::vector<double> first[2], all[2];
+    int extra[2] = {0, 0}, slow[2] = {0, 0}, failed[2] = {0, 0};
+    const std::size_t sizes[] = {3, 5};
+    for (int s = 0; s < 2; ++s)
+      for (int t = 1; t <= trials; ++t) {
+        FailoverTrial trial = run_failover(sizes[s], 1000 * sizes[s] + t, pre_vote);
+        if (trial.failure) {
+          if (!failed[s]++)
+            notes.push_back(format("failover, %zu replicas, trial %d: %s", sizes[s], t,
+                                   trial.failure->c_str()));
+          continue;
+        }
+        first[s].push_back(trial.first_leader);
+        all[s].push_back(trial.all_know);
+        extra[s] += trial.extra_rounds;
+        slow[s] += trial.first_leader > 1;
       }
-      first[s].push_back(trial.first_leader);
-      all[s].push_back(trial.all_know);
-      extra[s] += trial.extra_rounds;
-    }
-  auto cell = [&](int s, const std::vector<double>& values) {
-    if (failed[s]) return format("%s (%d)", did_not_converge.c_str(), failed[s]);
-    return format("%.2f/%.2f/%.2f", percentile(values, 0.5), percentile(values, 0.99),
-                  *std::max_element(values.begin(), values.end()));
-  };
-  row("failover to a new leader, p50/p99/max (x 300 ms)", cell(0, first[0]), cell(1, first[1]));
-  row("failover until all know it, p50/p99/max (x 300 ms)", cell(0, all[0]), cell(1, all[1]));
-  row(format("failover trials needing > 1 election (of %d)", trials), format("%d", extra[0]),
-      format("%d", extra[1]));
+    auto cell = [&](int s, const std::vector<double>& values) {
+      if (failed[s]) return format("%s (%d)", did_not_converge.c_str(), failed[s]);
+      return format("%.2f/%.2f/%.2f", percentile(values, 0.5), percentile(values, 0.99),
+                    *std::max_element(values.begin(), values.end()));
+    };
+    std::string mode = pre_vote ? "" : ", no Pre-Vote";
+    row("failover to a new leader" + mode + ", p50/p99/max (x 300 ms)", cell(0, first[0]),
+        cell(1, first[1]));
+    row("failover until all know it" + mode + ", p50/p99/max (x 300 ms)", cell(0, all[0]),
+        cell(1, all[1]));
+    row(format("failover trials needing > 1 election%s (of %d)", mode.c_str(), trials),
+        format("%d", extra[0]), format("%d", extra[1]));
+    row(format("failover trials over 300 ms%s (of %d)", mode.c_str(), trials),
+        format("%d", slow[0]), format("%d", slow[1]));
+  }
 }
 
 // ---- 5. Durable writes through FileStorage ----
