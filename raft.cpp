@@ -170,20 +170,23 @@ void write_all(int fd, std::string_view bytes, const std::string& path) {
   }
 }
 
-// Replays the log into `state`, returning the length of its valid part. A record cut short at
-// the end (a torn write) ends the replay; damage anywhere else throws.
+// Replays the log into `state`, returning the length of its valid part. A last record cut short
+// or failing its CRC, and zero bytes to the end (a torn write) end the replay; damage anywhere
+// else throws.
 std::size_t replay_log(const std::string& path, std::string_view contents, Storage::State& state) {
   if (contents.substr(0, log_magic.size()) != log_magic)
     throw file_error(path, 0, "not a log of this format (bad magic)");
   std::size_t offset = log_magic.size();
   for (Index first = 1; offset < contents.size();) { // first: the index of state.entries[0]
+    if (contents.find_first_not_of('\0', offset) == std::string_view::npos)
+      break; // zeros to the end: space a crash allocated but never wrote
     Reader record{contents.substr(offset)};
     std::uint64_t size = record.varint(), crc = record.varint();
     if (!record.ok || size > record.in.size()) break; // the last record, cut short
     std::size_t end = contents.size() - record.in.size() + size;
     Reader reader{record.in.substr(0, size)};
     bool intact = crc32(reader.in) == crc;
-    if (!intact && end < contents.size())
+    if (!intact && contents.find_first_not_of('\0', end) != std::string_view::npos)
       throw file_error(path, offset, "bad CRC in the middle of the log");
     if (!intact) break; // the last record, torn
     std::uint64_t kind = reader.varint(), index = 0;

@@ -134,6 +134,28 @@ TEST_SUITE("FileStorage") {
     CHECK(state.entries[0].transition == entry(2, 91).transition);
   }
 
+  // Some filesystems grow a file before the data lands, so a crash can leave zeros at its end.
+  TEST_CASE("zero bytes at the end, with or without a torn record before them, are cut off") {
+    TempDir dir;
+    {
+      FileStorage storage(dir.path);
+      storage.save_term_and_vote(1, std::nullopt);
+      append(storage, 1, {entry(1, 1), entry(1, 2)});
+      storage.sync();
+    }
+    const std::string log = read_bytes(dir.file("log"));
+    for (std::size_t zeros : {1, 2, 3, 100, 4096}) {
+      CAPTURE(zeros);
+      write_bytes(dir.file("log"), log + std::string(zeros, '\0'));
+      CHECK(FileStorage(dir.path).load().entries.size() == 2);
+      CHECK(read_bytes(dir.file("log")) == log);
+      write_bytes(dir.file("log"), log.substr(0, log.size() - 3) + std::string(zeros, '\0'));
+      CHECK(FileStorage(dir.path).load().entries.size() == 1);
+    }
+    write_bytes(dir.file("log"), log + std::string(100, '\0') + "\x01");
+    CHECK_THROWS_AS(FileStorage{dir.path}, std::runtime_error); // not zeros to the end: damage
+  }
+
   TEST_CASE("a torn last record is cut off and the storage goes on") {
     TempDir dir;
     {
