@@ -395,11 +395,11 @@ void Replica::become_follower(Term term, std::optional<ReplicaID> leader) {
   }
   if (role_ != Role::Follower || leader) reset_election_timer(); // §5.2
   if (leader) leader_contact_ = now_;
+  role_ = Role::Follower;
+  set_leader(leader);
   for (; !accepted_.empty(); accepted_.pop_front(), accepted_next_ = 0) // never in our log
     for (; accepted_next_ < accepted_.front().size(); ++accepted_next_)
       abandon(accepted_.front()[accepted_next_].id, AbandonReason::NotLeader);
-  role_ = Role::Follower;
-  set_leader(leader);
 }
 
 // §5.2: a candidate votes for itself in a new term and asks every peer for its vote. With
@@ -407,11 +407,11 @@ void Replica::become_follower(Term term, std::optional<ReplicaID> leader) {
 // nothing: a replica cut off from a leader that others still hear cannot depose it.
 void Replica::campaign(bool pre_vote) {
   role_ = pre_vote ? Role::PreCandidate : Role::Candidate;
+  set_leader(std::nullopt); // it no longer hears one
   if (!pre_vote) {
     ++current_term_;
     voted_for_ = id_;
     storage_->save_term_and_vote(current_term_, voted_for_);
-    set_leader(std::nullopt);
   }
   reset_election_timer();
   for (Peer& peer : peers_) peer.vote_granted = false;
@@ -468,7 +468,7 @@ bool Replica::has_quorum(std::size_t votes) const { return 2 * votes > peers_.si
 void Replica::handle_request_vote(const Message& request) {
   // Figure 2: grant if the term is current, no other vote was cast in it, and the candidate's
   // log is at least as up to date as ours (§5.4.1). A pre-vote for a later term (the
-  // dissertation's §9.6) needs the same log, and that we heard from no leader for the minimum
+  // dissertation's §9.6) needs such a log too, and that we heard from no leader for the minimum
   // election timeout (its §4.2.3).
   bool up_to_date = log_is_up_to_date(request.last_log_index, request.last_log_term);
   bool heard = role_ == Role::Leader || now_ < leader_contact_ + election_timeout_range_.first;
@@ -493,11 +493,11 @@ void Replica::handle_request_vote(const Message& request) {
   send(std::move(response));
 }
 
-// A pre-vote is answered in the voter's term, which may be below ours; a higher one made us a
-// follower already.
+// A pre-vote is answered in the voter's term. A higher one made us a follower already; a grant
+// in a lower one may answer a round of an earlier term, so only one in our term counts.
 void Replica::handle_request_vote_response(const Message& response, Peer& peer) {
-  bool ours = response.pre_vote ? role_ == Role::PreCandidate
-                                : role_ == Role::Candidate && response.term == current_term_;
+  bool ours = response.term == current_term_ &&
+              role_ == (response.pre_vote ? Role::PreCandidate : Role::Candidate);
   if (!ours || !response.vote_granted) return;
   peer.vote_granted = true;
   std::size_t votes = 1 + std::count_if(peers_.begin(), peers_.end(),
@@ -517,7 +517,8 @@ void Replica::send_append_entries(Peer& peer, std::size_t limit) {
   Message request = make_message(MessageType::AppendEntries, peer.id);
   request.prev_log_index = peer.next_index - 1;
   request.prev_log_term = term_at(request.prev_log_index);
-  Index last = std::min(last_log_index(), request.prev_log_index + limit);
+  Index last =
+      request.prev_log_index + std::min<Index>(limit, last_log_index() - request.prev_log_index);
   request.entries.assign(log_.begin() + (request.prev_log_index - log_start()),
                          log_.begin() + (last - log_start()));
   request.leader_commit = commit_index_;
@@ -528,7 +529,8 @@ void Replica::send_append_entries(Peer& peer, std::size_t limit) {
   send(std::move(request));
 }
 
-// The most entries unacknowledged per follower, and appended per poll; no overflow.
+// The depth of a follower's pipeline in entries (a batch more may be in flight) and the most a
+// leader appends per poll; it saturates rather than overflow.
 Index Replica::window() const {
   Index batch = options_.max_entries_per_message, in_flight = options_.max_messages_in_flight;
   return in_flight > UINT64_MAX / batch ? UINT64_MAX : batch * in_flight;

@@ -86,7 +86,8 @@ struct Message {
   ReplicaID to = 0;
   Term term = 0; // the sender's currentTerm
   // RequestVote: the candidate's last log entry (§5.4.1). A pre-vote (the dissertation's §9.6)
-  // asks, and its response answers, whether a vote in `term` would be granted; it changes nothing.
+  // asks whether a vote in `term` would be granted, changing nothing; the response says whether,
+  // in the voter's own term.
   Index last_log_index = 0;
   Term last_log_term = 0;
   bool pre_vote = false;

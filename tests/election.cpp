@@ -303,7 +303,8 @@ TEST_SUITE("§9.6 Pre-Vote") {
     CHECK(follower->current_term() == 2);
     CHECK(follower.storage.load().voted_for == std::nullopt);
     CHECK(std::count(follower.journal.begin(), follower.journal.end(), "save") == 0);
-    CHECK(follower->leader() == 2); // it has not given up on its leader yet
+    CHECK(follower->leader() == std::nullopt); // it no longer hears one
+    CHECK(follower.cluster.leaders.back() == std::nullopt);
     std::vector<Message> sent = follower.take_sent();
     REQUIRE(sent.size() == 2);
     for (const Message& m : sent) {
@@ -322,7 +323,7 @@ TEST_SUITE("§9.6 Pre-Vote") {
     node.receive(pre_vote_grant(2, 1, 4));
     CHECK(node->current_term() == 4); // 2 of 5
     CHECK(node.take_sent().empty());
-    node.receive(pre_vote_grant(3, 1, 3)); // a voter behind in term grants too
+    node.receive(pre_vote_grant(3, 1, 4));
     CHECK(node->current_term() == 5);
     CHECK(node.storage.load().voted_for == 1);
     CHECK(node->leader() == std::nullopt);
@@ -331,6 +332,19 @@ TEST_SUITE("§9.6 Pre-Vote") {
     for (const Message& m : sent) CHECK((m.type == MessageType::RequestVote && !m.pre_vote));
     for (ReplicaID peer : {2, 3, 4}) node.receive(vote(peer, 1, 5, true));
     CHECK(node->is_leader());
+  }
+
+  TEST_CASE("a pre-vote granted in an earlier term does not count in a later round") {
+    Node node(1, {2, 3}, stored(1), pre_vote());
+    node.time_out(); // a pre-candidate in term 1
+    Message late = pre_vote_grant(2, 1, 1);
+    node.receive(append_entries(3, 1, 2, 0, 0)); // replica 3 leads term 2
+    node.take_sent();
+    node.advance(kElectionMax + 1ms); // cut off from it: a pre-candidate in term 2
+    node.receive(late);
+    CHECK(node->current_term() == 2);
+    node.receive(pre_vote_grant(2, 1, 2));
+    CHECK(node->current_term() == 3);
   }
 
   TEST_CASE("a pre-candidate counts no real vote, and a candidate no pre-vote") {

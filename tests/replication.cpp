@@ -174,6 +174,21 @@ TEST_SUITE("§5.3 Log replication: the leader") {
     CHECK(leader->next_deadline() > leader.now);
   }
 
+  TEST_CASE("a message limit of SIZE_MAX means no limit") {
+    raft::Options options = paper_elections();
+    options.max_entries_per_message = SIZE_MAX;
+    options.max_messages_in_flight = 1;
+    Node leader(1, {2, 3}, {}, options);
+    Node follower(2, {1, 3});
+    elect(leader, follower);
+    settle(leader, follower);
+    leader.propose({{1, "1"}});
+    leader.poll();
+    settle(leader, follower);
+    CHECK(leader->commit_index() == 2);
+    CHECK(follower->last_log_index() == 2);
+  }
+
   TEST_CASE("limits so large that a window overflows mean no limit") {
     raft::Options options = paper_elections();
     options.max_entries_per_message = std::size_t{1} << 63;
