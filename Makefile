@@ -1,6 +1,6 @@
 # make test   builds everything under AddressSanitizer and UBSan, runs the tests and the demo
 # make demo   runs the in-memory 5-replica example
-# make sim SEED=n   replays one simulator seed with a trace
+# make sim SEED=n   replays one simulator seed with a trace (SIM_TRACE=2: every message too)
 # make fuzz   runs the libFuzzer target for decode (needs clang) for FUZZ_SECONDS
 CXX ?= g++
 FLAGS := -std=c++17 -Wall -Wextra -Werror -g -I.
@@ -8,6 +8,7 @@ SAN := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 BUILD := build
 TEST_SOURCES := $(wildcard tests/*.cpp)
 SIM_SEEDS ?= 300
+SIM_TRACE ?= 1
 FUZZ_SECONDS ?= 60
 FORMATTED := raft.hpp raft.cpp $(wildcard tests/*.cpp tests/*.hpp tests/fuzz/*.cpp examples/*.cpp)
 
@@ -50,7 +51,7 @@ demo: $(BUILD)/in-memory
 	$(BUILD)/in-memory
 
 sim: deps $(BUILD)/tests
-	SIM_SEED=$(SEED) SIM_TRACE=1 $(BUILD)/tests -tc='*simulator*'
+	SIM_SEED=$(SEED) SIM_TRACE=$(SIM_TRACE) $(BUILD)/tests -tc='*simulator*'
 
 $(BUILD)/fuzz-wire: tests/fuzz/wire.cpp raft.cpp raft.hpp
 	@mkdir -p $(BUILD)/fuzz-corpus
