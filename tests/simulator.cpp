@@ -417,6 +417,35 @@ TEST_SUITE("simulator") {
       CHECK(sim.machine(new_leader).state_of(id) == TransitionState::Applied);
   }
 
+  // Pre-Vote (the dissertation's §9.6): a replica cut off for many election timeouts comes back
+  // without deposing the leader that the others kept hearing. Without Pre-Vote, it does.
+  TEST_CASE("simulator: with Pre-Vote, a replica cut off and back does not depose the leader") {
+    for (bool pre_vote : {true, false}) {
+      CAPTURE(pre_vote);
+      Simulator::Settings settings = scenario(3);
+      settings.pre_vote = pre_vote;
+      Simulator sim(7, settings);
+      ReplicaID leader = elect(sim);
+      settle(sim, propose(sim, leader, 3));
+      Term term = sim.replica(leader).current_term();
+      ReplicaID cut = all_but(sim, {leader}).front();
+
+      sim.partition({{cut}, all_but(sim, {cut})});
+      require_progress(sim, sim.run_for(10 * settings.election_timeout.second), "time to pass");
+      CHECK((sim.replica(cut).current_term() == term) == pre_vote);
+      sim.heal();
+      require_progress(sim, sim.run_for(5 * settings.election_timeout.second), "time to pass");
+      require_progress(sim, sim.leader().has_value(), "a leader");
+      if (pre_vote) {
+        CHECK(sim.leader() == leader);
+        CHECK(sim.replica(leader).current_term() == term);
+        CHECK(sim.replica(cut).leader() == leader);
+      } else {
+        CHECK(sim.replica(*sim.leader()).current_term() > term); // the leader was deposed
+      }
+    }
+  }
+
   TEST_CASE("simulator: an entry overwritten on the replica that queued it can still commit "
             "from another log, and is then not reported ConflictWithLeader") {
     Simulator sim(5, scenario(5));
