@@ -63,6 +63,17 @@ void check_clear_error(const std::string& directory, const std::string& file) {
   }
 }
 
+// Writes a log holding term 1 and entries 1 and 2, synced, and returns its bytes.
+std::string two_entry_log(const TempDir& dir) {
+  {
+    FileStorage storage(dir.path);
+    storage.save_term_and_vote(1, std::nullopt);
+    append(storage, 1, {entry(1, 1), entry(1, 2)});
+    storage.sync();
+  }
+  return read_bytes(dir.file("log"));
+}
+
 } // namespace
 
 TEST_SUITE("FileStorage") {
@@ -137,13 +148,7 @@ TEST_SUITE("FileStorage") {
   // Some filesystems grow a file before the data lands, so a crash can leave zeros at its end.
   TEST_CASE("zero bytes at the end, with or without a torn record before them, are cut off") {
     TempDir dir;
-    {
-      FileStorage storage(dir.path);
-      storage.save_term_and_vote(1, std::nullopt);
-      append(storage, 1, {entry(1, 1), entry(1, 2)});
-      storage.sync();
-    }
-    const std::string log = read_bytes(dir.file("log"));
+    const std::string log = two_entry_log(dir);
     for (std::size_t zeros : {1, 2, 3, 100, 4096}) {
       CAPTURE(zeros);
       write_bytes(dir.file("log"), log + std::string(zeros, '\0'));
@@ -158,13 +163,7 @@ TEST_SUITE("FileStorage") {
 
   TEST_CASE("a torn last record is cut off and the storage goes on") {
     TempDir dir;
-    {
-      FileStorage storage(dir.path);
-      storage.save_term_and_vote(1, std::nullopt);
-      append(storage, 1, {entry(1, 1), entry(1, 2)});
-      storage.sync();
-    }
-    std::string log = read_bytes(dir.file("log"));
+    std::string log = two_entry_log(dir);
     write_bytes(dir.file("log"), log.substr(0, log.size() - 3));
     {
       FileStorage storage(dir.path);
