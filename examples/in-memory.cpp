@@ -130,8 +130,10 @@ void show() {
 }
 
 int main() {
-  std::printf("Five replicas start as followers in term 0. Each waits for a random election\n"
-              "timeout between 150 and 300 ms; the first to time out asks the others for votes.\n");
+  std::printf(
+      "Five replicas start as followers in term 0. Each waits for a random election\n"
+      "timeout between 150 and 300 ms; the first to time out asks the others whether\n"
+      "they would vote for it (a pre-vote, which changes nothing), then for their votes.\n");
   for (raft::ReplicaID id : ids) boot(id);
   run([] { return leader().has_value(); }, "a leader is elected");
   raft::ReplicaID first = *leader();
@@ -149,7 +151,8 @@ int main() {
   show();
 
   std::printf("\nThe leader, replica %llu, crashes. Its followers stop hearing heartbeats; after\n"
-              "an election timeout one of them becomes a candidate for a new term.\n",
+              "an election timeout one of them wins a pre-vote and becomes a candidate for a\n"
+              "new term.\n",
               (unsigned long long)first);
   network.down[first] = true;
   run([] { return leader().has_value(); }, "a new leader is elected");
