@@ -393,7 +393,7 @@ void Replica::become_follower(Term term, std::optional<ReplicaID> leader) {
     voted_for_.reset();
     storage_->save_term_and_vote(current_term_, voted_for_);
   }
-  if (role_ != Role::Follower || leader) reset_election_timer(); // §5.2
+  if (role_ != Role::Follower || leader) reset_election_timer(); // word from a leader (§5.2)
   if (leader) leader_contact_ = now_;
   role_ = Role::Follower;
   set_leader(leader);
