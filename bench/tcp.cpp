@@ -147,13 +147,13 @@ public:
       std::vector<std::string> args = {server,    "--id",          std::to_string(n),
                                        "--peers", peers,           "--data",
                                        data,      "--client-port", std::to_string(base + 1000 + n)};
+      std::vector<char*> argv; // built before fork: the child only makes system calls
+      for (std::string& arg : args) argv.push_back(arg.data());
+      argv.push_back(nullptr);
       pid_t pid = ::fork();
       if (pid == 0) {
         int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (out >= 0) ::dup2(out, 1), ::dup2(out, 2);
-        std::vector<char*> argv;
-        for (std::string& arg : args) argv.push_back(arg.data());
-        argv.push_back(nullptr);
         ::execv(argv[0], argv.data());
         ::_exit(127);
       }
