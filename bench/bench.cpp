@@ -1034,7 +1034,8 @@ void measure_tcp() {
   for (const tcp_bench::Result& r : results) {
     row(format("TCP kv, %d client%s, %s (ops/s, p50/p99 ms)", r.clients, r.clients == 1 ? "" : "s",
                r.storage.c_str()),
-        format("%s, %.2f/%.2f", grouped(r.ops_per_second).c_str(), r.p50_ms, r.p99_ms));
+        format("%s, %.2f/%.2f", grouped(median(r.ops_per_second)).c_str(),
+               percentile(r.latencies_ms, 0.5), percentile(r.latencies_ms, 0.99)));
     if (r.failed)
       notes.push_back(format("TCP, %d clients, %s: %d writes not answered 200", r.clients,
                              r.storage.c_str(), r.failed));

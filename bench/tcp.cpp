@@ -6,7 +6,6 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
-#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -253,13 +252,6 @@ Run write_for(int port, int clients, double seconds, int round) {
   return total;
 }
 
-double percentile(std::vector<double> values, double p) { // nearest rank
-  if (values.empty()) return 0;
-  std::sort(values.begin(), values.end());
-  std::size_t rank = static_cast<std::size_t>(std::ceil(p * values.size()));
-  return values[std::clamp<std::size_t>(rank, 1, values.size()) - 1];
-}
-
 } // namespace
 
 std::vector<Result> run(const std::string& server, const std::vector<Place>& places,
@@ -293,20 +285,16 @@ std::vector<Result> run(const std::string& server, const std::vector<Place>& pla
       for (int clients : client_counts) {
         if (!leader) break;
         write_for(servers.http_port(*leader), clients, 0.2, round++); // warm up
-        std::vector<double> rates, latencies;
         Result result;
         result.storage = place.label;
         result.clients = clients;
         for (int r = 0; r < runs; ++r) {
           Run run = write_for(servers.http_port(*leader), clients, seconds, round++);
-          rates.push_back(run.ops_per_second);
-          latencies.insert(latencies.end(), run.latencies_ms.begin(), run.latencies_ms.end());
+          result.ops_per_second.push_back(run.ops_per_second);
+          result.latencies_ms.insert(result.latencies_ms.end(), run.latencies_ms.begin(),
+                                     run.latencies_ms.end());
           result.failed += run.failed;
         }
-        std::sort(rates.begin(), rates.end());
-        result.ops_per_second = rates[rates.size() / 2];
-        result.p50_ms = percentile(latencies, 0.5);
-        result.p99_ms = percentile(latencies, 0.99);
         results.push_back(result);
       }
     }

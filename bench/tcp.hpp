@@ -12,9 +12,9 @@ namespace tcp_bench {
 struct Result {
   std::string storage; // where the data directories were, e.g. "ext4 /tmp"
   int clients = 0;
-  double ops_per_second = 0;     // the median run's
-  double p50_ms = 0, p99_ms = 0; // of every write in every run
-  int failed = 0;                // writes answered with anything but 200 (none expected)
+  std::vector<double> ops_per_second; // one per run
+  std::vector<double> latencies_ms;   // every write of every run
+  int failed = 0;                     // writes answered with anything but 200 (none expected)
 };
 
 struct Place {
