@@ -70,15 +70,7 @@ TEST_SUITE("§5.2 Leader election") {
     CHECK(follower->current_term() == 3);
     CHECK_FALSE(follower->is_leader());
     CHECK(follower.storage.load().voted_for == 1); // it votes for itself
-    std::vector<Message> sent = follower.take_sent();
-    CHECK(sent.size() == 2);
-    CHECK(count(sent, MessageType::RequestVote, 2) == 1);
-    CHECK(count(sent, MessageType::RequestVote, 3) == 1);
-    for (const Message& m : sent) {
-      CHECK(m.term == 3);
-      CHECK(m.last_log_index == 3);
-      CHECK(m.last_log_term == 2);
-    }
+    check_vote_requests(follower.take_sent(), {2, 3}, 3, 3, 2);
   }
 
   TEST_CASE("a candidate that receives votes from a majority becomes leader") {
@@ -305,15 +297,7 @@ TEST_SUITE("§9.6 Pre-Vote") {
     CHECK(std::count(follower.journal.begin(), follower.journal.end(), "save") == 0);
     CHECK(follower->leader() == std::nullopt); // it no longer hears one
     CHECK(follower.cluster.leaders.back() == std::nullopt);
-    std::vector<Message> sent = follower.take_sent();
-    REQUIRE(sent.size() == 2);
-    for (const Message& m : sent) {
-      CHECK(m.type == MessageType::RequestVote);
-      CHECK(m.pre_vote);
-      CHECK(m.term == 3);
-      CHECK(m.last_log_index == 3);
-      CHECK(m.last_log_term == 2);
-    }
+    check_vote_requests(follower.take_sent(), {2, 3}, 3, 3, 2, true);
   }
 
   TEST_CASE("a pre-candidate with a majority of pre-votes starts a real election") {

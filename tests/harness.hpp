@@ -144,6 +144,21 @@ inline std::vector<Message> of_type(const std::vector<Message>& messages, Messag
   return found;
 }
 
+// Checks that `sent` is one RequestVote (or pre-vote) to each of `peers`, for `term`, naming the
+// candidate's last entry.
+inline void check_vote_requests(const std::vector<Message>& sent, std::vector<ReplicaID> peers,
+                                Term term, Index last_log_index, Term last_log_term,
+                                bool pre_vote = false) {
+  CHECK(sent.size() == peers.size());
+  for (ReplicaID peer : peers) CHECK(count(sent, MessageType::RequestVote, peer) == 1);
+  for (const Message& m : sent) {
+    CHECK(m.pre_vote == pre_vote);
+    CHECK(m.term == term);
+    CHECK(m.last_log_index == last_log_index);
+    CHECK(m.last_log_term == last_log_term);
+  }
+}
+
 // ---- Fakes ----
 
 // What a replica saved, synced and sent, in order: "save", "sync" or "send".

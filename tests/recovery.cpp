@@ -82,13 +82,7 @@ TEST_SUITE("Crash recovery") {
     CHECK(sends_wait_for_sync(leader.journal));
 
     leader.time_out();
-    std::vector<Message> sent = leader.take_sent();
-    REQUIRE(count(sent, MessageType::RequestVote, 2) == 1);
-    for (const Message& m : sent) {
-      CHECK(m.term == 3);
-      CHECK(m.last_log_index == 4);
-      CHECK(m.last_log_term == 2);
-    }
+    check_vote_requests(leader.take_sent(), leader.peers, 3, 4, 2);
   }
 
   TEST_CASE("a rebuilt follower catches up with its leader and applies what it missed") {
