@@ -104,6 +104,22 @@ ReplicaID elect_among(Simulator& sim, const std::vector<ReplicaID>& group) {
   return *leader_of_group();
 }
 
+// Partitions the leader `first` with one follower, `buddy`, from the rest, and has it queue a
+// transition X that reaches only `buddy`. Returns X's index and id; `buddy` and `rest` are set.
+std::pair<Index, std::uint64_t> replicate_to_buddy_only(Simulator& sim, ReplicaID first,
+                                                        ReplicaID& buddy,
+                                                        std::vector<ReplicaID>& rest) {
+  buddy = all_but(sim, {first}).front();
+  rest = all_but(sim, {first, buddy});
+  sim.partition({{first, buddy}, rest});
+  Index x_index = sim.replica(first).last_log_index() + 1;
+  std::uint64_t x = sim.propose(first);
+  bool replicated =
+      sim.run_until([&] { return sim.replica(buddy).last_log_index() >= x_index; }, 1s);
+  require_progress(sim, replicated, "X on the buddy");
+  return {x_index, x};
+}
+
 // Elects a leader among `group`, which then commits a proposal.
 void settle_among(Simulator& sim, const std::vector<ReplicaID>& group) {
   std::uint64_t id = sim.propose(elect_among(sim, group));
@@ -453,14 +469,9 @@ TEST_SUITE("simulator") {
     settle(sim, propose(sim, first, 1));
 
     // `first` queues X and replicates it to `buddy` only.
-    ReplicaID buddy = all_but(sim, {first}).front();
-    std::vector<ReplicaID> rest = all_but(sim, {first, buddy});
-    sim.partition({{first, buddy}, rest});
-    Index x_index = sim.replica(first).last_log_index() + 1;
-    std::uint64_t x = sim.propose(first);
-    bool replicated =
-        sim.run_until([&] { return sim.replica(buddy).last_log_index() >= x_index; }, 1s);
-    require_progress(sim, replicated, "X on the buddy");
+    ReplicaID buddy;
+    std::vector<ReplicaID> rest;
+    std::uint64_t x = replicate_to_buddy_only(sim, first, buddy, rest).second;
 
     // A leader of the other three reaches only `first`, where its no-op overwrites X.
     ReplicaID rival = elect_among(sim, rest);
@@ -493,14 +504,9 @@ TEST_SUITE("simulator") {
     settle(sim, propose(sim, first, 1));
 
     // (a) `first` replicates X to `buddy` only.
-    ReplicaID buddy = all_but(sim, {first}).front();
-    std::vector<ReplicaID> rest = all_but(sim, {first, buddy});
-    sim.partition({{first, buddy}, rest});
-    Index x_index = sim.replica(first).last_log_index() + 1;
-    sim.propose(first);
-    bool replicated =
-        sim.run_until([&] { return sim.replica(buddy).last_log_index() >= x_index; }, 1s);
-    require_progress(sim, replicated, "X on the buddy");
+    ReplicaID buddy;
+    std::vector<ReplicaID> rest;
+    Index x_index = replicate_to_buddy_only(sim, first, buddy, rest).first;
 
     // (b) The other three elect a rival, whose no-op at X's index is cut off at once.
     ReplicaID rival = elect_among(sim, rest);
