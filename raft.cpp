@@ -13,9 +13,12 @@
 #include <stdexcept>
 #include <sys/stat.h>
 #include <thread>
+#include <type_traits>
 #include <unistd.h>
 
 namespace raft {
+
+constexpr Term kMaxTerm = UINT64_MAX - 1; // a message of a later term is bad input, ignored
 
 // ---- Defaults of the user's interfaces ----
 
@@ -98,9 +101,9 @@ struct Reader {
     }
     return ok = false;
   }
-  std::uint64_t length() { // of a string or list: each item takes at least one byte
+  std::uint64_t length(std::size_t item_bytes = 1) { // of a string or list, by its least item
     std::uint64_t length = varint();
-    if (length <= in.size()) return length;
+    if (length <= in.size() / item_bytes) return length;
     return ok = false;
   }
   void operator()(std::uint64_t& value) { value = varint(); }
@@ -121,7 +124,7 @@ struct Reader {
     (*this)(s.configuration), (*this)(s.data);
   }
   template <class T> void operator()(std::vector<T>& items) {
-    items.resize(length());
+    items.resize(length(std::is_same_v<T, Entry> ? 3 : 1)); // an entry: three varints at least
     for (T& item : items) (*this)(item);
   }
 };
@@ -185,7 +188,7 @@ std::size_t replay_log(const std::string& path, std::string_view contents, Stora
     if (!record.ok || size > record.in.size()) break; // the last record, cut short
     std::size_t end = contents.size() - record.in.size() + size;
     Reader reader{record.in.substr(0, size)};
-    bool intact = crc32(reader.in) == crc;
+    bool intact = size > 0 && crc32(reader.in) == crc; // a payload holds its kind: never empty
     if (!intact && contents.find_first_not_of('\0', end) != std::string_view::npos)
       throw file_error(path, offset, "bad CRC in the middle of the log");
     if (!intact) break; // the last record, torn
@@ -222,37 +225,83 @@ std::optional<std::string> read_file(const std::string& path) {
 }
 } // namespace
 
+namespace {
+void fsync_directory(const std::string& directory) {
+  int fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY);
+  bool synced = fd >= 0 && ::fsync(fd) == 0;
+  if (fd >= 0) ::close(fd);
+  if (!synced) throw system_error(directory, "fsync");
+}
+} // namespace
+
+// Recovery makes what it found durable before anything can depend on it: bytes a killed process
+// wrote but never synced may still sit in the page cache, and a power cut would erase them after
+// this replica had acknowledged them. So the log is fdatasynced, and the directory fsynced (its
+// parent too, when it was just created), before the constructor returns.
 FileStorage::FileStorage(std::string directory)
     : directory_(std::move(directory)), path_(directory_ + "/log") {
-  if (::mkdir(directory_.c_str(), 0777) != 0 && errno != EEXIST)
+  std::size_t parent = directory_.find_last_of('/', directory_.find_last_not_of('/'));
+  if (::mkdir(directory_.c_str(), 0777) == 0)
+    fsync_directory(parent == std::string::npos ? "." : directory_.substr(0, parent + 1) + ".");
+  else if (errno != EEXIST)
     throw system_error(directory_, "mkdir");
   std::optional<std::string> log = read_file(path_);
   if (!log) { // a new directory
     replace_log(std::string(log_magic));
     return;
   }
-  std::size_t length = replay_log(path_, *log, recovered_);
+  State recovered;
+  std::size_t length = replay_log(path_, *log, recovered);
   if (length < log->size() && ::truncate(path_.c_str(), length) != 0) // a torn last record
     throw system_error(path_, "truncate");
-  current_term_ = recovered_.current_term;
-  voted_for_ = recovered_.voted_for;
+  current_term_ = recovered.current_term;
+  voted_for_ = recovered.voted_for;
   log_fd_ = ::open(path_.c_str(), O_WRONLY | O_APPEND);
   if (log_fd_ < 0) throw system_error(path_, "open");
+  if (::fdatasync(log_fd_) != 0) throw system_error(path_, "fdatasync");
+  fsync_directory(directory_);
 }
 
 FileStorage::~FileStorage() {
   if (log_fd_ >= 0) ::close(log_fd_);
 }
 
-Storage::State FileStorage::load() { return std::exchange(recovered_, State{}); }
+// After an I/O error the file may end in a partial record that only recovery can cut off: this
+// object refuses every call, and a new FileStorage on the directory recovers.
+void FileStorage::check_usable() const {
+  if (failed_)
+    throw std::runtime_error("FileStorage: " + path_ +
+                             ": an earlier I/O error left the log unsettled; open it again");
+}
+
+// The durable state, read from the file on every call: a Replica rebuilt over this object (as
+// after a crash) recovers everything synced, and nothing that was not.
+Storage::State FileStorage::load() {
+  check_usable();
+  State state;
+  pending_.clear(); // never synced: lost, as in a crash
+  try {
+    std::optional<std::string> log = read_file(path_);
+    if (!log) throw system_error(path_, "read");
+    replay_log(path_, *log, state);
+  } catch (...) {
+    failed_ = true;
+    throw;
+  }
+  current_term_ = state.current_term;
+  voted_for_ = state.voted_for;
+  return state;
+}
 
 void FileStorage::save_term_and_vote(Term current_term, std::optional<ReplicaID> voted_for) {
+  check_usable();
   current_term_ = current_term;
   voted_for_ = voted_for;
   put_record(pending_, StateRecord, current_term, voted_for.has_value(), voted_for.value_or(0));
 }
 
 void FileStorage::save_entries(Index first, const Entry* begin, const Entry* end) {
+  check_usable();
   if (begin == end) put_record(pending_, TruncateRecord, first);
   for (const Entry* entry = begin; entry != end; ++entry)
     put_record(pending_, EntryRecord, first + (entry - begin), *entry);
@@ -262,6 +311,7 @@ void FileStorage::save_entries(Index first, const Entry* begin, const Entry* end
 // renames it over the old one: a crash leaves either log, both complete. What was waiting for
 // sync() is in the new log too.
 void FileStorage::save_snapshot(const Snapshot& snapshot, const Entry* begin, const Entry* end) {
+  check_usable();
   std::string rewritten(log_magic);
   put_record(rewritten, StateRecord, current_term_, voted_for_.has_value(), voted_for_.value_or(0));
   put_record(rewritten, SnapshotRecord, snapshot);
@@ -273,14 +323,18 @@ void FileStorage::save_snapshot(const Snapshot& snapshot, const Entry* begin, co
 
 // Group commit: everything saved since the last sync goes out in one write and one fdatasync.
 void FileStorage::sync() {
+  check_usable();
   if (pending_.empty()) return;
+  failed_ = true; // until both calls succeed
   write_all(log_fd_, pending_, path_);
   if (::fdatasync(log_fd_) != 0) throw system_error(path_, "fdatasync");
+  failed_ = false;
   pending_.clear();
 }
 
 // Write a temporary file, fsync it, rename it over the log, fsync the directory, reopen.
 void FileStorage::replace_log(const std::string& contents) {
+  failed_ = true; // until every step succeeds
   std::string temporary = path_ + ".tmp";
   int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0666);
   if (fd < 0) throw system_error(temporary, "open");
@@ -294,13 +348,11 @@ void FileStorage::replace_log(const std::string& contents) {
   ::close(fd);
   if (!synced || ::rename(temporary.c_str(), path_.c_str()) != 0)
     throw system_error(path_, "fsync or rename");
-  int directory = ::open(directory_.c_str(), O_RDONLY | O_DIRECTORY);
-  synced = directory >= 0 && ::fsync(directory) == 0;
-  if (directory >= 0) ::close(directory);
-  if (!synced) throw system_error(directory_, "fsync");
+  fsync_directory(directory_);
   if (log_fd_ >= 0) ::close(log_fd_);
   log_fd_ = ::open(path_.c_str(), O_WRONLY | O_APPEND);
   if (log_fd_ < 0) throw system_error(path_, "open");
+  failed_ = false;
 }
 
 namespace {
@@ -342,20 +394,25 @@ Replica::Replica(ReplicaID id, std::vector<ReplicaID> peer_ids, Cluster& cluster
   storage_ = options.storage ? options.storage : owned_storage_.get();
 
   Storage::State state = storage_->load();
+  storage_->sync(); // what was loaded may never have been synced: nothing may depend on it before
   current_term_ = state.current_term;
   voted_for_ = state.voted_for;
   log_ = std::move(state.entries);
   if (state.snapshot) {
-    snapshot_ = std::move(*state.snapshot);
-    state_machine_.set_snapshot(snapshot_);
+    snapshot_ = std::make_shared<const Snapshot>(std::move(*state.snapshot));
+    state_machine_.set_snapshot(*snapshot_);
   } else if (std::optional<Snapshot> snapshot = state_machine_.get_snapshot()) {
     // A state the machine is already in: keep it and drop the log it covers.
     log_.erase(log_.begin(),
                log_.begin() + std::min<Index>(log_.size(), snapshot->last_included_index));
-    snapshot_ = std::move(*snapshot);
-    storage_->save_snapshot(snapshot_, log_.data(), log_.data() + log_.size());
+    storage_->save_snapshot(*snapshot, log_.data(), log_.data() + log_.size());
     storage_->sync();
+    snapshot_ = std::make_shared<const Snapshot>(std::move(*snapshot));
+  } else {
+    snapshot_ = std::make_shared<const Snapshot>();
   }
+  log_start_ = snapshot_->last_included_index;
+  log_start_term_ = snapshot_->last_included_term;
   commit_index_ = last_applied_ = log_start();
   durable_index_ = last_log_index();
 }
@@ -364,7 +421,7 @@ Replica::Replica(ReplicaID id, std::vector<ReplicaID> peer_ids, Cluster& cluster
 
 // The term of the entry at `index`; 0 for index 0 and for positions outside the log.
 Term Replica::term_at(Index index) const {
-  if (index == log_start()) return snapshot_.last_included_term;
+  if (index == log_start()) return log_start_term_;
   if (index < log_start() || index > last_log_index()) return 0;
   return log_[index - log_start() - 1].term;
 }
@@ -397,6 +454,7 @@ void Replica::become_follower(Term term, std::optional<ReplicaID> leader) {
   if (leader) leader_contact_ = now_;
   role_ = Role::Follower;
   set_leader(leader);
+  for (Peer& peer : peers_) peer.snapshot.reset(); // transfers in flight end with leadership
   for (; !accepted_.empty(); accepted_.pop_front(), accepted_next_ = 0) // never in our log
     for (; accepted_next_ < accepted_.front().size(); ++accepted_next_)
       abandon(accepted_.front()[accepted_next_].id, AbandonReason::NotLeader);
@@ -406,6 +464,7 @@ void Replica::become_follower(Term term, std::optional<ReplicaID> leader) {
 // Pre-Vote (the dissertation's §9.6), a pre-candidate first asks whether it could win, changing
 // nothing: a replica cut off from a leader that others still hear cannot depose it.
 void Replica::campaign(bool pre_vote) {
+  if (current_term_ >= kMaxTerm) return reset_election_timer(); // no term is left to run in
   role_ = pre_vote ? Role::PreCandidate : Role::Candidate;
   set_leader(std::nullopt); // it no longer hears one
   if (!pre_vote) {
@@ -510,7 +569,7 @@ void Replica::handle_request_vote_response(const Message& response, Peer& peer) 
 // Sends up to `limit` entries from the peer's nextIndex. A probing peer gets one request at a
 // time; a peer known to match gets a pipeline: nextIndex moves on as soon as entries are sent.
 void Replica::send_append_entries(Peer& peer, std::size_t limit) {
-  if (peer.next_index <= log_start()) { // what the peer needs next was compacted away (§7)
+  if (peer.snapshot || peer.next_index <= log_start()) { // it needs what was compacted (§7)
     peer.probing = true;
     return send_snapshot_chunk(peer);
   }
@@ -644,7 +703,8 @@ bool Replica::log_is_up_to_date(Index last_log_index, Term last_log_term) const 
 
 // ---- §7 Log compaction ----
 
-// The state machine's state through lastApplied replaces the log up to there.
+// The state machine's state through lastApplied replaces the log up to there; only up to the
+// oldest snapshot still in flight, so that its follower goes on from there by AppendEntries.
 void Replica::take_snapshot() {
   Snapshot snapshot = state_machine_.create_snapshot(last_applied_, term_at(last_applied_));
   snapshot.last_included_index = last_applied_;
@@ -652,48 +712,71 @@ void Replica::take_snapshot() {
   snapshot.configuration = {id_};
   for (const Peer& peer : peers_) snapshot.configuration.push_back(peer.id);
   std::sort(snapshot.configuration.begin(), snapshot.configuration.end());
-  log_.erase(log_.begin(), log_.begin() + (last_applied_ - log_start()));
-  storage_->save_snapshot(snapshot, log_.data(), log_.data() + log_.size());
-  snapshot_ = std::move(snapshot);
+  Index keep = last_applied_; // not for a peer silent for an election timeout: it may be down
+  for (const Peer& peer : peers_)
+    if (peer.snapshot && now_ < peer.snapshot_progress + election_timeout_range_.second)
+      keep = std::min(keep, std::max(log_start(), peer.snapshot->last_included_index));
+  log_start_term_ = term_at(keep);
+  log_.erase(log_.begin(), log_.begin() + (keep - log_start()));
+  log_start_ = keep;
+  const Entry* after = log_.data() + (last_applied_ - keep);
+  storage_->save_snapshot(snapshot, after, log_.data() + log_.size());
+  snapshot_ = std::make_shared<const Snapshot>(std::move(snapshot));
 }
 
-// One chunk at a time, from where the peer last said it is; a lost chunk is sent again on the
-// next heartbeat, and a newer snapshot restarts the transfer.
+// One chunk at a time, from the first byte the peer lacks. A transfer sends one snapshot to its
+// end, however many the leader takes meanwhile. A heartbeat while a chunk is in flight carries
+// no bytes: its answer shows whether the chunk arrived. A chunk is sent again only when no
+// progress was seen for a minimum election timeout.
 void Replica::send_snapshot_chunk(Peer& peer) {
-  if (peer.snapshot_index != log_start()) peer.snapshot_offset = 0;
-  peer.snapshot_index = log_start();
+  if (!peer.snapshot) {
+    peer.snapshot = snapshot_;
+    peer.snapshot_offset = 0;
+    peer.snapshot_progress = now_;
+    peer.awaiting = false;
+  }
+  bool resend = !peer.awaiting || now_ >= peer.chunk_sent + election_timeout_range_.first;
+  const Snapshot& snapshot = *peer.snapshot;
   Message request = make_message(MessageType::InstallSnapshot, peer.id);
-  request.last_included_index = snapshot_.last_included_index;
-  request.last_included_term = snapshot_.last_included_term;
-  request.configuration = snapshot_.configuration;
-  request.offset = std::min<std::uint64_t>(peer.snapshot_offset, snapshot_.data.size());
-  request.data = snapshot_.data.substr(request.offset, options_.snapshot_chunk_bytes);
-  request.done = request.offset + request.data.size() == snapshot_.data.size();
+  request.last_included_index = snapshot.last_included_index;
+  request.last_included_term = snapshot.last_included_term;
+  request.configuration = snapshot.configuration;
+  request.offset = peer.snapshot_offset;
+  request.data = snapshot.data.substr(request.offset, resend ? options_.snapshot_chunk_bytes : 0);
+  request.done = request.offset + request.data.size() == snapshot.data.size();
+  if (resend) peer.chunk_sent = now_;
   peer.awaiting = true;
   peer.heartbeat_due = now_ + heartbeat_timeout_;
   send(std::move(request));
 }
 
+// Chunks are taken in order only, each from the leader that began the transfer; a chunk at 0
+// with bytes starts it again. The answer says how many bytes we hold.
 void Replica::handle_install_snapshot(const Message& request) {
   Message response = make_message(MessageType::InstallSnapshotResponse, request.from);
   response.last_included_index = request.last_included_index;
+  response.offset = request.offset;
   if (request.term < current_term_) return send(std::move(response));
   become_follower(request.term, request.from);
   if (request.last_included_index <= commit_index_) { // we hold that state already
     response.done = true;
     return send(std::move(response));
   }
-  // Chunks are taken in order only; for any other, the response names the byte we need next.
-  if (request.offset == 0)
+  bool same = incoming_term_ == request.term &&
+              incoming_.last_included_index == request.last_included_index &&
+              incoming_.last_included_term == request.last_included_term;
+  bool heartbeat = request.data.empty() && !request.done;
+  if (request.offset == 0 && (!same || !heartbeat)) {
     incoming_ = Snapshot{
         request.last_included_index, request.last_included_term, request.configuration, {}};
-  bool same = incoming_.last_included_index == request.last_included_index &&
-              incoming_.last_included_term == request.last_included_term;
+    incoming_term_ = request.term;
+    same = true;
+  }
   if (same && request.offset == incoming_.data.size()) {
     incoming_.data += request.data;
     response.done = request.done;
   }
-  response.offset = same ? incoming_.data.size() : 0;
+  response.received = same ? incoming_.data.size() : 0;
   if (response.done) install_snapshot(std::exchange(incoming_, Snapshot{}));
   send(std::move(response));
 }
@@ -719,18 +802,29 @@ void Replica::install_snapshot(Snapshot snapshot) {
                      [index](const Queued& queued) { return queued.index <= index; }),
       overwritten_.end());
   log_.erase(log_.begin(), keep ? log_.begin() + (index - log_start()) : log_.end());
+  log_start_ = index;
+  log_start_term_ = term;
   storage_->save_snapshot(snapshot, log_.data(), log_.data() + log_.size());
-  snapshot_ = std::move(snapshot);
-  state_machine_.set_snapshot(snapshot_);
+  snapshot_ = std::make_shared<const Snapshot>(std::move(snapshot));
+  state_machine_.set_snapshot(*snapshot_);
   commit_index_ = last_applied_ = index;
   durable_index_ = std::min(durable_index_, last_log_index());
 }
 
+// Only an answer to the request in flight that names another offset moves the transfer: on, or
+// back to where a follower that restarted is. A late answer to an earlier chunk, or to a
+// heartbeat sent before the chunk arrived, changes nothing.
 void Replica::handle_install_snapshot_response(const Message& response, Peer& peer) {
-  if (role_ != Role::Leader || response.term != current_term_) return;
-  if (response.done) return record_match(peer, response.last_included_index);
-  if (response.last_included_index != peer.snapshot_index) return; // about an older snapshot
-  peer.snapshot_offset = response.offset;
+  if (role_ != Role::Leader || response.term != current_term_ || !peer.snapshot ||
+      response.last_included_index != peer.snapshot->last_included_index)
+    return; // about another transfer
+  if (response.done) {
+    peer.snapshot.reset();
+    return record_match(peer, response.last_included_index);
+  }
+  if (response.offset != peer.snapshot_offset || response.received == peer.snapshot_offset) return;
+  peer.snapshot_offset = std::min<std::uint64_t>(response.received, peer.snapshot->data.size());
+  peer.snapshot_progress = now_;
   peer.awaiting = false;
 }
 
@@ -791,7 +885,8 @@ void Replica::apply_committed() {
     if (!queued_.empty() && queued_.front().index <= last_applied_) queued_.pop_front();
   }
   if (!overwritten_.empty()) settle_overwritten();
-  if (options_.snapshot_delta && last_applied_ - log_start() >= options_.snapshot_delta)
+  if (options_.snapshot_delta &&
+      last_applied_ - snapshot_->last_included_index >= options_.snapshot_delta)
     take_snapshot();
 }
 
@@ -815,8 +910,13 @@ Message Replica::make_message(MessageType type, ReplicaID to) const {
 void Replica::send(Message message) { outbox_.push_back(std::move(message)); }
 
 void Replica::handle(Message& message) {
+  // Terms start at 1 (§5.1): only a fresh voter answering a pre-vote speaks in term 0. A term
+  // that cannot be incremented is bad input too; no replica campaigns into it (campaign()).
   Peer* peer = find_peer(message.from);
-  if (message.to != id_ || !peer) return; // misrouted, or not a member
+  bool pre_vote_answer = message.type == MessageType::RequestVoteResponse && message.pre_vote;
+  if (message.to != id_ || !peer || (message.term == 0 && !pre_vote_answer) ||
+      message.term > kMaxTerm)
+    return; // misrouted, not a member, or bad input
   observe_term(message);
   switch (message.type) {
   case MessageType::RequestVote: return handle_request_vote(message);
@@ -874,7 +974,8 @@ void Replica::start() {
 // Writer: integers as LEB128 varints, booleans as a byte 0 or 1, strings and lists after their
 // length. One list of fields per type serves both directions.
 
-constexpr std::uint64_t wire_version = 2; // 2: RequestVote and its response carry pre_vote
+// 2: RequestVote and its response carry pre_vote; 3: InstallSnapshotResponse carries received
+constexpr std::uint64_t wire_version = 3;
 
 template <class M, class Visit> void visit_fields(M& m, Visit& visit) {
   visit(m.from), visit(m.to), visit(m.term);
@@ -895,7 +996,7 @@ template <class M, class Visit> void visit_fields(M& m, Visit& visit) {
     visit(m.offset), visit(m.done), visit(m.data);
     break;
   case MessageType::InstallSnapshotResponse:
-    visit(m.last_included_index), visit(m.offset), visit(m.done);
+    visit(m.last_included_index), visit(m.offset), visit(m.received), visit(m.done);
     break;
   }
 }

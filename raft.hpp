@@ -105,14 +105,16 @@ struct Message {
   Index match_index = 0;
   Index conflict_index = 0;
   Term conflict_term = 0;
-  // InstallSnapshot: bytes [offset, offset + data.size()) of the leader's snapshot (§7); the
-  // response acknowledges through offset (its chunk's end), or asks again from offset.
+  // InstallSnapshot: bytes [offset, offset + data.size()) of the leader's snapshot (§7); done
+  // when they reach its end. The response echoes offset and says how many bytes the follower
+  // holds (received), or that it holds the snapshot's state (done).
   Index last_included_index = 0;
   Term last_included_term = 0;
   std::vector<ReplicaID> configuration;
   std::uint64_t offset = 0;
   std::string data;
   bool done = false;
+  std::uint64_t received = 0;
 };
 
 // What the user implements: the replicated state. Every method is called from the thread that
@@ -151,7 +153,8 @@ public:
 
 // Durable state (Figure 2, §7): currentTerm and votedFor, the log, the latest snapshot. Writes
 // may be buffered; sync() makes every earlier write durable. The Replica calls sync() before it
-// sends anything that depends on those writes, so one poll needs at most one sync (group commit).
+// sends anything that depends on those writes, so one poll needs at most one sync (group commit),
+// and once right after load(), whose state may hold writes that were never synced.
 // A method that cannot do its work throws; the Replica then must be rebuilt, as after a crash.
 class Storage {
 public:
@@ -162,7 +165,7 @@ public:
     std::vector<Entry> entries; // the log after the snapshot (from index 1 without one)
   };
   virtual ~Storage() = default;
-  virtual State load() = 0; // called once, by the Replica's constructor
+  virtual State load() = 0; // called by each Replica built over this storage
   virtual void save_term_and_vote(Term current_term, std::optional<ReplicaID> voted_for) = 0;
   // Replaces the log from index `first` on by [begin, end): drops entries >= first, then appends.
   virtual void save_entries(Index first, const Entry* begin, const Entry* end) = 0;
@@ -187,8 +190,10 @@ private:
 // Durable storage in a directory, in one file: `log`, an append-only file of CRC-checked
 // records (entries, term and vote, and the snapshot), rewritten at each compaction (format in
 // README.md). sync() writes and fdatasyncs everything buffered: one poll costs one sync. The
-// constructor creates the directory if needed and recovers: a torn last record is cut off; any
-// other damage throws std::runtime_error naming the file and offset.
+// constructor creates the directory if needed and recovers: a torn last record is cut off, what
+// remains is synced; any other damage throws std::runtime_error naming the file and offset.
+// load() reads the file again at every call, so a Replica rebuilt over this object recovers what
+// was synced. After an I/O error every call throws until a new FileStorage opens the directory.
 class FileStorage : public Storage {
 public:
   explicit FileStorage(std::string directory);
@@ -202,12 +207,13 @@ public:
   void sync() override;
 
 private:
+  void check_usable() const;
   void replace_log(const std::string& contents);
 
   const std::string directory_, path_;
-  State recovered_;       // what the constructor found, handed over by load()
   int log_fd_ = -1;       // the log, open for appending
   std::string pending_;   // records not yet written
+  bool failed_ = false;   // an I/O call failed: the file's end is unknown until reopened
   Term current_term_ = 0; // the latest term and vote saved, for a rewritten log
   std::optional<ReplicaID> voted_for_;
 };
@@ -247,8 +253,8 @@ public:
   // ---------------------------------------------------------------------------------------------
 private:
   enum class Role { Follower, PreCandidate, Candidate, Leader };
-  Index log_start() const { return snapshot_.last_included_index; }
-  struct Queued { // a transition this replica accepted as leader
+  Index log_start() const { return log_start_; } // the index just before log_[0]
+  struct Queued {                                // a transition this replica accepted as leader
     Index index;
     Term term;
     std::uint64_t id;
@@ -261,9 +267,12 @@ private:
     bool awaiting = false; // leader: a probe is in flight
     Index commit_sent = 0; // leader: the leaderCommit last sent
     Clock::time_point heartbeat_due{};
-    bool vote_granted = false;         // candidate
-    Index snapshot_index = 0;          // leader: the snapshot being sent (§7)
-    std::uint64_t snapshot_offset = 0; // leader: its next byte to send
+    bool vote_granted = false; // candidate
+    // Leader: the snapshot in flight (§7), kept to the transfer's end; the first byte the peer
+    // lacks, when that last moved on, and when its chunk was last sent.
+    std::shared_ptr<const Snapshot> snapshot = nullptr;
+    std::uint64_t snapshot_offset = 0;
+    Clock::time_point snapshot_progress{}, chunk_sent{};
   };
 
   Term term_at(Index index) const;
@@ -314,8 +323,10 @@ private:
   // Persistent state (Figure 2), written through storage_ before anything depends on it.
   Term current_term_ = 0;
   std::optional<ReplicaID> voted_for_;
-  Snapshot snapshot_;      // the latest, created or installed (§7); index 0: none yet
-  std::vector<Entry> log_; // the entries after the snapshot: log_[0] holds log_start() + 1
+  std::shared_ptr<const Snapshot> snapshot_; // the latest, created or installed (§7)
+  std::vector<Entry> log_; // from log_start() + 1 on: after the snapshot, or a little before it
+  Index log_start_ = 0;    // while a follower still receives an older snapshot (§7)
+  Term log_start_term_ = 0;
 
   // Volatile state. commit_index_ never decreases; last_applied_ <= commit_index_ <= last index.
   Index commit_index_ = 0;
@@ -337,6 +348,7 @@ private:
   Clock::time_point election_deadline_{};
   Clock::time_point leader_contact_ = Clock::time_point::min(); // last heard from a leader
   Snapshot incoming_;           // follower: the chunks of a snapshot received so far
+  Term incoming_term_ = 0;      // follower: the term of the leader that sends it
   std::vector<Message> outbox_; // sent after the poll's storage sync
   bool polled_ = false;         // the first poll starts the election timer
   bool broken_ = false;         // a poll threw: rebuild the replica

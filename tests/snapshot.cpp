@@ -57,8 +57,8 @@ struct Machine : raft::StateMachine {
   }
 };
 
-// Replicas in one process; a message sent in one round is delivered in the next, unless `drop`
-// says otherwise or either end is down.
+// Replicas in one process; a message sent in one round is delivered `delay` later (the next
+// round, by default), unless `drop` says otherwise or either end is down.
 struct Sim {
   struct Link : raft::Cluster {
     Sim* cluster;
@@ -67,7 +67,7 @@ struct Sim {
     void send_message(ReplicaID to, const Message& m) override {
       if (cluster->down.count(id) || cluster->down.count(to) || (cluster->drop && cluster->drop(m)))
         return;
-      cluster->sent.push_back(m);
+      cluster->in_flight.emplace(cluster->now + cluster->delay, m);
     }
     std::vector<Message> receive_messages() override { return std::exchange(inbox, {}); }
     bool halt() const override { return false; }
@@ -87,7 +87,8 @@ struct Sim {
   std::map<ReplicaID, Node> nodes;
   std::set<ReplicaID> down;
   std::function<bool(const Message&)> drop;
-  std::vector<Message> sent;
+  std::multimap<raft::Clock::time_point, Message> in_flight; // by delivery time
+  raft::Duration delay = 1ms;
   raft::Clock::time_point now{};
 
   Sim(std::vector<ReplicaID> ids, Index snapshot_delta, std::size_t chunk_bytes = 1 << 20)
@@ -114,16 +115,17 @@ struct Sim {
                                                    std::make_pair(50ms, 100ms), o);
   }
 
-  // One round: deliver what was sent, then poll every live replica once.
-  // One round: deliver what was sent (with `faults`, a random part of it, in random order; the
-  // rest waits), then poll every live replica once and check safety.
+  // One round: deliver what is due (with `faults`, a random part of it, in random order; the
+  // rest waits a round more), then poll every live replica once and check safety.
   void round() {
     now += 1ms;
-    std::vector<Message> arriving = std::exchange(sent, {});
+    std::vector<Message> arriving;
+    for (auto m = in_flight.begin(); m != in_flight.end() && m->first <= now;)
+      arriving.push_back(std::move(m->second)), m = in_flight.erase(m);
     if (faults) std::shuffle(arriving.begin(), arriving.end(), *faults);
     for (Message& m : arriving) {
       if (faults && (*faults)() % 4 == 0)
-        sent.push_back(std::move(m)); // delayed: reordered
+        in_flight.emplace(now + 1ms, std::move(m)); // delayed: reordered
       else
         nodes[m.to].link->inbox.push_back(std::move(m));
     }
@@ -196,6 +198,12 @@ struct Sim {
   std::map<const Machine*, Index> commits;       // a lifetime's last commit index
 };
 
+Machine& leader_machine(Sim& cluster) {
+  Sim::Node* leader = cluster.leader();
+  REQUIRE(leader);
+  return *leader->machine;
+}
+
 } // namespace
 
 TEST_SUITE("§7 Log compaction") {
@@ -263,6 +271,56 @@ TEST_SUITE("§7 Log compaction") {
     CHECK(chunks > offsets.size()); // some were sent again
     CHECK(cluster.nodes[follower].machine->installed.size() == 1);
     CHECK(cluster.nodes[follower].machine->padding.size() == 50000);
+  }
+
+  TEST_CASE("a lagging follower catches up under steady load while the leader keeps compacting") {
+    // A transfer of 50 chunks takes about 100 rounds; the leader snapshots every 5 rounds. The
+    // transfer keeps its snapshot to the end and the leader keeps the log after it.
+    Sim cluster({1, 2, 3}, 50, 1000);
+    for (auto& [id, node] : cluster.nodes) node.machine->padding = std::string(50000, 'p');
+    raft::Replica& leader = *cluster.elect().replica;
+    ReplicaID follower = leader.id() == 1 ? 2 : 1;
+    cluster.down.insert(follower);
+    cluster.commit(1000, 10);
+    cluster.down.erase(follower);
+    std::size_t transfers = 0;
+    cluster.drop = [&](const Message& m) {
+      transfers += m.type == MessageType::InstallSnapshot && m.offset == 0 && !m.data.empty();
+      return false;
+    };
+    Sim::Node& node = cluster.nodes[follower];
+    std::uint64_t id = cluster.next_id;
+    for (int round = 0; round < 1000; ++round, cluster.round())
+      for (int n = 0; n < 10; ++n) leader_machine(cluster).pending.push_back({id++, "x"});
+    cluster.next_id = id;
+    CHECK(transfers == 1);
+    CHECK(node.machine->installed.size() == 1);
+    CHECK(node.replica->commit_index() + 100 >= leader.commit_index()); // in the pipeline
+    cluster.commit(10, 10);
+  }
+
+  TEST_CASE("a snapshot transfer sends each chunk once when the round trip exceeds the heartbeat") {
+    // 15 ms each way and a heartbeat of 10 ms: heartbeats while a chunk is in flight carry no
+    // bytes, and late answers to them do not start another chain of chunks.
+    Sim cluster({1, 2, 3}, 200, 1000);
+    for (auto& [id, node] : cluster.nodes) node.machine->padding = std::string(50000, 'p');
+    raft::Replica& leader = *cluster.elect().replica;
+    ReplicaID follower = leader.id() == 1 ? 2 : 1;
+    cluster.down.insert(follower);
+    cluster.commit(1000);
+    cluster.down.erase(follower);
+    cluster.delay = 15ms;
+    std::size_t chunks = 0;
+    std::set<std::uint64_t> offsets;
+    cluster.drop = [&](const Message& m) {
+      if (m.type == MessageType::InstallSnapshot && !m.data.empty())
+        ++chunks, offsets.insert(m.offset);
+      return false;
+    };
+    cluster.commit(10);
+    CHECK(cluster.nodes[follower].machine->installed.size() == 1);
+    CHECK(offsets.size() == 51); // 50,000 bytes of padding and the counts, in chunks of 1,000
+    CHECK(chunks == offsets.size());
   }
 
   TEST_CASE("every replica restarted in turn recovers from its snapshot and log suffix") {

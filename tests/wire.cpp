@@ -52,7 +52,8 @@ std::vector<Message> samples() {
   install.data = std::string(5000, 'x');
   Message& installed = make(MessageType::InstallSnapshotResponse);
   installed.last_included_index = 1000;
-  installed.offset = 5000;
+  installed.offset = 4000;
+  installed.received = 5000;
   installed.done = true;
   return messages;
 }
@@ -102,9 +103,9 @@ TEST_SUITE("Wire format") {
     std::string vote = raft::encode(samples()[1]);
     CHECK(raft::decode(vote));
     std::string bad = vote;
-    bad[0] = 1; // version 1 had no pre_vote
+    bad[0] = 2; // version 2 had no InstallSnapshotResponse::received
     CHECK_FALSE(raft::decode(bad));
-    bad[0] = 3;
+    bad[0] = 4;
     CHECK_FALSE(raft::decode(bad));
     bad = vote;
     bad[1] = 6;
