@@ -455,6 +455,8 @@ void Replica::become_follower(Term term, std::optional<ReplicaID> leader) {
   role_ = Role::Follower;
   set_leader(leader);
   for (Peer& peer : peers_) peer.snapshot.reset(); // transfers in flight end with leadership
+  transfer_to_.reset();
+  for (const Read& read : std::exchange(reads_, {})) abandon(read.id, AbandonReason::NotLeader);
   for (; !accepted_.empty(); accepted_.pop_front(), accepted_next_ = 0) // never in our log
     for (; accepted_next_ < accepted_.front().size(); ++accepted_next_)
       abandon(accepted_.front()[accepted_next_].id, AbandonReason::NotLeader);
@@ -463,7 +465,7 @@ void Replica::become_follower(Term term, std::optional<ReplicaID> leader) {
 // §5.2: a candidate votes for itself in a new term and asks every peer for its vote. With
 // Pre-Vote (the dissertation's §9.6), a pre-candidate first asks whether it could win, changing
 // nothing: a replica cut off from a leader that others still hear cannot depose it.
-void Replica::campaign(bool pre_vote) {
+void Replica::campaign(bool pre_vote, bool transfer) {
   if (current_term_ >= kMaxTerm) return reset_election_timer(); // no term is left to run in
   role_ = pre_vote ? Role::PreCandidate : Role::Candidate;
   set_leader(std::nullopt); // it no longer hears one
@@ -479,6 +481,7 @@ void Replica::campaign(bool pre_vote) {
     Message request = make_message(MessageType::RequestVote, peer.id);
     request.term += pre_vote; // the term it would campaign for
     request.pre_vote = pre_vote;
+    request.transfer = transfer;
     request.last_log_index = last_log_index();
     request.last_log_term = term_at(last_log_index());
     send(std::move(request));
@@ -491,6 +494,8 @@ void Replica::become_leader() {
   role_ = Role::Leader;
   set_leader(id_);
   for (Peer& peer : peers_) peer = Peer{peer.id, last_log_index() + 1};
+  quorum_deadline_ = now_ + election_timeout_range_.second;
+  lease_round_ = round_ + 1;
   log_.push_back(Entry{current_term_, noop_});
   save_from(last_log_index());
 }
@@ -581,6 +586,7 @@ void Replica::send_append_entries(Peer& peer, std::size_t limit) {
   request.entries.assign(log_.begin() + (request.prev_log_index - log_start()),
                          log_.begin() + (last - log_start()));
   request.leader_commit = commit_index_;
+  request.round = round_;
   peer.commit_sent = commit_index_;
   peer.heartbeat_due = now_ + heartbeat_timeout_;
   peer.awaiting = peer.probing; // a probe waits for its answer; a pipeline moves on
@@ -599,6 +605,15 @@ Index Replica::window() const {
 // together, at most a window of unacknowledged entries per peer, and a heartbeat when idle.
 void Replica::replicate() {
   std::size_t batch = options_.max_entries_per_message;
+  // A heartbeat round goes to every peer at once: when one is due, or when reads wait for one.
+  bool due = std::any_of(peers_.begin(), peers_.end(),
+                         [this](const Peer& peer) { return now_ >= peer.heartbeat_due; });
+  if (std::exchange(start_round_, false) || due) {
+    round_starts_.emplace_back(++round_, now_);
+    while (now_ - round_starts_.front().second > election_timeout_range_.first)
+      round_starts_.pop_front();
+    for (Peer& peer : peers_) peer.heartbeat_due = now_;
+  }
   for (Peer& peer : peers_) {
     bool heartbeat_due = now_ >= peer.heartbeat_due;
     if (peer.probing) {
@@ -611,12 +626,14 @@ void Replica::replicate() {
          sent = true)
       send_append_entries(peer, batch);
     if (!sent && (heartbeat_due || peer.commit_sent < commit_index_)) send_append_entries(peer, 0);
+    if (heartbeat_due) send_timeout_now(peer);
   }
 }
 
 void Replica::handle_append_entries(Message& request) {
   Message response = make_message(MessageType::AppendEntriesResponse, request.from);
   response.prev_log_index = request.prev_log_index;
+  response.round = request.round;
   if (request.term < current_term_) return send(std::move(response)); // a stale leader learns
   become_follower(request.term, request.from); // a candidate steps down (§5.2)
 
@@ -658,7 +675,12 @@ void Replica::handle_append_entries(Message& request) {
 
 void Replica::handle_append_entries_response(const Message& response, Peer& peer) {
   if (role_ != Role::Leader || response.term != current_term_) return;
-  if (response.success) return record_match(peer, response.match_index);
+  peer.recent_active = true; // it still follows us, whatever it answers (§6.2, §6.4)
+  peer.acked_round = std::max(peer.acked_round, response.round);
+  if (response.success) {
+    record_match(peer, response.match_index);
+    return send_timeout_now(peer);
+  }
   // A rejection of an index the peer has since matched, or of a probe other than the one in
   // flight, is stale: an answer to an earlier request that arrived late.
   Index rejected = response.prev_log_index;
@@ -818,6 +840,7 @@ void Replica::handle_install_snapshot_response(const Message& response, Peer& pe
   if (role_ != Role::Leader || response.term != current_term_ || !peer.snapshot ||
       response.last_included_index != peer.snapshot->last_included_index)
     return; // about another transfer
+  peer.recent_active = true;
   if (response.done) {
     peer.snapshot.reset();
     return record_match(peer, response.last_included_index);
@@ -834,14 +857,14 @@ void Replica::handle_install_snapshot_response(const Message& response, Peer& pe
 // per poll, so that a burst of any size never keeps a poll from its messages for long.
 void Replica::take_pending_transitions() {
   std::vector<Transition> pending = state_machine_.get_pending_transitions();
-  bool leader = role_ == Role::Leader;
+  bool leader = role_ == Role::Leader && !transfer_to_; // §3.10: the target's log must stay current
   for (const Transition& transition : pending)
     state_machine_.register_transition_state(
         transition.id, leader ? TransitionState::Queued : TransitionState::Abandoned,
         leader ? AbandonReason::None : AbandonReason::NotLeader);
   if (leader && !pending.empty()) accepted_.push_back(std::move(pending));
   Index first = last_log_index() + 1;
-  while (!accepted_.empty() && last_log_index() + 1 - first < window()) {
+  while (!transfer_to_ && !accepted_.empty() && last_log_index() + 1 - first < window()) {
     Transition& transition = accepted_.front()[accepted_next_++];
     queued_.push_back(Queued{last_log_index() + 1, current_term_, transition.id});
     log_.push_back(Entry{current_term_, std::move(transition)});
@@ -890,6 +913,86 @@ void Replica::apply_committed() {
     take_snapshot();
 }
 
+// ---- Leadership: check-quorum (§6.2), transfer (§3.10), reads (§6.4) ----
+
+// Once per maximum election timeout, a leader that has not heard from a majority steps down, so
+// that a leader cut off in a minority stops acting as one within two such timeouts.
+void Replica::check_quorum() {
+  if (now_ < quorum_deadline_) return;
+  std::size_t active = 1;
+  for (Peer& peer : peers_) active += std::exchange(peer.recent_active, false);
+  quorum_deadline_ = now_ + election_timeout_range_.second;
+  if (options_.check_quorum && !has_quorum(active)) become_follower(current_term_, std::nullopt);
+}
+
+void Replica::transfer_leadership(ReplicaID to) {
+  Peer* peer = find_peer(to);
+  if (role_ != Role::Leader || !peer) return;
+  transfer_to_ = to;
+  transfer_deadline_ = now_ + election_timeout_range_.second;
+  lease_round_ = round_ + 1; // the lease is given up: the target's voters will not wait for it
+  send_timeout_now(*peer);
+}
+
+// The target of a transfer, once its log matches ours, is told to campaign; again with each
+// heartbeat while the transfer lasts, in case the message was lost.
+void Replica::send_timeout_now(Peer& peer) {
+  if (transfer_to_ == peer.id && peer.match_index == last_log_index())
+    send(make_message(MessageType::TimeoutNow, peer.id));
+}
+
+void Replica::read(std::uint64_t read_id) { reads_asked_.push_back(read_id); }
+
+// A read waits for a heartbeat round that starts after it (or is served by the lease), and for
+// the read index: the commit index once an entry of this leader's term has committed (§6.4).
+void Replica::take_reads() {
+  for (std::uint64_t id : std::exchange(reads_asked_, {})) {
+    if (role_ != Role::Leader) {
+      abandon(id, AbandonReason::NotLeader);
+      continue;
+    }
+    state_machine_.register_transition_state(id, TransitionState::Queued, AbandonReason::None);
+    bool lease = has_lease();
+    Index index = term_at(commit_index_) == current_term_ ? commit_index_ : 0;
+    reads_.push_back(Read{id, lease ? 0 : round_ + 1, index});
+    start_round_ |= !lease;
+  }
+}
+
+// The latest heartbeat round that a majority of voters (this leader among them) answered.
+std::uint64_t Replica::quorum_round() {
+  matched_.assign(1, round_);
+  for (const Peer& peer : peers_) matched_.push_back(peer.acked_round);
+  auto majority = matched_.begin() + matched_.size() / 2;
+  std::nth_element(matched_.begin(), majority, matched_.end(), std::greater<Index>());
+  return *majority;
+}
+
+// A majority answered a round started less than 90% of the minimum election timeout ago: none
+// of them grants a vote before that timeout (§4.2.3), even if its clock runs 10% fast.
+bool Replica::has_lease() {
+  if (!options_.lease_reads || !options_.check_quorum || transfer_to_) return false;
+  std::uint64_t round = quorum_round();
+  auto start = std::lower_bound(round_starts_.begin(), round_starts_.end(),
+                                std::make_pair(round, Clock::time_point::min()));
+  return round >= lease_round_ && start != round_starts_.end() && start->first == round &&
+         now_ < start->second + election_timeout_range_.first * 9 / 10;
+}
+
+void Replica::serve_reads() {
+  if (reads_.empty()) return;
+  std::uint64_t confirmed = quorum_round();
+  bool own_term = term_at(commit_index_) == current_term_;
+  auto served = [&](Read& read) {
+    if (read.index == 0 && own_term) read.index = commit_index_;
+    if (read.round > confirmed || read.index == 0 || last_applied_ < read.index) return false;
+    state_machine_.register_transition_state(read.id, TransitionState::Applied,
+                                             AbandonReason::None);
+    return true;
+  };
+  reads_.erase(std::remove_if(reads_.begin(), reads_.end(), served), reads_.end());
+}
+
 // ---- The poll loop ----
 
 Replica::Peer* Replica::find_peer(ReplicaID id) {
@@ -917,6 +1020,12 @@ void Replica::handle(Message& message) {
   if (message.to != id_ || !peer || (message.term == 0 && !pre_vote_answer) ||
       message.term > kMaxTerm)
     return; // misrouted, not a member, or bad input
+  // §4.2.3: a replica that hears from a leader ignores other candidates, unless a transfer sent
+  // them; so does a leader, which check-quorum deposes once it has lost its majority.
+  bool heard = role_ == Role::Leader || now_ < leader_contact_ + election_timeout_range_.first;
+  if (message.type == MessageType::RequestVote && !message.pre_vote && !message.transfer &&
+      options_.check_quorum && heard)
+    return;
   observe_term(message);
   switch (message.type) {
   case MessageType::RequestVote: return handle_request_vote(message);
@@ -926,6 +1035,10 @@ void Replica::handle(Message& message) {
   case MessageType::InstallSnapshot: return handle_install_snapshot(message);
   case MessageType::InstallSnapshotResponse:
     return handle_install_snapshot_response(message, *peer);
+  case MessageType::TimeoutNow: // §3.10: from our leader, in its term: campaign at once
+    if (role_ != Role::Leader && message.term == current_term_ && leader_ == message.from)
+      campaign(false, true);
+    return;
   }
 }
 
@@ -933,11 +1046,17 @@ void Replica::handle(Message& message) {
 // and before this replica counts its own entries toward a commit.
 void Replica::poll(Clock::time_point now) {
   if (broken_) throw std::logic_error("raft::Replica: a poll threw before; rebuild the replica");
-  now_ = polled_ ? std::max(now_, now) : now;                // time never goes back
-  if (!std::exchange(polled_, true)) reset_election_timer(); // the first poll starts the timer
+  now_ = polled_ ? std::max(now_, now) : now; // time never goes back
+  if (!std::exchange(polled_, true)) {        // the first poll starts the timer
+    reset_election_timer();
+    if (options_.lease_reads) leader_contact_ = now_; // a leader we forgot may hold a lease
+  }
   try {
     for (Message& message : cluster_.receive_messages()) handle(message);
+    take_reads();
     take_pending_transitions();
+    if (transfer_to_ && now_ >= transfer_deadline_) transfer_to_.reset(); // §3.10: given up
+    if (role_ == Role::Leader) check_quorum();
     if (role_ != Role::Leader && now_ >= election_deadline_) campaign(options_.pre_vote);
     if (role_ == Role::Leader) replicate();
     storage_->sync();
@@ -947,6 +1066,7 @@ void Replica::poll(Clock::time_point now) {
     outbox_.clear();
     if (role_ == Role::Leader && synced_more) advance_commit_index();
     apply_committed();
+    serve_reads();
   } catch (...) { // from storage or the user's code: our state may be half updated
     broken_ = true;
     outbox_.clear();
@@ -955,9 +1075,10 @@ void Replica::poll(Clock::time_point now) {
 }
 
 Clock::time_point Replica::next_deadline() const {
-  if (!accepted_.empty()) return now_; // more accepted transitions to append
+  if (!reads_asked_.empty() || (!accepted_.empty() && !transfer_to_)) return now_;
   if (role_ != Role::Leader) return std::max(now_, election_deadline_);
-  Clock::time_point deadline = now_ + heartbeat_timeout_;
+  Clock::time_point deadline = std::min(now_ + heartbeat_timeout_, quorum_deadline_);
+  if (transfer_to_) deadline = std::min(deadline, transfer_deadline_);
   for (const Peer& peer : peers_) deadline = std::min(deadline, peer.heartbeat_due);
   return std::max(now_, deadline);
 }
@@ -974,23 +1095,26 @@ void Replica::start() {
 // Writer: integers as LEB128 varints, booleans as a byte 0 or 1, strings and lists after their
 // length. One list of fields per type serves both directions.
 
-// 2: RequestVote and its response carry pre_vote; 3: InstallSnapshotResponse carries received
+// 2: RequestVote and its response carry pre_vote; 3: InstallSnapshotResponse carries received,
+// RequestVote transfer, AppendEntries and its response round, and TimeoutNow is new
 constexpr std::uint64_t wire_version = 3;
 
 template <class M, class Visit> void visit_fields(M& m, Visit& visit) {
   visit(m.from), visit(m.to), visit(m.term);
   switch (m.type) {
   case MessageType::RequestVote:
-    visit(m.last_log_index), visit(m.last_log_term), visit(m.pre_vote);
+    visit(m.last_log_index), visit(m.last_log_term), visit(m.pre_vote), visit(m.transfer);
     break;
   case MessageType::RequestVoteResponse: visit(m.vote_granted), visit(m.pre_vote); break;
   case MessageType::AppendEntries:
-    visit(m.prev_log_index), visit(m.prev_log_term), visit(m.leader_commit), visit(m.entries);
+    visit(m.prev_log_index), visit(m.prev_log_term), visit(m.leader_commit), visit(m.round);
+    visit(m.entries);
     break;
   case MessageType::AppendEntriesResponse:
     visit(m.success), visit(m.prev_log_index), visit(m.match_index);
-    visit(m.conflict_index), visit(m.conflict_term);
+    visit(m.conflict_index), visit(m.conflict_term), visit(m.round);
     break;
+  case MessageType::TimeoutNow: break;
   case MessageType::InstallSnapshot:
     visit(m.last_included_index), visit(m.last_included_term), visit(m.configuration);
     visit(m.offset), visit(m.done), visit(m.data);
@@ -1012,8 +1136,7 @@ std::optional<Message> decode(std::string_view bytes) {
   Reader reader{bytes};
   Message message;
   std::uint64_t version = reader.varint(), type = reader.varint();
-  if (!reader.ok || version != wire_version ||
-      type > std::uint64_t(MessageType::InstallSnapshotResponse))
+  if (!reader.ok || version != wire_version || type > std::uint64_t(MessageType::TimeoutNow))
     return std::nullopt;
   message.type = static_cast<MessageType>(type);
   visit_fields(message, reader);

@@ -53,7 +53,8 @@ inline bool operator==(const Transition& a, const Transition& b) {
 }
 
 enum class TransitionState { Queued, Committed, Applied, Abandoned };
-enum class AbandonReason { None, NotLeader, ConflictWithLeader };
+// Refused: a request this replica cannot carry out as asked (see change_membership).
+enum class AbandonReason { None, NotLeader, ConflictWithLeader, Refused };
 
 // The state machine's state after applying every entry up to last_included_index (§7).
 struct Snapshot {
@@ -76,6 +77,7 @@ enum class MessageType : std::uint8_t {
   RequestVoteResponse,
   InstallSnapshot,
   InstallSnapshotResponse,
+  TimeoutNow, // leader transfer (the dissertation's §3.10): campaign at once
 };
 
 // One plain value type for every RPC and reply of Figure 2 and §7. A transport never needs to
@@ -88,15 +90,19 @@ struct Message {
   // RequestVote: the candidate's last log entry (§5.4.1). A pre-vote (the dissertation's §9.6)
   // asks whether a vote in `term` would be granted, changing nothing; the response says whether,
   // in the voter's own term.
+  // A vote asked for by a leader transfer (`transfer`) is granted even by a replica that heard
+  // from a leader recently (the dissertation's §4.2.3).
   Index last_log_index = 0;
   Term last_log_term = 0;
   bool pre_vote = false;
+  bool transfer = false;
   bool vote_granted = false; // RequestVoteResponse
   // AppendEntries. In a response, prev_log_index echoes the request's.
   Index prev_log_index = 0;
   Term prev_log_term = 0;
   std::vector<Entry> entries;
   Index leader_commit = 0;
+  std::uint64_t round = 0; // the leader's heartbeat round, echoed in the response (§6.4)
   // AppendEntriesResponse: success means the follower's log matches the leader's through
   // match_index. A rejection carries a hint (§5.3, the "optimization" paragraph): the term of the
   // follower's conflicting entry (0 if its log is too short) and the first index it holds for
@@ -229,6 +235,13 @@ struct Options {
   std::size_t snapshot_chunk_bytes = 1 << 20; // bytes of snapshot in one InstallSnapshot
   bool pre_vote = true; // campaign only after a pre-vote majority, which is withheld by anyone
                         // that heard from a leader within the minimum election timeout
+  // A leader that has not heard from a majority of voters within an election timeout steps down,
+  // and a replica that heard from a leader within the minimum election timeout refuses its vote
+  // to others (the dissertation's §4.2.3 and §6.2).
+  bool check_quorum = true;
+  // read() may answer at once while a majority of voters answered heartbeats sent less than 90%
+  // of the minimum election timeout ago (needs check_quorum; set it on every replica alike).
+  bool lease_reads = false;
 };
 
 class Replica {
@@ -241,6 +254,16 @@ public:
   void start();                            // polls until cluster.halt(); sleeps when idle
   void poll(Clock::time_point now);        // one pass: messages, transitions, timers, apply
   Clock::time_point next_deadline() const; // when poll() next has timer work to do
+
+  // Leader transfer (the dissertation's §3.10): on a leader, with `to` another voter, bring `to`
+  // up to date, then tell it to campaign at once. Transitions taken meanwhile are reported
+  // Abandoned/NotLeader. Given up after a maximum election timeout. Elsewhere it does nothing.
+  void transfer_leadership(ReplicaID to);
+  // A linearizable read (ReadIndex, §6.4), reported under read_id: Queued on a leader, then
+  // Applied once a majority confirmed this replica still leads and the state machine applied
+  // everything committed when the read arrived; the host then reads its state machine. On a
+  // non-leader, or if leadership is lost first, Abandoned/NotLeader. Never written to the log.
+  void read(std::uint64_t read_id);
 
   ReplicaID id() const { return id_; }
   Term current_term() const { return current_term_; }
@@ -267,7 +290,9 @@ private:
     bool awaiting = false; // leader: a probe is in flight
     Index commit_sent = 0; // leader: the leaderCommit last sent
     Clock::time_point heartbeat_due{};
-    bool vote_granted = false; // candidate
+    bool vote_granted = false;     // candidate
+    bool recent_active = false;    // leader: it answered since the last quorum check
+    std::uint64_t acked_round = 0; // leader: the latest heartbeat round it answered
     // Leader: the snapshot in flight (§7), kept to the transfer's end; the first byte the peer
     // lacks, when that last moved on, and when its chunk was last sent.
     std::shared_ptr<const Snapshot> snapshot = nullptr;
@@ -279,7 +304,7 @@ private:
   void save_from(Index first);
   void truncate_from(Index index);
   void become_follower(Term term, std::optional<ReplicaID> leader);
-  void campaign(bool pre_vote);
+  void campaign(bool pre_vote, bool transfer = false);
   void become_leader();
   void set_leader(std::optional<ReplicaID> leader);
   Index window() const;
@@ -308,6 +333,12 @@ private:
   Message make_message(MessageType type, ReplicaID to) const;
   void send(Message message);
   void handle(Message& message);
+  void check_quorum();
+  void send_timeout_now(Peer& peer);
+  void take_reads();
+  std::uint64_t quorum_round();
+  bool has_lease();
+  void serve_reads();
 
   const ReplicaID id_;
   Cluster& cluster_;
@@ -342,6 +373,22 @@ private:
   std::size_t accepted_next_ = 0;                // the next one in accepted_.front()
   std::deque<Queued> queued_;       // queued here, in our log, not yet applied; by index
   std::vector<Queued> overwritten_; // queued here, dropped from our log, fate not yet known
+
+  // Leadership: transfer, heartbeat rounds, reads (§3.10, §6.2, §6.4).
+  struct Read {
+    std::uint64_t id;
+    std::uint64_t round; // confirmed once a majority answered this round (0: by the lease)
+    Index index;         // the read index; 0 until an entry of this term commits
+  };
+  std::optional<ReplicaID> transfer_to_;
+  Clock::time_point transfer_deadline_{};
+  std::vector<std::uint64_t> reads_asked_; // read() calls not yet taken by a poll
+  std::vector<Read> reads_;
+  std::uint64_t round_ = 0;       // the latest heartbeat round started
+  bool start_round_ = false;      // reads wait for a round that this poll starts
+  std::uint64_t lease_round_ = 1; // the first round that counts toward a lease
+  std::deque<std::pair<std::uint64_t, Clock::time_point>> round_starts_; // for the lease
+  Clock::time_point quorum_deadline_{};
 
   // Timers and bookkeeping.
   Clock::time_point now_{};

@@ -383,6 +383,7 @@ TEST_SUITE("§9.6 Pre-Vote") {
     leader.receive(vote(2, 1, 1, true));
     REQUIRE(leader->is_leader());
     leader.take_sent();
+    leader.receive(append_response(2, 1, 1, true, 1)); // a majority hears it: check-quorum holds
     leader.advance(kElectionMax + 1ms);
     leader.take_sent();
     leader.receive(pre_vote_request(3, 1, 2, 1, 1));

@@ -88,7 +88,7 @@ TEST_SUITE("Wire format") {
     heartbeat.prev_log_index = 1000;
     heartbeat.prev_log_term = 5;
     heartbeat.leader_commit = 1000;
-    CHECK(raft::encode(heartbeat).size() == 11); // the figure README.md quotes
+    CHECK(raft::encode(heartbeat).size() == 12); // the figure README.md quotes
   }
 
   TEST_CASE("every proper prefix and any trailing byte is rejected") {
@@ -120,8 +120,8 @@ TEST_SUITE("Wire format") {
 
   TEST_CASE("a forged huge count or length is rejected before anything is allocated") {
     std::string bytes = raft::encode(samples()[2]);
-    // type, from, to (10 bytes), term (2 bytes), prev index, prev term, commit, then the count
-    std::size_t count_at = 2 + 1 + 10 + 2 + 1 + 1 + 1;
+    // type, from, to (10 bytes), term (2 bytes), prev index, prev term, commit, round, the count
+    std::size_t count_at = 2 + 1 + 10 + 2 + 1 + 1 + 1 + 1;
     REQUIRE(bytes[count_at] == 3);
     std::string forged = bytes.substr(0, count_at) + "\xff\xff\xff\xff\xff\xff\xff\xff\x7f";
     CHECK_FALSE(raft::decode(forged));
