@@ -1,5 +1,7 @@
-// raft.cpp: the Replica, in the order of the Raft paper. Section numbers (§5.2) and figures
-// refer to "In Search of an Understandable Consensus Algorithm" (extended version).
+// raft.cpp: the Replica, section by section of the Raft paper (§5.1 terms to §7 compaction), then
+// the dissertation's leadership extensions, the poll loop, and at the end the wire format and
+// FileStorage. Section numbers (§5.2) and figures refer to "In Search of an Understandable
+// Consensus Algorithm" (extended version); "the dissertation's §4.2.3" to Ongaro's Raft thesis.
 #include "raft.hpp"
 
 #include <algorithm>
@@ -53,306 +55,6 @@ void MemoryStorage::save_entries(Index first, const Entry* begin, const Entry* e
 void MemoryStorage::save_snapshot(const Snapshot& snapshot, const Entry* begin, const Entry* end) {
   state_.snapshot = snapshot;
   state_.entries.assign(begin, end);
-}
-
-// ---- FileStorage: one append-only file of CRC-checked records ----
-
-namespace {
-// Writes fields for the wire and the disk: integers as LEB128 varints, booleans as a varint 0 or
-// 1, byte strings and lists after their length. Reader reads them back.
-struct Writer {
-  std::string out;
-  void operator()(std::uint64_t value) {
-    for (; value >= 0x80; value >>= 7) out += static_cast<char>(value | 0x80);
-    out += static_cast<char>(value);
-  }
-  void operator()(bool value) { out += static_cast<char>(value); }
-  void operator()(std::string_view bytes) {
-    (*this)(std::uint64_t{bytes.size()});
-    out += bytes;
-  }
-  void operator()(const Entry& entry) {
-    (*this)(entry.term), (*this)(entry.transition.id), (*this)(entry.transition.data);
-  }
-  void operator()(const Snapshot& s) {
-    (*this)(s.last_included_index), (*this)(s.last_included_term);
-    (*this)(s.configuration), (*this)(s.data);
-  }
-  template <class T> void operator()(const std::vector<T>& items) {
-    (*this)(std::uint64_t{items.size()});
-    for (const T& item : items) (*this)(item);
-  }
-};
-
-// A read past the end, an overlong varint, a boolean other than 0 or 1, or a length beyond the
-// bytes left reads as 0 and clears `ok`; nothing is allocated before its length is checked.
-struct Reader {
-  std::string_view in;
-  bool ok = true;
-  std::uint64_t varint() {
-    std::uint64_t value = 0;
-    for (int shift = 0; shift < 64 && !in.empty(); shift += 7) {
-      auto byte = static_cast<unsigned char>(in[0]);
-      in.remove_prefix(1);
-      value |= std::uint64_t(byte & 0x7F) << shift;
-      if (byte & 0x80) continue;
-      if ((byte == 0 && shift > 0) || (shift == 63 && byte > 1)) ok = false;
-      return value;
-    }
-    return ok = false;
-  }
-  std::uint64_t length(std::size_t item_bytes = 1) { // of a string or list, by its least item
-    std::uint64_t length = varint();
-    if (length <= in.size() / item_bytes) return length;
-    return ok = false;
-  }
-  void operator()(std::uint64_t& value) { value = varint(); }
-  void operator()(bool& value) {
-    std::uint64_t byte = varint();
-    ok = ok && byte <= 1;
-    value = byte == 1;
-  }
-  void operator()(std::string& bytes) {
-    bytes.assign(in.substr(0, length()));
-    in.remove_prefix(bytes.size());
-  }
-  void operator()(Entry& entry) {
-    (*this)(entry.term), (*this)(entry.transition.id), (*this)(entry.transition.data);
-  }
-  void operator()(Snapshot& s) {
-    (*this)(s.last_included_index), (*this)(s.last_included_term);
-    (*this)(s.configuration), (*this)(s.data);
-  }
-  template <class T> void operator()(std::vector<T>& items) {
-    items.resize(length(std::is_same_v<T, Entry> ? 3 : 1)); // an entry: three varints at least
-    for (T& item : items) (*this)(item);
-  }
-};
-
-std::uint32_t crc32(std::string_view bytes) { // IEEE 802.3, as in zlib; a byte at a time
-  static const std::array<std::uint32_t, 256> table = [] {
-    std::array<std::uint32_t, 256> table{};
-    for (std::uint32_t n = 0; n < 256; ++n) {
-      table[n] = n;
-      for (int bit = 0; bit < 8; ++bit)
-        table[n] = (table[n] >> 1) ^ (0xEDB88320u & (0u - (table[n] & 1)));
-    }
-    return table;
-  }();
-  std::uint32_t crc = 0xFFFFFFFFu;
-  for (unsigned char byte : bytes) crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8);
-  return ~crc;
-}
-
-constexpr std::string_view log_magic = "RAFTLOG1";
-enum RecordKind : std::uint64_t { EntryRecord = 1, TruncateRecord, StateRecord, SnapshotRecord };
-
-// A record: the payload's length and CRC-32 as varints, then the payload, which starts with its
-// kind. An entry or truncation record at index i replaces the log from i on.
-template <class... Fields>
-void put_record(std::string& out, RecordKind kind, const Fields&... fields) {
-  Writer payload, header;
-  payload(std::uint64_t{kind}), (payload(fields), ...);
-  header(std::uint64_t{payload.out.size()}), header(std::uint64_t{crc32(payload.out)});
-  out += header.out + payload.out;
-}
-
-std::runtime_error file_error(const std::string& path, std::size_t offset, const char* what) {
-  return std::runtime_error("FileStorage: " + path + ": " + what + " at offset " +
-                            std::to_string(offset));
-}
-std::runtime_error system_error(const std::string& path, const char* call) {
-  return std::runtime_error("FileStorage: " + path + ": " + call + ": " + std::strerror(errno));
-}
-
-void write_all(int fd, std::string_view bytes, const std::string& path) {
-  while (!bytes.empty()) {
-    ssize_t written = ::write(fd, bytes.data(), bytes.size());
-    if (written < 0 && errno != EINTR) throw system_error(path, "write");
-    if (written > 0) bytes.remove_prefix(written);
-  }
-}
-
-// Replays the log into `state`, returning the length of its valid part. A last record cut short
-// or failing its CRC, and zero bytes to the end (a torn write) end the replay; damage anywhere
-// else throws.
-std::size_t replay_log(const std::string& path, std::string_view contents, Storage::State& state) {
-  if (contents.substr(0, log_magic.size()) != log_magic)
-    throw file_error(path, 0, "not a log of this format (bad magic)");
-  std::size_t offset = log_magic.size();
-  for (Index first = 1; offset < contents.size();) { // first: the index of state.entries[0]
-    if (contents.find_first_not_of('\0', offset) == std::string_view::npos)
-      break; // zeros to the end: space a crash allocated but never wrote
-    Reader record{contents.substr(offset)};
-    std::uint64_t size = record.varint(), crc = record.varint();
-    if (!record.ok || size > record.in.size()) break; // the last record, cut short
-    std::size_t end = contents.size() - record.in.size() + size;
-    Reader reader{record.in.substr(0, size)};
-    bool intact = size > 0 && crc32(reader.in) == crc; // a payload holds its kind: never empty
-    if (!intact && contents.find_first_not_of('\0', end) != std::string_view::npos)
-      throw file_error(path, offset, "bad CRC in the middle of the log");
-    if (!intact) break; // the last record, torn
-    std::uint64_t kind = reader.varint(), index = 0;
-    if (kind == EntryRecord || kind == TruncateRecord) {
-      reader(index);
-      if (index < first || index > first + state.entries.size())
-        reader.ok = false;
-      else
-        state.entries.resize(index - first);
-      if (kind == EntryRecord) reader(state.entries.emplace_back());
-    } else if (kind == StateRecord) {
-      bool voted = false;
-      reader(state.current_term), reader(voted), reader(index);
-      state.voted_for = voted ? std::optional<ReplicaID>(index) : std::nullopt;
-    } else if (kind == SnapshotRecord) { // first in a compacted log
-      reader(state.snapshot.emplace());
-      state.entries.clear();
-      first = state.snapshot->last_included_index + 1;
-    }
-    if (!reader.ok || !reader.in.empty() || kind < EntryRecord || kind > SnapshotRecord)
-      throw file_error(path, offset, "inconsistent log record");
-    offset = end;
-  }
-  return offset;
-}
-
-std::optional<std::string> read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in && errno == ENOENT) return std::nullopt;
-  std::ostringstream contents;
-  if (!(contents << in.rdbuf())) throw system_error(path, "read");
-  return std::move(contents).str();
-}
-} // namespace
-
-namespace {
-void fsync_directory(const std::string& directory) {
-  int fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY);
-  bool synced = fd >= 0 && ::fsync(fd) == 0;
-  if (fd >= 0) ::close(fd);
-  if (!synced) throw system_error(directory, "fsync");
-}
-} // namespace
-
-// Recovery makes what it found durable before anything can depend on it: bytes a killed process
-// wrote but never synced may still sit in the page cache, and a power cut would erase them after
-// this replica had acknowledged them. So the log is fdatasynced, and the directory fsynced (its
-// parent too, when it was just created), before the constructor returns.
-FileStorage::FileStorage(std::string directory)
-    : directory_(std::move(directory)), path_(directory_ + "/log") {
-  std::size_t parent = directory_.find_last_of('/', directory_.find_last_not_of('/'));
-  if (::mkdir(directory_.c_str(), 0777) == 0)
-    fsync_directory(parent == std::string::npos ? "." : directory_.substr(0, parent + 1) + ".");
-  else if (errno != EEXIST)
-    throw system_error(directory_, "mkdir");
-  std::optional<std::string> log = read_file(path_);
-  if (!log) { // a new directory
-    replace_log(std::string(log_magic));
-    return;
-  }
-  State recovered;
-  std::size_t length = replay_log(path_, *log, recovered);
-  if (length < log->size() && ::truncate(path_.c_str(), length) != 0) // a torn last record
-    throw system_error(path_, "truncate");
-  current_term_ = recovered.current_term;
-  voted_for_ = recovered.voted_for;
-  log_fd_ = ::open(path_.c_str(), O_WRONLY | O_APPEND);
-  if (log_fd_ < 0) throw system_error(path_, "open");
-  if (::fdatasync(log_fd_) != 0) throw system_error(path_, "fdatasync");
-  fsync_directory(directory_);
-}
-
-FileStorage::~FileStorage() {
-  if (log_fd_ >= 0) ::close(log_fd_);
-}
-
-// After an I/O error the file may end in a partial record that only recovery can cut off: this
-// object refuses every call, and a new FileStorage on the directory recovers.
-void FileStorage::check_usable() const {
-  if (failed_)
-    throw std::runtime_error("FileStorage: " + path_ +
-                             ": an earlier I/O error left the log unsettled; open it again");
-}
-
-// The durable state, read from the file on every call: a Replica rebuilt over this object (as
-// after a crash) recovers everything synced, and nothing that was not.
-Storage::State FileStorage::load() {
-  check_usable();
-  State state;
-  pending_.clear(); // never synced: lost, as in a crash
-  try {
-    std::optional<std::string> log = read_file(path_);
-    if (!log) throw system_error(path_, "read");
-    replay_log(path_, *log, state);
-  } catch (...) {
-    failed_ = true;
-    throw;
-  }
-  current_term_ = state.current_term;
-  voted_for_ = state.voted_for;
-  return state;
-}
-
-void FileStorage::save_term_and_vote(Term current_term, std::optional<ReplicaID> voted_for) {
-  check_usable();
-  current_term_ = current_term;
-  voted_for_ = voted_for;
-  put_record(pending_, StateRecord, current_term, voted_for.has_value(), voted_for.value_or(0));
-}
-
-void FileStorage::save_entries(Index first, const Entry* begin, const Entry* end) {
-  check_usable();
-  if (begin == end) put_record(pending_, TruncateRecord, first);
-  for (const Entry* entry = begin; entry != end; ++entry)
-    put_record(pending_, EntryRecord, first + (entry - begin), *entry);
-}
-
-// Compaction rewrites the log as term and vote, the snapshot, and the entries after it, and
-// renames it over the old one: a crash leaves either log, both complete. What was waiting for
-// sync() is in the new log too.
-void FileStorage::save_snapshot(const Snapshot& snapshot, const Entry* begin, const Entry* end) {
-  check_usable();
-  std::string rewritten(log_magic);
-  put_record(rewritten, StateRecord, current_term_, voted_for_.has_value(), voted_for_.value_or(0));
-  put_record(rewritten, SnapshotRecord, snapshot);
-  for (const Entry* entry = begin; entry != end; ++entry)
-    put_record(rewritten, EntryRecord, snapshot.last_included_index + 1 + (entry - begin), *entry);
-  replace_log(rewritten);
-  pending_.clear();
-}
-
-// Group commit: everything saved since the last sync goes out in one write and one fdatasync.
-void FileStorage::sync() {
-  check_usable();
-  if (pending_.empty()) return;
-  failed_ = true; // until both calls succeed
-  write_all(log_fd_, pending_, path_);
-  if (::fdatasync(log_fd_) != 0) throw system_error(path_, "fdatasync");
-  failed_ = false;
-  pending_.clear();
-}
-
-// Write a temporary file, fsync it, rename it over the log, fsync the directory, reopen.
-void FileStorage::replace_log(const std::string& contents) {
-  failed_ = true; // until every step succeeds
-  std::string temporary = path_ + ".tmp";
-  int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0666);
-  if (fd < 0) throw system_error(temporary, "open");
-  try {
-    write_all(fd, contents, temporary);
-  } catch (...) {
-    ::close(fd);
-    throw;
-  }
-  bool synced = ::fsync(fd) == 0;
-  ::close(fd);
-  if (!synced || ::rename(temporary.c_str(), path_.c_str()) != 0)
-    throw system_error(path_, "fsync or rename");
-  fsync_directory(directory_);
-  if (log_fd_ >= 0) ::close(log_fd_);
-  log_fd_ = ::open(path_.c_str(), O_WRONLY | O_APPEND);
-  if (log_fd_ < 0) throw system_error(path_, "open");
-  failed_ = false;
 }
 
 namespace {
@@ -1090,11 +792,85 @@ void Replica::start() {
   }
 }
 
-// ---- The wire format ----
-// A version byte and the type byte, then from, to, term and the type's own fields, written by
-// Writer: integers as LEB128 varints, booleans as a byte 0 or 1, strings and lists after their
-// length. One list of fields per type serves both directions.
+// ================================================================================================
+// The wire format: encode and decode, and the field codec that FileStorage's records share.
+// ================================================================================================
 
+namespace {
+// Writes fields for the wire and the disk: integers as LEB128 varints, booleans as one byte 0 or
+// 1, byte strings and lists after their length. Reader reads them back.
+struct Writer {
+  std::string out;
+  void operator()(std::uint64_t value) {
+    for (; value >= 0x80; value >>= 7) out += static_cast<char>(value | 0x80);
+    out += static_cast<char>(value);
+  }
+  void operator()(bool value) { out += static_cast<char>(value); }
+  void operator()(std::string_view bytes) {
+    (*this)(std::uint64_t{bytes.size()});
+    out += bytes;
+  }
+  void operator()(const Entry& entry) {
+    (*this)(entry.term), (*this)(entry.transition.id), (*this)(entry.transition.data);
+  }
+  void operator()(const Snapshot& s) {
+    (*this)(s.last_included_index), (*this)(s.last_included_term);
+    (*this)(s.configuration), (*this)(s.data);
+  }
+  template <class T> void operator()(const std::vector<T>& items) {
+    (*this)(std::uint64_t{items.size()});
+    for (const T& item : items) (*this)(item);
+  }
+};
+
+// A read past the end, an overlong varint, a boolean other than 0 or 1, or a length beyond the
+// bytes left reads as 0 and clears `ok`; nothing is allocated before its length is checked.
+struct Reader {
+  std::string_view in;
+  bool ok = true;
+  std::uint64_t varint() {
+    std::uint64_t value = 0;
+    for (int shift = 0; shift < 64 && !in.empty(); shift += 7) {
+      auto byte = static_cast<unsigned char>(in[0]);
+      in.remove_prefix(1);
+      value |= std::uint64_t(byte & 0x7F) << shift;
+      if (byte & 0x80) continue;
+      if ((byte == 0 && shift > 0) || (shift == 63 && byte > 1)) ok = false;
+      return value;
+    }
+    return ok = false;
+  }
+  std::uint64_t length(std::size_t item_bytes = 1) { // of a string or list, by its least item
+    std::uint64_t length = varint();
+    if (length <= in.size() / item_bytes) return length;
+    return ok = false;
+  }
+  void operator()(std::uint64_t& value) { value = varint(); }
+  void operator()(bool& value) {
+    std::uint64_t byte = varint();
+    ok = ok && byte <= 1;
+    value = byte == 1;
+  }
+  void operator()(std::string& bytes) {
+    bytes.assign(in.substr(0, length()));
+    in.remove_prefix(bytes.size());
+  }
+  void operator()(Entry& entry) {
+    (*this)(entry.term), (*this)(entry.transition.id), (*this)(entry.transition.data);
+  }
+  void operator()(Snapshot& s) {
+    (*this)(s.last_included_index), (*this)(s.last_included_term);
+    (*this)(s.configuration), (*this)(s.data);
+  }
+  template <class T> void operator()(std::vector<T>& items) {
+    items.resize(length(std::is_same_v<T, Entry> ? 3 : 1)); // an entry: three varints at least
+    for (T& item : items) (*this)(item);
+  }
+};
+} // namespace
+
+// A message is its version and type, then from, to, term and the type's own fields, written by
+// Writer. One list of fields per type serves both directions.
 // 2: RequestVote and its response carry pre_vote; 3: InstallSnapshotResponse carries received,
 // RequestVote transfer, AppendEntries and its response round, and TimeoutNow is new
 constexpr std::uint64_t wire_version = 3;
@@ -1142,6 +918,235 @@ std::optional<Message> decode(std::string_view bytes) {
   visit_fields(message, reader);
   if (!reader.ok || !reader.in.empty()) return std::nullopt;
   return message;
+}
+
+// ================================================================================================
+// FileStorage: one append-only file of CRC-checked records.
+// ================================================================================================
+
+namespace {
+std::uint32_t crc32(std::string_view bytes) { // IEEE 802.3, as in zlib; a byte at a time
+  static const std::array<std::uint32_t, 256> table = [] {
+    std::array<std::uint32_t, 256> table{};
+    for (std::uint32_t n = 0; n < 256; ++n) {
+      table[n] = n;
+      for (int bit = 0; bit < 8; ++bit)
+        table[n] = (table[n] >> 1) ^ (0xEDB88320u & (0u - (table[n] & 1)));
+    }
+    return table;
+  }();
+  std::uint32_t crc = 0xFFFFFFFFu;
+  for (unsigned char byte : bytes) crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8);
+  return ~crc;
+}
+
+constexpr std::string_view log_magic = "RAFTLOG1";
+enum RecordKind : std::uint64_t { EntryRecord = 1, TruncateRecord, StateRecord, SnapshotRecord };
+
+// A record: the payload's length and CRC-32 as varints, then the payload, which starts with its
+// kind. An entry or truncation record at index i replaces the log from i on.
+template <class... Fields>
+void put_record(std::string& out, RecordKind kind, const Fields&... fields) {
+  Writer payload, header;
+  payload(std::uint64_t{kind}), (payload(fields), ...);
+  header(std::uint64_t{payload.out.size()}), header(std::uint64_t{crc32(payload.out)});
+  out += header.out + payload.out;
+}
+
+std::runtime_error file_error(const std::string& path, std::size_t offset, const char* what) {
+  return std::runtime_error("FileStorage: " + path + ": " + what + " at offset " +
+                            std::to_string(offset));
+}
+std::runtime_error system_error(const std::string& path, const char* call) {
+  return std::runtime_error("FileStorage: " + path + ": " + call + ": " + std::strerror(errno));
+}
+
+void write_all(int fd, std::string_view bytes, const std::string& path) {
+  while (!bytes.empty()) {
+    ssize_t written = ::write(fd, bytes.data(), bytes.size());
+    if (written < 0 && errno != EINTR) throw system_error(path, "write");
+    if (written > 0) bytes.remove_prefix(written);
+  }
+}
+
+// Replays the log into `state`, returning the length of its valid part. A last record cut short
+// or failing its CRC, and zero bytes to the end (a torn write) end the replay; damage anywhere
+// else throws.
+std::size_t replay_log(const std::string& path, std::string_view contents, Storage::State& state) {
+  if (contents.substr(0, log_magic.size()) != log_magic)
+    throw file_error(path, 0, "not a log of this format (bad magic)");
+  std::size_t offset = log_magic.size();
+  for (Index first = 1; offset < contents.size();) { // first: the index of state.entries[0]
+    if (contents.find_first_not_of('\0', offset) == std::string_view::npos)
+      break; // zeros to the end: space a crash allocated but never wrote
+    Reader record{contents.substr(offset)};
+    std::uint64_t size = record.varint(), crc = record.varint();
+    if (!record.ok || size > record.in.size()) break; // the last record, cut short
+    std::size_t end = contents.size() - record.in.size() + size;
+    Reader reader{record.in.substr(0, size)};
+    bool intact = size > 0 && crc32(reader.in) == crc; // a payload holds its kind: never empty
+    if (!intact && contents.find_first_not_of('\0', end) != std::string_view::npos)
+      throw file_error(path, offset, "bad CRC in the middle of the log");
+    if (!intact) break; // the last record, torn
+    std::uint64_t kind = reader.varint(), index = 0;
+    if (kind == EntryRecord || kind == TruncateRecord) {
+      reader(index);
+      if (index < first || index > first + state.entries.size())
+        reader.ok = false;
+      else
+        state.entries.resize(index - first);
+      if (kind == EntryRecord) reader(state.entries.emplace_back());
+    } else if (kind == StateRecord) {
+      bool voted = false;
+      reader(state.current_term), reader(voted), reader(index);
+      state.voted_for = voted ? std::optional<ReplicaID>(index) : std::nullopt;
+    } else if (kind == SnapshotRecord) { // first in a compacted log
+      reader(state.snapshot.emplace());
+      state.entries.clear();
+      first = state.snapshot->last_included_index + 1;
+    }
+    if (!reader.ok || !reader.in.empty() || kind < EntryRecord || kind > SnapshotRecord)
+      throw file_error(path, offset, "inconsistent log record");
+    offset = end;
+  }
+  return offset;
+}
+
+std::optional<std::string> read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in && errno == ENOENT) return std::nullopt;
+  std::ostringstream contents;
+  if (!(contents << in.rdbuf())) throw system_error(path, "read");
+  return std::move(contents).str();
+}
+
+void fsync_directory(const std::string& directory) {
+  int fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY);
+  bool synced = fd >= 0 && ::fsync(fd) == 0;
+  if (fd >= 0) ::close(fd);
+  if (!synced) throw system_error(directory, "fsync");
+}
+} // namespace
+
+// Recovery makes what it found durable before anything can depend on it: bytes a killed process
+// wrote but never synced may still sit in the page cache, and a power cut would erase them after
+// this replica had acknowledged them. So the log is fdatasynced, and the directory fsynced (its
+// parent too, when it was just created), before the constructor returns.
+FileStorage::FileStorage(std::string directory)
+    : directory_(std::move(directory)), path_(directory_ + "/log") {
+  std::size_t parent = directory_.find_last_of('/', directory_.find_last_not_of('/'));
+  if (::mkdir(directory_.c_str(), 0777) == 0)
+    fsync_directory(parent == std::string::npos ? "." : directory_.substr(0, parent + 1) + ".");
+  else if (errno != EEXIST)
+    throw system_error(directory_, "mkdir");
+  std::optional<std::string> log = read_file(path_);
+  if (!log) { // a new directory
+    replace_log(std::string(log_magic));
+    return;
+  }
+  State recovered;
+  std::size_t length = replay_log(path_, *log, recovered);
+  if (length < log->size() && ::truncate(path_.c_str(), length) != 0) // a torn last record
+    throw system_error(path_, "truncate");
+  current_term_ = recovered.current_term;
+  voted_for_ = recovered.voted_for;
+  log_fd_ = ::open(path_.c_str(), O_WRONLY | O_APPEND);
+  if (log_fd_ < 0) throw system_error(path_, "open");
+  if (::fdatasync(log_fd_) != 0) throw system_error(path_, "fdatasync");
+  fsync_directory(directory_);
+}
+
+FileStorage::~FileStorage() {
+  if (log_fd_ >= 0) ::close(log_fd_);
+}
+
+// After an I/O error the file may end in a partial record that only recovery can cut off: this
+// object refuses every call, and a new FileStorage on the directory recovers.
+void FileStorage::check_usable() const {
+  if (failed_)
+    throw std::runtime_error("FileStorage: " + path_ +
+                             ": an earlier I/O error left the log unsettled; open it again");
+}
+
+// The durable state, read from the file on every call: a Replica rebuilt over this object (as
+// after a crash) recovers everything synced, and nothing that was not.
+Storage::State FileStorage::load() {
+  check_usable();
+  State state;
+  pending_.clear(); // never synced: lost, as in a crash
+  try {
+    std::optional<std::string> log = read_file(path_);
+    if (!log) throw system_error(path_, "read");
+    replay_log(path_, *log, state);
+  } catch (...) {
+    failed_ = true;
+    throw;
+  }
+  current_term_ = state.current_term;
+  voted_for_ = state.voted_for;
+  return state;
+}
+
+void FileStorage::save_term_and_vote(Term current_term, std::optional<ReplicaID> voted_for) {
+  check_usable();
+  current_term_ = current_term;
+  voted_for_ = voted_for;
+  put_record(pending_, StateRecord, current_term, voted_for.has_value(), voted_for.value_or(0));
+}
+
+void FileStorage::save_entries(Index first, const Entry* begin, const Entry* end) {
+  check_usable();
+  if (begin == end) put_record(pending_, TruncateRecord, first);
+  for (const Entry* entry = begin; entry != end; ++entry)
+    put_record(pending_, EntryRecord, first + (entry - begin), *entry);
+}
+
+// Compaction rewrites the log as term and vote, the snapshot, and the entries after it, and
+// renames it over the old one: a crash leaves either log, both complete. What was waiting for
+// sync() is in the new log too.
+void FileStorage::save_snapshot(const Snapshot& snapshot, const Entry* begin, const Entry* end) {
+  check_usable();
+  std::string rewritten(log_magic);
+  put_record(rewritten, StateRecord, current_term_, voted_for_.has_value(), voted_for_.value_or(0));
+  put_record(rewritten, SnapshotRecord, snapshot);
+  for (const Entry* entry = begin; entry != end; ++entry)
+    put_record(rewritten, EntryRecord, snapshot.last_included_index + 1 + (entry - begin), *entry);
+  replace_log(rewritten);
+  pending_.clear();
+}
+
+// Group commit: everything saved since the last sync goes out in one write and one fdatasync.
+void FileStorage::sync() {
+  check_usable();
+  if (pending_.empty()) return;
+  failed_ = true; // until both calls succeed
+  write_all(log_fd_, pending_, path_);
+  if (::fdatasync(log_fd_) != 0) throw system_error(path_, "fdatasync");
+  failed_ = false;
+  pending_.clear();
+}
+
+// Write a temporary file, fsync it, rename it over the log, fsync the directory, reopen.
+void FileStorage::replace_log(const std::string& contents) {
+  failed_ = true; // until every step succeeds
+  std::string temporary = path_ + ".tmp";
+  int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0666);
+  if (fd < 0) throw system_error(temporary, "open");
+  try {
+    write_all(fd, contents, temporary);
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  bool synced = ::fsync(fd) == 0;
+  ::close(fd);
+  if (!synced || ::rename(temporary.c_str(), path_.c_str()) != 0)
+    throw system_error(path_, "fsync or rename");
+  fsync_directory(directory_);
+  if (log_fd_ >= 0) ::close(log_fd_);
+  log_fd_ = ::open(path_.c_str(), O_WRONLY | O_APPEND);
+  if (log_fd_ < 0) throw system_error(path_, "open");
+  failed_ = false;
 }
 
 } // namespace raft

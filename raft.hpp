@@ -193,37 +193,6 @@ private:
   State state_;
 };
 
-// Durable storage in a directory, in one file: `log`, an append-only file of CRC-checked
-// records (entries, term and vote, and the snapshot), rewritten at each compaction (format in
-// README.md). sync() writes and fdatasyncs everything buffered: one poll costs one sync. The
-// constructor creates the directory if needed and recovers: a torn last record is cut off, what
-// remains is synced; any other damage throws std::runtime_error naming the file and offset.
-// load() reads the file again at every call, so a Replica rebuilt over this object recovers what
-// was synced. After an I/O error every call throws until a new FileStorage opens the directory.
-class FileStorage : public Storage {
-public:
-  explicit FileStorage(std::string directory);
-  ~FileStorage() override;
-  FileStorage(const FileStorage&) = delete;
-  FileStorage& operator=(const FileStorage&) = delete;
-  State load() override;
-  void save_term_and_vote(Term current_term, std::optional<ReplicaID> voted_for) override;
-  void save_entries(Index first, const Entry* begin, const Entry* end) override;
-  void save_snapshot(const Snapshot& snapshot, const Entry* begin, const Entry* end) override;
-  void sync() override;
-
-private:
-  void check_usable() const;
-  void replace_log(const std::string& contents);
-
-  const std::string directory_, path_;
-  int log_fd_ = -1;       // the log, open for appending
-  std::string pending_;   // records not yet written
-  bool failed_ = false;   // an I/O call failed: the file's end is unknown until reopened
-  Term current_term_ = 0; // the latest term and vote saved, for a rewritten log
-  std::optional<ReplicaID> voted_for_;
-};
-
 struct Options {
   std::uint64_t seed = 0;     // 0: seed from std::random_device; else deterministic
   Storage* storage = nullptr; // nullptr: in memory, owned by the replica
@@ -400,6 +369,45 @@ private:
   bool polled_ = false;         // the first poll starts the election timer
   bool broken_ = false;         // a poll threw: rebuild the replica
 };
+
+// ================================================================================================
+// FileStorage: durable storage in one file.
+// ================================================================================================
+
+// Durable storage in a directory, in one file: `log`, an append-only file of CRC-checked
+// records (entries, term and vote, and the snapshot), rewritten at each compaction (format in
+// README.md). sync() writes and fdatasyncs everything buffered: one poll costs one sync. The
+// constructor creates the directory if needed and recovers: a torn last record is cut off, what
+// remains is synced; any other damage throws std::runtime_error naming the file and offset.
+// load() reads the file again at every call, so a Replica rebuilt over this object recovers what
+// was synced. After an I/O error every call throws until a new FileStorage opens the directory.
+class FileStorage : public Storage {
+public:
+  explicit FileStorage(std::string directory);
+  ~FileStorage() override;
+  FileStorage(const FileStorage&) = delete;
+  FileStorage& operator=(const FileStorage&) = delete;
+  State load() override;
+  void save_term_and_vote(Term current_term, std::optional<ReplicaID> voted_for) override;
+  void save_entries(Index first, const Entry* begin, const Entry* end) override;
+  void save_snapshot(const Snapshot& snapshot, const Entry* begin, const Entry* end) override;
+  void sync() override;
+
+private:
+  void check_usable() const;
+  void replace_log(const std::string& contents);
+
+  const std::string directory_, path_;
+  int log_fd_ = -1;       // the log, open for appending
+  std::string pending_;   // records not yet written
+  bool failed_ = false;   // an I/O call failed: the file's end is unknown until reopened
+  Term current_term_ = 0; // the latest term and vote saved, for a rewritten log
+  std::optional<ReplicaID> voted_for_;
+};
+
+// ================================================================================================
+// The wire format.
+// ================================================================================================
 
 // The wire format: compact, versioned, little-endian, explicit lengths. decode returns nullopt
 // for anything that is not exactly encode(m) for some message.
