@@ -436,6 +436,10 @@ void Replica::take_snapshot() {
   snapshot.configuration = {id_};
   for (const Peer& peer : peers_) snapshot.configuration.push_back(peer.id);
   std::sort(snapshot.configuration.begin(), snapshot.configuration.end());
+  snapshot.term_starts = snapshot_->term_starts;
+  for (Index i = snapshot_->last_included_index + 1; i <= last_applied_; ++i)
+    if (snapshot.term_starts.empty() || snapshot.term_starts.back().second != term_at(i))
+      snapshot.term_starts.emplace_back(i, term_at(i));
   Index keep = last_applied_; // not for a peer silent for an election timeout: it may be down
   for (const Peer& peer : peers_)
     if (peer.snapshot && now_ < peer.snapshot_progress + election_timeout_range_.second)
@@ -465,6 +469,7 @@ void Replica::send_snapshot_chunk(Peer& peer) {
   request.last_included_index = snapshot.last_included_index;
   request.last_included_term = snapshot.last_included_term;
   request.configuration = snapshot.configuration;
+  request.term_starts = snapshot.term_starts;
   request.offset = peer.snapshot_offset;
   request.data = snapshot.data.substr(request.offset, resend ? options_.snapshot_chunk_bytes : 0);
   request.done = request.offset + request.data.size() == snapshot.data.size();
@@ -491,8 +496,11 @@ void Replica::handle_install_snapshot(const Message& request) {
               incoming_.last_included_term == request.last_included_term;
   bool heartbeat = request.data.empty() && !request.done;
   if (request.offset == 0 && (!same || !heartbeat)) {
-    incoming_ = Snapshot{
-        request.last_included_index, request.last_included_term, request.configuration, {}};
+    incoming_ = Snapshot{request.last_included_index,
+                         request.last_included_term,
+                         request.configuration,
+                         {},
+                         request.term_starts};
     incoming_term_ = request.term;
     same = true;
   }
@@ -506,9 +514,9 @@ void Replica::handle_install_snapshot(const Message& request) {
 }
 
 // §7: a log that agrees with the snapshot at its last index keeps what follows; any other log
-// is replaced by it. A queued transition the snapshot covers is settled where its fate is
-// known: by the term at its index when our log agrees, else only if its term is above the
-// snapshot's (terms never decrease along a log); otherwise it is simply covered.
+// is replaced by it. A queued transition the snapshot covers committed if the committed term at
+// its index is its own: known from our log where it agrees, else from the snapshot's term starts
+// (or, for a snapshot without them, known not to if its term is above the snapshot's).
 void Replica::install_snapshot(Snapshot snapshot) {
   Index index = snapshot.last_included_index;
   Term term = snapshot.last_included_term;
@@ -517,9 +525,12 @@ void Replica::install_snapshot(Snapshot snapshot) {
     if (!keep) overwritten_.push_back(queued_.front());
   for (const Queued& queued : overwritten_) {
     if (queued.index > index) continue;
-    bool known = queued.index == index || (keep && queued.index > log_start());
-    Term committed = queued.index == index ? term : known ? term_at(queued.index) : 0;
-    if (known ? queued.term != committed : queued.term > term) abandon(queued.id);
+    Term committed = keep && queued.index > log_start() ? term_at(queued.index) : 0;
+    auto start = std::upper_bound(snapshot.term_starts.begin(), snapshot.term_starts.end(),
+                                  std::make_pair(queued.index, kMaxTerm + 1));
+    if (!committed && start != snapshot.term_starts.begin()) committed = std::prev(start)->second;
+    if (queued.index == index) committed = term;
+    if (committed ? queued.term != committed : queued.term > term) abandon(queued.id);
   }
   overwritten_.erase(
       std::remove_if(overwritten_.begin(), overwritten_.end(),
@@ -815,8 +826,9 @@ struct Writer {
   }
   void operator()(const Snapshot& s) {
     (*this)(s.last_included_index), (*this)(s.last_included_term);
-    (*this)(s.configuration), (*this)(s.data);
+    (*this)(s.configuration), (*this)(s.data), (*this)(s.term_starts);
   }
+  void operator()(const std::pair<Index, Term>& pair) { (*this)(pair.first), (*this)(pair.second); }
   template <class T> void operator()(const std::vector<T>& items) {
     (*this)(std::uint64_t{items.size()});
     for (const T& item : items) (*this)(item);
@@ -861,9 +873,11 @@ struct Reader {
   void operator()(Snapshot& s) {
     (*this)(s.last_included_index), (*this)(s.last_included_term);
     (*this)(s.configuration), (*this)(s.data);
+    if (!in.empty()) (*this)(s.term_starts); // a log written before they existed ends here
   }
+  void operator()(std::pair<Index, Term>& pair) { (*this)(pair.first), (*this)(pair.second); }
   template <class T> void operator()(std::vector<T>& items) {
-    items.resize(length(std::is_same_v<T, Entry> ? 3 : 1)); // an entry: three varints at least
+    items.resize(length(std::is_same_v<T, Entry> ? 3 : std::is_same_v<T, ReplicaID> ? 1 : 2));
     for (T& item : items) (*this)(item);
   }
 };
@@ -893,6 +907,7 @@ template <class M, class Visit> void visit_fields(M& m, Visit& visit) {
   case MessageType::TimeoutNow: break;
   case MessageType::InstallSnapshot:
     visit(m.last_included_index), visit(m.last_included_term), visit(m.configuration);
+    visit(m.term_starts);
     visit(m.offset), visit(m.done), visit(m.data);
     break;
   case MessageType::InstallSnapshotResponse:

@@ -62,6 +62,9 @@ struct Snapshot {
   Term last_included_term = 0;
   std::vector<ReplicaID> configuration; // every replica's id at last_included_index
   std::string data;
+  // The first index of each term in the log it covers, as (index, term): a replica that queued a
+  // transition the snapshot covers learns from it whether that transition committed.
+  std::vector<std::pair<Index, Term>> term_starts = {};
 };
 
 // One slot of the replicated log: a transition and the term in which a leader appended it.
@@ -117,6 +120,7 @@ struct Message {
   Index last_included_index = 0;
   Term last_included_term = 0;
   std::vector<ReplicaID> configuration;
+  std::vector<std::pair<Index, Term>> term_starts; // of the snapshot
   std::uint64_t offset = 0;
   std::string data;
   bool done = false;

@@ -8,12 +8,18 @@
 // Every poll is checked against the safety properties of the paper (Figure 3) and the contract
 // in raft.hpp. The first violation stops the run and becomes its failure, naming the seed and the
 // simulated time. tests/simulator.cpp drives it: scripted scenarios and random faults.
+//
+// With Settings::snapshot_delta, the replicas compact their logs and send snapshots in chunks of
+// Settings::snapshot_chunk_bytes. The state machine's state (MachineState) depends on every
+// transition applied, so a snapshot set on a replica is checked against the state that the
+// committed sequence up to its index gives; applying then resumes after that index.
 #ifndef TESTS_SIMULATOR_HPP
 #define TESTS_SIMULATOR_HPP
 
 #include "raft.hpp"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -79,6 +85,7 @@ inline const char* name(AbandonReason reason) {
   case AbandonReason::None: return "None";
   case AbandonReason::NotLeader: return "NotLeader";
   case AbandonReason::ConflictWithLeader: return "ConflictWithLeader";
+  case AbandonReason::Refused: return "Refused";
   }
   return "?";
 }
@@ -91,6 +98,7 @@ inline const char* name(raft::MessageType type) {
   case raft::MessageType::RequestVoteResponse: return "RequestVoteResponse";
   case raft::MessageType::InstallSnapshot: return "InstallSnapshot";
   case raft::MessageType::InstallSnapshotResponse: return "InstallSnapshotResponse";
+  case raft::MessageType::TimeoutNow: return "TimeoutNow";
   }
   return "?";
 }
@@ -109,6 +117,71 @@ template <typename... Parts> std::string text(const Parts&... parts) {
 inline double milliseconds(Duration duration) {
   return std::chrono::duration<double, std::milli>(duration).count();
 }
+
+// ---- The replicated state ----
+
+// What a simulated state machine holds: how many transitions it applied (no-ops aside), a hash of
+// them all in order (ids and data), and registers that each transition mixes into, one chosen by
+// its id. The no-op leaves it unchanged. encode() is a snapshot's data: kBytes bytes, so that with
+// a small snapshot_chunk_bytes a transfer takes many chunks.
+struct MachineState {
+  static constexpr std::size_t kRegisters = 32;
+  static constexpr std::size_t kBytes = 8 * (2 + kRegisters);
+
+  std::uint64_t count = 0;
+  std::uint64_t hash = 0xcbf29ce484222325; // FNV-1a's offset basis
+  std::array<std::uint64_t, kRegisters> registers{};
+
+  void apply(const Transition& transition) {
+    if (transition.id == kNoop.id) return;
+    ++count;
+    hash = mix(hash, transition);
+    std::uint64_t& slot = registers[transition.id % kRegisters];
+    slot = mix(slot ^ count, transition);
+  }
+
+  // Little-endian 8-byte words: count, hash, then the registers.
+  std::string encode() const {
+    std::string bytes;
+    auto put = [&](std::uint64_t word) {
+      for (int shift = 0; shift < 64; shift += 8) bytes += static_cast<char>(word >> shift);
+    };
+    put(count);
+    put(hash);
+    for (std::uint64_t word : registers) put(word);
+    return bytes;
+  }
+  static std::optional<MachineState> decode(const std::string& bytes) {
+    if (bytes.size() != kBytes) return std::nullopt;
+    std::size_t at = 0;
+    auto get = [&] {
+      std::uint64_t word = 0;
+      for (int shift = 0; shift < 64; shift += 8)
+        word |= std::uint64_t(static_cast<unsigned char>(bytes[at++])) << shift;
+      return word;
+    };
+    MachineState state;
+    state.count = get();
+    state.hash = get();
+    for (std::uint64_t& word : state.registers) word = get();
+    return state;
+  }
+
+  bool operator==(const MachineState& other) const {
+    return count == other.count && hash == other.hash && registers == other.registers;
+  }
+  bool operator!=(const MachineState& other) const { return !(*this == other); }
+
+private:
+  static std::uint64_t mix(std::uint64_t hash, const Transition& transition) { // FNV-1a
+    auto byte = [&](unsigned char value) { hash = (hash ^ value) * 0x100000001b3; };
+    for (int shift = 0; shift < 64; shift += 8)
+      byte(static_cast<unsigned char>(transition.id >> shift));
+    byte(static_cast<unsigned char>(transition.data.size()));
+    for (char value : transition.data) byte(static_cast<unsigned char>(value));
+    return hash;
+  }
+};
 
 // ---- History: what all replicas did so far, and what the checks compare against ----
 
@@ -147,15 +220,18 @@ public:
     }
     committed_.push_back(transition);
     first_applier_.push_back(replica);
+    if (transition.id == kNoop.id) return;
     if (abandoned_.count(transition.id))
       fail("#", transition.id, " is committed at index ", index, " but was reported Abandoned");
-    if (transition.id != kNoop.id) committed_ids_.insert(transition.id);
+    auto [known, inserted] = committed_at_.emplace(transition.id, index);
+    if (!inserted)
+      fail("#", transition.id, " is committed twice: at index ", known->second, " and ", index);
   }
 
   // Abandoned means "will never be applied": its transition must never be committed.
   void record_abandoned(ReplicaID replica, std::uint64_t id, AbandonReason reason) {
     abandoned_.insert(id);
-    if (committed_ids_.count(id))
+    if (committed_at_.count(id))
       fail("r", replica, " reported #", id, " Abandoned/", name(reason), " but it is committed");
   }
 
@@ -167,7 +243,19 @@ public:
   }
 
   const std::vector<Transition>& committed() const { return committed_; }
-  bool is_committed(std::uint64_t id) const { return committed_ids_.count(id) > 0; }
+  bool is_committed(std::uint64_t id) const { return committed_at_.count(id) > 0; }
+  // The index at which a transition (not the no-op) is committed, if it is.
+  std::optional<Index> committed_index(std::uint64_t id) const {
+    auto found = committed_at_.find(id);
+    if (found == committed_at_.end()) return std::nullopt;
+    return found->second;
+  }
+  // The state that applying the committed sequence through `index` gives.
+  MachineState state_after(Index index) const {
+    MachineState state;
+    for (Index i = 0; i < index && i < committed_.size(); ++i) state.apply(committed_[i]);
+    return state;
+  }
 
 private:
   std::string stamp() const {
@@ -180,23 +268,32 @@ private:
   Clock::time_point now_;
   const bool tracing_;
   std::string failure_;
-  std::vector<Transition> committed_;     // committed_[i - 1]: the transition at index i
-  std::vector<ReplicaID> first_applier_;  // who applied each index first, for messages
-  std::set<std::uint64_t> committed_ids_; // ids in committed_, without the no-op
-  std::set<std::uint64_t> abandoned_;     // ids some replica reported Abandoned
-  std::map<Term, ReplicaID> leaders_;     // who led each term
+  std::vector<Transition> committed_;           // committed_[i - 1]: the transition at index i
+  std::vector<ReplicaID> first_applier_;        // who applied each index first, for messages
+  std::map<std::uint64_t, Index> committed_at_; // ids in committed_, without the no-op
+  std::set<std::uint64_t> abandoned_;           // ids some replica reported Abandoned
+  std::map<Term, ReplicaID> leaders_;           // who led each term
 };
 
 // ---- The state machine: records what the replica does to it, checks it against raft.hpp ----
 
 class CheckedStateMachine : public raft::StateMachine {
 public:
-  CheckedStateMachine(ReplicaID replica, History& history) : replica_(replica), history_(history) {}
+  // `snapshot_delta` is the replica's Options::snapshot_delta, for the compaction check.
+  CheckedStateMachine(ReplicaID replica, History& history, Index snapshot_delta = 0)
+      : replica_(replica), history_(history), snapshot_delta_(snapshot_delta) {}
 
   // The client side: transitions handed to the replica at its next poll.
   void propose(Transition transition) { pending_.push_back(std::move(transition)); }
   bool has_pending() const { return !pending_.empty(); }
+  // Every apply_transition of this lifetime, no-ops included; the state machine's whole history
+  // only while no snapshot was set (Settings::snapshot_delta 0).
   const std::vector<Transition>& applied() const { return applied_; }
+  // The index the state has reached, by set_snapshot and apply_transition, and the state.
+  Index position() const { return position_; }
+  const MachineState& state() const { return state_; }
+  // The index of the latest snapshot created or set in this lifetime (0: none).
+  Index snapshot_index() const { return snapshot_index_; }
   // The last state reported for a transition in this lifetime, and the reason if Abandoned.
   std::optional<TransitionState> state_of(std::uint64_t id) const {
     auto found = reports_.find(id);
@@ -209,7 +306,10 @@ public:
   }
 
   // The simulator calls these around every poll: some rules are about "the same poll".
-  void begin_poll() { taken_this_poll_.clear(); }
+  void begin_poll() {
+    taken_this_poll_.clear();
+    applied_this_poll_ = false;
+  }
   void end_poll() {
     for (std::uint64_t id : taken_this_poll_) {
       const Reports& reports = reports_[id];
@@ -230,6 +330,36 @@ public:
                     ", Applied #", applied_reports_[checked_], ", Committed #",
                     committed_reports_[checked_]);
     }
+    // raft.hpp, Compaction: the poll that applies through i with i at least snapshot_delta past
+    // the latest snapshot calls create_snapshot(i).
+    if (snapshot_delta_ && applied_this_poll_ && position_ - snapshot_index_ >= snapshot_delta_)
+      return fail("applied through index ", position_, ", ", position_ - snapshot_index_,
+                  " past the latest snapshot, but did not call create_snapshot (snapshot_delta ",
+                  snapshot_delta_, ")");
+  }
+
+  // The end of a run, once the cluster is healed, quiet and caught up: every transition this
+  // lifetime reported Queued has its outcome here. It is Applied or Abandoned, or it is committed
+  // at an index that a snapshot set on this state machine covers (a snapshot install reports
+  // nothing for a transition in the committed prefix it covers). A lifetime that ended in a
+  // crash took its reports with it; nothing is owed for those.
+  void check_settled() {
+    std::string unsettled;
+    std::size_t count = 0;
+    for (const auto& [id, reports] : reports_) {
+      if (!reports.queued || reports.last == TransitionState::Applied ||
+          reports.last == TransitionState::Abandoned)
+        continue;
+      std::optional<Index> index = history_.committed_index(id);
+      if (index && *index <= set_through_) continue; // covered by a snapshot set here
+      if (++count > 5) continue;
+      unsettled += text(count > 1 ? "; " : "", "#", id, " is still ", name(*reports.last),
+                        index ? text(" (committed at index ", *index, ")") : " (not committed)");
+    }
+    if (count)
+      fail(count, " transition(s) reported Queued have no outcome at the end (applied through ",
+           position_, ", latest snapshot set ", set_through_, "): ", unsettled,
+           count > 5 ? "; ..." : "");
   }
 
   void register_transition_state(std::uint64_t id, TransitionState state,
@@ -263,7 +393,10 @@ public:
   }
 
   void apply_transition(const Transition& transition) override {
-    history_.record_apply(replica_, applied_.size() + 1, transition);
+    history_.record_apply(replica_, position_ + 1, transition);
+    ++position_;
+    state_.apply(transition);
+    applied_this_poll_ = true;
     applied_.push_back(transition);
     if (transition.id == kNoop.id) return;
     if (!seen_ids_.insert(transition.id).second) return fail("applied #", transition.id, " twice");
@@ -273,6 +406,54 @@ public:
   std::vector<Transition> get_pending_transitions() override {
     for (const Transition& transition : pending_) taken_this_poll_.insert(transition.id);
     return std::exchange(pending_, {});
+  }
+
+  // raft.hpp, Compaction: create_snapshot(i, term of i) once the state machine is at i.
+  raft::Snapshot create_snapshot(Index last_included_index, Term last_included_term) override {
+    if (last_included_index != position_)
+      fail("create_snapshot(", last_included_index, ") but the state machine is at index ",
+           position_);
+    history_.trace("r", replica_, " snapshots through ", last_included_index);
+    snapshot_index_ = last_included_index;
+    raft::Snapshot snapshot;
+    snapshot.last_included_index = last_included_index;
+    snapshot.last_included_term = last_included_term;
+    snapshot.data = state_.encode();
+    return snapshot;
+  }
+
+  // The state replaced wholesale: by a snapshot that this or another replica created, so it must
+  // hold the state that the committed sequence through its index gives. Applying resumes after
+  // that index (the next apply_transition is checked against the index after it).
+  void set_snapshot(const raft::Snapshot& snapshot) override {
+    Index index = snapshot.last_included_index;
+    history_.trace("r", replica_, " sets a snapshot through ", index, " (", snapshot.data.size(),
+                   " bytes)");
+    if (index < position_)
+      return fail("set_snapshot through ", index, " but the state machine is already at ",
+                  position_);
+    if (index > history_.committed().size())
+      return fail("set_snapshot through ", index, " but only ", history_.committed().size(),
+                  " entries are committed");
+    std::optional<MachineState> state = MachineState::decode(snapshot.data);
+    if (!state)
+      return fail("set_snapshot through ", index, " with ", snapshot.data.size(),
+                  " bytes, not a state this state machine encodes (", MachineState::kBytes,
+                  " bytes)");
+    if (*state != history_.state_after(index))
+      return fail("set_snapshot through ", index, " with a state (", state->count,
+                  " transitions applied) other than what the committed sequence gives there");
+    // Reported Committed but not yet applied: such a transition is in the prefix the snapshot
+    // covers (commit indexes never go back), and it will not be applied here.
+    for (std::size_t i = applied_reports_.size(); i < committed_reports_.size(); ++i) {
+      std::optional<Index> at = history_.committed_index(committed_reports_[i]);
+      if (!at || *at > index)
+        return fail("reported #", committed_reports_[i], " Committed, then set a snapshot through ",
+                    index, " that does not cover it");
+    }
+    committed_reports_.resize(applied_reports_.size());
+    state_ = *state;
+    position_ = snapshot_index_ = set_through_ = index;
   }
 
 private:
@@ -299,7 +480,13 @@ private:
 
   const ReplicaID replica_;
   History& history_;
+  const Index snapshot_delta_;
   std::vector<Transition> pending_;
+  MachineState state_;
+  Index position_ = 0;       // the index state_ has reached
+  Index snapshot_index_ = 0; // of the latest snapshot created or set
+  Index set_through_ = 0;    // of the latest snapshot set
+  bool applied_this_poll_ = false;
   std::vector<Transition> applied_;              // every apply_transition, no-ops included
   std::vector<std::uint64_t> applied_ids_;       // the same without no-ops
   std::set<std::uint64_t> seen_ids_;             // applied_ids_ as a set
@@ -424,6 +611,13 @@ private:
 
   void trace_message(const char* what, ReplicaID from, ReplicaID to, const Message& message) {
     if (!trace_messages) return;
+    using raft::MessageType;
+    if (message.type == MessageType::InstallSnapshot ||
+        message.type == MessageType::InstallSnapshotResponse)
+      return history_.trace("  net ", what, " r", from, "->r", to, " ", name(message.type),
+                            " term ", message.term, " through ", message.last_included_index,
+                            " offset ", message.offset, " bytes ", message.data.size(),
+                            " received ", message.received, message.done ? " done" : "");
     history_.trace("  net ", what, " r", from, "->r", to, " ", name(message.type), " term ",
                    message.term, " prev ", message.prev_log_index, " entries ",
                    message.entries.size(), " commit ", message.leader_commit,
@@ -528,6 +722,11 @@ private:
         message.match_index > synced.last_index)
       return fail(message, text("acknowledges entries through ", message.match_index, " but only ",
                                 synced.last_index, " are synced"));
+    // A finished snapshot transfer counts as a match through its index: the same rule.
+    if (message.type == MessageType::InstallSnapshotResponse && message.done &&
+        message.last_included_index > synced.last_index)
+      return fail(message, text("reports the snapshot through ", message.last_included_index,
+                                " done but only ", synced.last_index, " entries are synced"));
   }
 
   void fail(const Message& message, const std::string& what) {
@@ -553,8 +752,10 @@ public:
     Network::Faults faults;
     std::size_t max_entries_per_message = 4096; // passed on in raft::Options
     std::size_t max_messages_in_flight = 8;
-    bool pre_vote = true; // passed on in raft::Options
-    int trace = 0;        // 0: quiet; 1: events; 2: events and every message
+    bool pre_vote = true;                       // passed on in raft::Options
+    Index snapshot_delta = 0;                   // passed on in raft::Options; 0: no snapshots
+    std::size_t snapshot_chunk_bytes = 1 << 20; // passed on in raft::Options
+    int trace = 0;                              // 0: quiet; 1: events; 2: events and every message
   };
 
   Simulator(std::uint64_t seed, Settings settings)
@@ -680,12 +881,29 @@ public:
     return leader;
   }
 
-  // True when every replica runs and has applied the whole committed sequence.
+  // True when every replica runs and its state machine has reached the end of the committed
+  // sequence, by applying it or by a snapshot.
   bool all_caught_up() const {
     for (const auto& slot : slots_)
-      if (!slot->replica || slot->machine->applied().size() != history_.committed().size())
-        return false;
+      if (!slot->replica || slot->machine->position() != history_.committed().size()) return false;
     return true;
+  }
+
+  // The end of a run: every running replica holds the state of the whole committed sequence, and
+  // every transition it reported Queued in its current lifetime has its outcome
+  // (CheckedStateMachine::check_settled).
+  void check_final_states() {
+    MachineState expected = history_.state_after(history_.committed().size());
+    for (const auto& slot : slots_) {
+      if (!slot->replica || failed()) continue;
+      if (slot->machine->position() != history_.committed().size() ||
+          slot->machine->state() != expected)
+        history_.fail("r", slot->id, "'s state machine is at index ", slot->machine->position(),
+                      " with ", slot->machine->state().count,
+                      " transitions applied, not at the end", " of the committed sequence (",
+                      history_.committed().size(), " entries, ", expected.count, " transitions)");
+      slot->machine->check_settled();
+    }
   }
 
   // One line per replica, for failure messages.
@@ -700,7 +918,9 @@ public:
       lines += text("\n  r", slot->id, ": term ", replica.current_term(),
                     replica.is_leader() ? " leader" : "", ", leader ", who(replica.leader()),
                     ", log ", replica.last_log_index(), ", commit ", replica.commit_index(),
-                    ", applied ", replica.last_applied());
+                    ", applied ", replica.last_applied(),
+                    settings_.snapshot_delta ? text(", snapshot ", slot->machine->snapshot_index())
+                                             : std::string());
     }
     return text(history_.committed().size(), " entries committed", lines);
   }
@@ -746,7 +966,8 @@ private:
 
   void build_replica(Slot& slot) {
     slot.host = std::make_unique<Host>(slot.id, network_, history_, slot.storage);
-    slot.machine = std::make_unique<CheckedStateMachine>(slot.id, history_);
+    slot.machine =
+        std::make_unique<CheckedStateMachine>(slot.id, history_, settings_.snapshot_delta);
     std::vector<ReplicaID> peers;
     for (ReplicaID id : ids())
       if (id != slot.id) peers.push_back(id);
@@ -756,6 +977,8 @@ private:
     options.max_entries_per_message = settings_.max_entries_per_message;
     options.max_messages_in_flight = settings_.max_messages_in_flight;
     options.pre_vote = settings_.pre_vote;
+    options.snapshot_delta = settings_.snapshot_delta;
+    options.snapshot_chunk_bytes = settings_.snapshot_chunk_bytes;
     slot.replica =
         std::make_unique<raft::Replica>(slot.id, peers, *slot.host, *slot.machine, kNoop,
                                         settings_.heartbeat, settings_.election_timeout, options);
@@ -820,9 +1043,9 @@ private:
       history_.fail("r", slot.id, ": not last_applied ", replica.last_applied(),
                     " <= commit_index ", replica.commit_index(), " <= last_log_index ",
                     replica.last_log_index());
-    if (replica.last_applied() != slot.machine->applied().size())
+    if (replica.last_applied() != slot.machine->position())
       history_.fail("r", slot.id, ": last_applied() is ", replica.last_applied(),
-                    " but its state machine saw ", slot.machine->applied().size(), " transitions");
+                    " but its state machine is at index ", slot.machine->position());
 
     check_leadership(slot);
     check_deadline(slot);
