@@ -9,6 +9,8 @@
 #   restart ID     starts a stopped or killed replica again, over its data directory
 #   status         shows each replica's process and its view of the cluster (needs curl)
 #   leader         prints the id of the leader (needs curl)
+#   transfer ID    asks the leader to hand its leadership to replica ID, and waits (up to 3 s)
+#                  until ID leads; fails if it does not (needs curl)
 #
 # Replica N listens for Raft on BASE_PORT + N and for clients (HTTP) on BASE_PORT + 1000 + N;
 # BASE_PORT is 7000 by default, so the clients' addresses are 127.0.0.1:8001, :8002 and :8003.
@@ -82,6 +84,16 @@ signal_one() {
 }
 
 state_of() { curl -sS --max-time 1 "http://127.0.0.1:$(client_port "$1")/debug/state" 2>&1; }
+# The id of the replica that says it leads, or nothing.
+find_leader() {
+  local n
+  for n in "${ids[@]}"; do
+    if is_running "$n" && state_of "$n" | grep -q "\"leader\": $n,"; then
+      echo "$n"
+      return
+    fi
+  done
+}
 
 if [ ! -x "$server" ] && { [ "$command" = start ] || [ "$command" = restart ]; }; then
   echo "cluster.sh: $server is missing: run 'make kv' first" >&2
@@ -109,13 +121,31 @@ status)
   done
   ;;
 leader)
-  for n in "${ids[@]}"; do
-    if is_running "$n" && state_of "$n" | grep -q "\"leader\": $n,"; then
-      echo "$n"
-      exit 0
-    fi
+  leader=$(find_leader)
+  [ -n "$leader" ] || { echo "no leader" >&2 && exit 1; }
+  echo "$leader"
+  ;;
+transfer)
+  check_id "$id"
+  leader=$(find_leader)
+  [ -n "$leader" ] || { echo "cluster.sh: no leader to transfer from" >&2 && exit 1; }
+  # -L follows a 307, should the leadership move between find_leader and this request; -d ""
+  # makes it a POST with "Content-Length: 0" (without one, the server would wait for a body).
+  answer=$(curl -sS -L --max-time 5 -d '' -w '%{http_code}' \
+    "http://127.0.0.1:$(client_port "$leader")/admin/transfer?to=$id" 2>&1) || true
+  code=${answer: -3} answer=${answer%???}
+  printf '%s\n' "${answer%$'\n'}"
+  case $code in
+  200) exit 0 ;;
+  202) ;;
+  *) echo "cluster.sh: the transfer was refused (HTTP $code)" >&2 && exit 1 ;;
+  esac
+  for _ in $(seq 60); do
+    [ "$(find_leader)" = "$id" ] && echo "replica $id leads now" && exit 0
+    sleep 0.05
   done
-  echo "no leader" >&2
+  leader=$(find_leader)
+  echo "cluster.sh: replica $id does not lead after 3 s; the leader is ${leader:-unknown}" >&2
   exit 1
   ;;
 *) usage ;;

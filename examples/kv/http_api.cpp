@@ -97,7 +97,10 @@ void reply(Op op, const Result& result, httplib::Response& res) {
 void explain_error(httplib::Response& res) {
   if (!res.body.empty()) return;
   switch (res.status) {
-  case 404: return res.set_content("unknown path: use /kv/<key>\n", "text/plain");
+  case 404:
+    return res.set_content(
+        "unknown path: use /kv/<key>, /debug/state or POST /admin/transfer?to=<id>\n",
+        "text/plain");
   case 405: return res.set_content("use GET, PUT or DELETE\n", "text/plain");
   case 413: return res.set_content("the value is too long\n", "text/plain");
   default: return res.set_content("bad request\n", "text/plain");
@@ -120,6 +123,15 @@ HttpApi::HttpApi(raft::ReplicaID self, const Address& address,
     res.set_header("Allow", "GET, PUT, DELETE");
   });
   server.Get("/debug/state", [this](const auto&, auto& res) { show_state(res); });
+  server.Post("/admin/transfer", [this](const auto& req, auto& res) { transfer(req, res); });
+  auto post_only = [](const auto&, auto& res) {
+    res.status = 405;
+    res.set_header("Allow", "POST");
+    res.set_content("use POST /admin/transfer?to=<id>\n", "text/plain");
+  };
+  server.Get("/admin/transfer", post_only);
+  server.Put("/admin/transfer", post_only);
+  server.Delete("/admin/transfer", post_only);
   server.set_error_handler([](const auto&, auto& res) { explain_error(res); });
   server.set_exception_handler([](const auto&, auto& res, std::exception_ptr) {
     res.status = 500;
@@ -154,27 +166,64 @@ HttpApi::~HttpApi() {
 // outcome of its command.
 void HttpApi::serve(Op op, const httplib::Request& req, httplib::Response& res) {
   std::optional<Command> command = parse_command(op, req, res);
-  if (!command || !route_to_leader(req, res)) return;
+  if (!command || !route_to_leader(req, res, op != Op::Get)) return;
   Outcome outcome = inbox_.submit(std::move(*command), request_timeout);
   switch (outcome.kind) {
   case Outcome::Kind::Applied: return reply(op, outcome.result, res);
-  case Outcome::Kind::NotLeader: // the leadership moved while the command was on its way
-    if (route_to_leader(req, res)) unavailable(res, "the leader changed: retry\n");
+  case Outcome::Kind::NotLeader: // a transfer is under way, or the leadership moved meanwhile
+    if (route_to_leader(req, res, op != Op::Get))
+      unavailable(res, op == Op::Get ? "the leadership is changing: retry\n"
+                                     : "the leadership is changing, not applied: retry\n");
     return;
   case Outcome::Kind::Lost: return unavailable(res, "the leader changed, not applied: retry\n");
   case Outcome::Kind::Unknown:
-    return unavailable(res, "no outcome in time: retry (with the same X-Sequence)\n");
+    return unavailable(res, op == Op::Get
+                                ? "no answer in time: retry\n"
+                                : "no outcome in time: retry (with the same X-Sequence)\n");
+  }
+}
+
+// POST /admin/transfer?to=<id>. Runs on an HTTP thread; the leader's thread starts the transfer
+// and the outcome (the new leader) shows in /debug/state, as in every replica's leader().
+void HttpApi::transfer(const httplib::Request& req, httplib::Response& res) {
+  std::optional<std::uint64_t> to;
+  if (req.has_param("to")) to = parse_decimal(req.get_param_value("to"));
+  if (!to || !client_addresses_.count(*to)) {
+    std::string ids;
+    for (const auto& [id, address] : client_addresses_)
+      ids += (ids.empty() ? "" : ", ") + std::to_string(id);
+    res.status = 400;
+    return res.set_content("to must be the id of a replica of this cluster: " + ids + "\n",
+                           "text/plain");
+  }
+  if (!route_to_leader(req, res)) return;
+  std::string target = "replica " + std::to_string(*to);
+  if (*to == self_) {
+    res.status = 200;
+    return res.set_content(target + " leads already\n", "text/plain");
+  }
+  switch (inbox_.transfer(*to, request_timeout)) {
+  case TransferOutcome::Started:
+    res.status = 202;
+    return res.set_content("replica " + std::to_string(self_) + " is handing its leadership to " +
+                               target + ": GET /debug/state shows the leader\n",
+                           "text/plain");
+  case TransferOutcome::NotLeader:
+    if (route_to_leader(req, res)) unavailable(res, "the leadership is changing: retry\n");
+    return;
+  case TransferOutcome::Unknown: return unavailable(res, "no answer in time: retry\n");
   }
 }
 
 // True if this replica is the leader and should serve the request; otherwise answers with a
 // redirect to the leader (307, unlike 302, keeps the method and body: a PUT stays a PUT) or, if
-// no leader is known, 503.
-bool HttpApi::route_to_leader(const httplib::Request& req, httplib::Response& res) const {
+// no leader is known, 503 (saying, for a `write`, that it was not applied).
+bool HttpApi::route_to_leader(const httplib::Request& req, httplib::Response& res,
+                              bool write) const {
   std::optional<raft::ReplicaID> leader = board_.read().leader;
   if (leader == self_) return true;
   if (!leader) {
-    unavailable(res, "no leader yet: retry\n");
+    unavailable(res, write ? "no leader yet, not applied: retry\n" : "no leader yet: retry\n");
     return false;
   }
   std::string address = to_string(client_addresses_.at(*leader));

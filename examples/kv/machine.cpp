@@ -1,6 +1,7 @@
 // machine.cpp: the Inbox and the Machine. See machine.hpp.
 #include "machine.hpp"
 
+#include <initializer_list>
 #include <random>
 #include <stdexcept>
 
@@ -14,10 +15,24 @@ Outcome Inbox::submit(Command command, raft::Duration timeout) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (closed_) return Outcome{};
-    queue_.push_back(request);
+    (request->command.op == Op::Get ? reads_ : writes_).push_back(request);
   }
   waker_.wake(); // after the push: the replica thread, once awake, is sure to see the request
   if (outcome.wait_until(request->give_up) != std::future_status::ready) return Outcome{};
+  return outcome.get();
+}
+
+TransferOutcome Inbox::transfer(raft::ReplicaID to, raft::Duration timeout) {
+  auto request = std::make_shared<TransferRequest>();
+  request->to = to;
+  std::future<TransferOutcome> outcome = request->outcome.get_future();
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (closed_) return TransferOutcome::Unknown;
+    transfers_.push_back(request);
+  }
+  waker_.wake();
+  if (outcome.wait_for(timeout) != std::future_status::ready) return TransferOutcome::Unknown;
   return outcome.get();
 }
 
@@ -26,30 +41,62 @@ void Inbox::close() {
   closed_ = true;
 }
 
-std::vector<std::shared_ptr<Request>> Inbox::take_all() {
+std::vector<std::shared_ptr<Request>> Inbox::take_writes() {
   std::lock_guard<std::mutex> lock(mutex_);
-  return std::exchange(queue_, {});
+  return std::exchange(writes_, {});
+}
+
+std::vector<std::shared_ptr<Request>> Inbox::take_reads() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return std::exchange(reads_, {});
+}
+
+std::vector<std::shared_ptr<TransferRequest>> Inbox::take_transfers() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return std::exchange(transfers_, {});
 }
 
 namespace {
 
-// A random start for transition ids, from 64 bits of the system's randomness. Its low 63 bits:
-// counting up from there never wraps around to 0, the no-op's id.
+// A random start for transition ids, from 64 bits of the system's randomness. Its low 62 bits:
+// counting up from there never reaches 2^63, where read ids start, nor wraps around to 0, the
+// no-op's id.
 std::uint64_t random_first_id() {
   std::random_device random;
   std::uint64_t bits = (std::uint64_t(random()) << 32) ^ random();
-  return (bits >> 1) | 1;
+  return (bits >> 2) | 1;
 }
 
 } // namespace
 
 Machine::Machine(Inbox& inbox) : inbox_(inbox), next_id_(random_first_id()) {}
 
+// A GET is a ReadIndex read (the dissertation's §6.4): the Replica reports it Queued, and then
+// Applied once a majority has confirmed that this replica still leads and the store has applied
+// every write committed before the GET arrived; register_transition_state reads the store then.
+// A transfer starts only on the leader; elsewhere transfer_leadership() would do nothing.
+void Machine::take_requests(raft::Replica& replica) {
+  for (std::shared_ptr<Request>& request : inbox_.take_reads()) {
+    std::uint64_t id = next_read_id_++;
+    reads_.emplace(id, std::move(request));
+    replica.read(id);
+  }
+  for (std::shared_ptr<TransferRequest>& request : inbox_.take_transfers()) {
+    if (!replica.is_leader()) {
+      request->outcome.set_value(TransferOutcome::NotLeader);
+      continue;
+    }
+    log("handing the leadership to replica %llu", (unsigned long long)request->to);
+    replica.transfer_leadership(request->to);
+    request->outcome.set_value(TransferOutcome::Started);
+  }
+}
+
 // Polled by the Replica at every pass. Whatever we return here is reported back, on this same
 // thread, as Queued (we are the leader) or Abandoned/NotLeader, before poll() returns.
 std::vector<raft::Transition> Machine::get_pending_transitions() {
   std::vector<raft::Transition> transitions;
-  for (std::shared_ptr<Request>& request : inbox_.take_all()) {
+  for (std::shared_ptr<Request>& request : inbox_.take_writes()) {
     std::uint64_t id = next_id_++;
     transitions.push_back(raft::Transition{id, encode_command(request->command)});
     in_flight_.emplace(id, std::move(request));
@@ -59,15 +106,27 @@ std::vector<raft::Transition> Machine::get_pending_transitions() {
 
 void Machine::register_transition_state(std::uint64_t id, raft::TransitionState state,
                                         raft::AbandonReason reason) {
+  if (auto read = reads_.find(id); read != reads_.end()) {
+    switch (state) {
+    case raft::TransitionState::Queued:
+    case raft::TransitionState::Committed: return; // keep waiting for Applied
+    case raft::TransitionState::Applied:           // the store may be read now, and not before
+      return finish(reads_, read,
+                    Outcome{Outcome::Kind::Applied, store_.get(read->second->command.key)});
+    case raft::TransitionState::Abandoned: // no longer the leader: it cannot vouch for its store
+      return finish(reads_, read, Outcome{Outcome::Kind::NotLeader, {}});
+    }
+  }
   auto request = in_flight_.find(id);
   if (request == in_flight_.end()) return; // not ours, or its HTTP thread gave up on it
   switch (state) {
   case raft::TransitionState::Queued:
   case raft::TransitionState::Committed: return; // keep waiting for Applied
   case raft::TransitionState::Applied:
-    return finish(request, Outcome{Outcome::Kind::Applied, request->second->result.value()});
+    return finish(in_flight_, request,
+                  Outcome{Outcome::Kind::Applied, request->second->result.value()});
   case raft::TransitionState::Abandoned:
-    return finish(request,
+    return finish(in_flight_, request,
                   Outcome{reason == raft::AbandonReason::NotLeader ? Outcome::Kind::NotLeader
                                                                    : Outcome::Kind::Lost,
                           {}});
@@ -112,20 +171,25 @@ void Machine::set_snapshot(const raft::Snapshot& snapshot) {
       (unsigned long long)snapshot.last_included_index, store_.size());
 }
 
+// Ids increase with time in each map, and every request waits as long: the oldest come first.
 void Machine::forget_expired(raft::Clock::time_point now) {
-  while (!in_flight_.empty() && in_flight_.begin()->second->give_up < now)
-    finish(in_flight_.begin(), Outcome{});
+  for (InFlight* requests : {&in_flight_, &reads_})
+    while (!requests->empty() && requests->begin()->second->give_up < now)
+      finish(*requests, requests->begin(), Outcome{});
 }
 
 void Machine::abandon_all() {
-  while (!in_flight_.empty()) finish(in_flight_.begin(), Outcome{});
-  for (std::shared_ptr<Request>& request : inbox_.take_all()) request->outcome.set_value({});
+  for (InFlight* requests : {&in_flight_, &reads_})
+    while (!requests->empty()) finish(*requests, requests->begin(), Outcome{});
+  for (std::shared_ptr<Request>& request : inbox_.take_writes()) request->outcome.set_value({});
+  for (std::shared_ptr<Request>& request : inbox_.take_reads()) request->outcome.set_value({});
+  for (std::shared_ptr<TransferRequest>& request : inbox_.take_transfers())
+    request->outcome.set_value(TransferOutcome::Unknown);
 }
 
-void Machine::finish(std::map<std::uint64_t, std::shared_ptr<Request>>::iterator request,
-                     Outcome outcome) {
+void Machine::finish(InFlight& requests, InFlight::iterator request, Outcome outcome) {
   request->second->outcome.set_value(std::move(outcome));
-  in_flight_.erase(request);
+  requests.erase(request);
 }
 
 void StatusBoard::publish(const raft::Replica& replica, const Store& store) {

@@ -6,14 +6,22 @@
 //
 //   HTTP thread                               replica thread
 //   -----------                               --------------
-//   Inbox::submit(command) ---- queue ---->   Machine::get_pending_transitions() -> the log
+//   Inbox::submit(write) ---- queue ------>   Machine::get_pending_transitions() -> the log
 //     waits on a future                       Machine::apply_transition() -> Store::apply()
 //     <-------------- promise --------------  Machine::register_transition_state(Applied)
+//
+//   Inbox::submit(GET) ------ queue ------>   Machine::take_requests() -> Replica::read()
+//     waits on a future                         (between polls; nothing goes to the log)
+//     <-------------- promise --------------  Machine::register_transition_state(Applied)
+//                                               -> Store::get(), read in that callback
+//
+//   Inbox::transfer(to) ----- queue ------>   Machine::take_requests()
+//     <-------------- promise --------------    -> Replica::transfer_leadership(to)
 //
 //   StatusBoard::read()    <-- a copy -----   StatusBoard::publish(), after every poll
 //
 // Both are guarded by a mutex. The Inbox also wakes the replica thread (a Waker), so that a new
-// command is proposed at once rather than at the next heartbeat.
+// request is handled at once rather than at the next heartbeat.
 #ifndef KV_MACHINE_HPP
 #define KV_MACHINE_HPP
 
@@ -50,29 +58,54 @@ struct Request {
   std::optional<Result> result;    // set by apply_transition, handed over when Applied
 };
 
-// The queue from HTTP threads to the replica thread.
+// What became of a request to hand the leadership over.
+enum class TransferOutcome {
+  Started,   // this replica led, and has asked `to` to take over: the outcome shows in leader()
+  NotLeader, // this replica was not the leader: nothing was done
+  Unknown,   // no answer in time, or the replica is shutting down
+};
+
+struct TransferRequest {
+  raft::ReplicaID to = 0;
+  std::promise<TransferOutcome> outcome; // set once, by the replica thread
+};
+
+// The queues from HTTP threads to the replica thread.
 class Inbox {
 public:
   explicit Inbox(Waker& waker) : waker_(waker) {}
-  // Any thread: proposes `command` and waits for its outcome, at most `timeout`.
+  // Any thread: hands `command` to the replica (a write is proposed to the log, a GET becomes a
+  // linearizable read) and waits for its outcome, at most `timeout`.
   Outcome submit(Command command, raft::Duration timeout);
-  // Refuses further commands (submit answers Unknown at once): the replica is shutting down.
+  // Any thread: asks the replica to hand its leadership to `to`, and waits at most `timeout` for
+  // the replica thread to take the request (not for the new leader).
+  TransferOutcome transfer(raft::ReplicaID to, raft::Duration timeout);
+  // Refuses further requests (they answer Unknown at once): the replica is shutting down.
   void close();
   // The replica thread: everything submitted since the last call, oldest first.
-  std::vector<std::shared_ptr<Request>> take_all();
+  std::vector<std::shared_ptr<Request>> take_writes();
+  std::vector<std::shared_ptr<Request>> take_reads();
+  std::vector<std::shared_ptr<TransferRequest>> take_transfers();
 
 private:
   Waker& waker_;
   std::mutex mutex_;
-  std::vector<std::shared_ptr<Request>> queue_;
+  std::vector<std::shared_ptr<Request>> writes_;
+  std::vector<std::shared_ptr<Request>> reads_;
+  std::vector<std::shared_ptr<TransferRequest>> transfers_;
   bool closed_ = false;
 };
 
-// The raft::StateMachine: commands go from the Inbox into the log, and from the log into the
-// Store. All of it runs on the replica's thread.
+// The raft::StateMachine: writes go from the Inbox into the log, and from the log into the
+// Store; GETs go from the Inbox to Replica::read(), and are answered from the Store once the
+// Replica reports the read Applied. All of it runs on the replica's thread.
 class Machine : public raft::StateMachine {
 public:
   explicit Machine(Inbox& inbox);
+
+  // Between polls: hands the Replica the reads and leader transfers the HTTP threads asked for.
+  // They take effect in the next poll.
+  void take_requests(raft::Replica& replica);
 
   std::vector<raft::Transition> get_pending_transitions() override;
   void register_transition_state(std::uint64_t id, raft::TransitionState state,
@@ -93,16 +126,22 @@ public:
   const Store& store() const { return store_; }
 
 private:
-  void finish(std::map<std::uint64_t, std::shared_ptr<Request>>::iterator request, Outcome outcome);
+  using InFlight = std::map<std::uint64_t, std::shared_ptr<Request>>;
+  static void finish(InFlight& requests, InFlight::iterator request, Outcome outcome);
 
   Inbox& inbox_;
   Store store_;
-  // The requests this replica proposed, by transition id. Ids increase, so the oldest come
+  // The writes this replica proposed, by transition id. Ids increase, so the oldest come
   // first. They are only ever compared with ids this process proposed, and the log holds ids of
   // other replicas and of earlier runs of this one too: starting from a random number makes a
-  // clash with those as unlikely as guessing a 63-bit number.
-  std::map<std::uint64_t, std::shared_ptr<Request>> in_flight_;
+  // clash with those as unlikely as guessing a 62-bit number.
+  InFlight in_flight_;
   std::uint64_t next_id_;
+  // The GETs handed to Replica::read(), by read id. Read ids share their space with transition
+  // ids, which are all below 2^63 (they start below 2^62 and count up); read ids are 2^63 and up,
+  // so a read is never mistaken for a transition of any replica, or the other way round.
+  InFlight reads_;
+  std::uint64_t next_read_id_ = std::uint64_t(1) << 63;
 };
 
 // What the HTTP threads may know of the replica: a copy of its state after the latest poll.

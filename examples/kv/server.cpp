@@ -7,12 +7,14 @@
 //   store       the map and the commands that change it (no Raft, no threads)
 //   machine     the raft::StateMachine, and the two places where HTTP threads meet the replica
 //   tcp_cluster the raft::Cluster: messages over TCP, driven by poll(2)
-//   http_api    the HTTP interface (GET, PUT, DELETE on /kv/<key>), on cpp-httplib's threads
+//   http_api    the HTTP interface (GET, PUT, DELETE on /kv/<key>, POST /admin/transfer), on
+//               cpp-httplib's threads
 //   server      this file: the command line, and the replica's loop on the main thread
 //
 // Threads: the main thread runs the raft::Replica and owns everything Raft touches (the
 // Replica, the TcpCluster, the Machine and its Store). The HTTP threads reach them only through
-// the Inbox (commands in, outcomes out) and the StatusBoard (a copy of the replica's state).
+// the Inbox (commands, reads and transfers in, outcomes out) and the StatusBoard (a copy of the
+// replica's state).
 #include "common.hpp"
 #include "http_api.hpp"
 #include "machine.hpp"
@@ -109,6 +111,8 @@ Flags parse_flags(int argc, char** argv) {
   if (flags.id == 0 || flags.peers.empty() || flags.data.empty())
     usage("--id, --peers and --data are required");
   if (!flags.peers.count(flags.id)) usage("--peers must include this replica's --id");
+  for (const auto& [id, address] : flags.client_peers)
+    if (!flags.peers.count(id)) usage("--client-peers names a replica that --peers does not");
   for (const auto& [id, address] : flags.peers) // the default client addresses
     if (!flags.client_peers.count(id))
       flags.client_peers[id] =
@@ -141,11 +145,13 @@ private:
 };
 
 // The host's loop: poll the replica, do the host's own work between polls, and sleep in the
-// cluster until the next deadline, a message, or a command from an HTTP thread. This is what
-// raft::Replica::start() does, plus the two lines in the middle.
+// cluster until the next deadline, a message, or a request from an HTTP thread. This is what
+// raft::Replica::start() does, plus the host's work: the reads and transfers the HTTP threads
+// asked for go to the replica before each poll (writes it takes itself, as pending transitions).
 void run(raft::Replica& replica, kv::TcpCluster& cluster, kv::Machine& machine,
          kv::StatusBoard& board) {
   while (!cluster.halt()) {
+    machine.take_requests(replica);
     replica.poll(raft::Clock::now());
     machine.forget_expired(raft::Clock::now());
     board.publish(replica, machine.store());

@@ -48,6 +48,9 @@ std::optional<Command> decode_command(std::string_view bytes); // nullopt if mal
 class Store {
 public:
   Result apply(const Command& command);
+  // What a GET answers: the key's value and revision, or NotFound. It changes nothing, so a
+  // replica may answer it without the log (the leader does, for a linearizable read).
+  Result get(const std::string& key) const;
 
   // The whole state as bytes and back, for Raft snapshots. restore() leaves the store unchanged
   // and returns false if the bytes are malformed.

@@ -3,12 +3,20 @@
 
 It starts three kv-servers with examples/kv/cluster.sh on ports that are free at run time, and:
   1. writes 1,000 keys;
-  2. checks compare-and-set and at-most-once writes (a retried sequence number);
-  3. sends bad input to the Raft and HTTP ports of every replica, and checks they go on serving;
-  4. kills the leader with SIGKILL while four clients keep writing, and restarts it later;
-  5. checks that every acknowledged write is readable from the new leader, that every write
+  2. checks that GETs add nothing to the Raft log (the leader serves them as ReadIndex reads),
+     that a follower redirects a GET to the leader, and that a GET answers the latest
+     acknowledged write (read-your-writes, and a write seen by another client) across many keys;
+  3. checks compare-and-set and at-most-once writes (a retried sequence number);
+  4. sends bad input to the Raft and HTTP ports of every replica (the transfer endpoint's
+     included), and checks they go on serving;
+  5. asks the leader to hand its leadership to another replica while four clients keep writing
+     and reading back; checks that the target leads within 2 s, that every acknowledged write
+     is readable, and that every write refused meanwhile got a 503 with a reason (one that says
+     "not applied" was indeed not applied); then transfers back with cluster.sh transfer;
+  6. kills the leader with SIGKILL while four clients keep writing, and restarts it later;
+  7. checks that every acknowledged write is readable from the new leader, that every write
      was applied exactly once, and that the three replicas converge to the same map;
-  6. stops all three, starts them again from their data directories, and checks they come back
+  8. stops all three, starts them again from their data directories, and checks they come back
      with the same map.
 The last line it prints says "passed" or "FAILED"; the exit status is 0 only if it passed.
 
@@ -79,10 +87,13 @@ class Cluster:
         self.env = dict(os.environ, KV_SERVER=str(server), KV_BASE_PORT=str(base),
                         KV_DIR=str(directory))
 
-    def sh(self, *arguments):
+    def sh(self, *arguments, status=0):
         done = subprocess.run([str(CLUSTER_SH), *map(str, arguments)], env=self.env,
                               capture_output=True, text=True, timeout=30)
-        check(done.returncode == 0, f"cluster.sh {' '.join(map(str, arguments))}: {done.stderr}")
+        check(done.returncode == status,
+              f"cluster.sh {' '.join(map(str, arguments))}: exit {done.returncode}, wanted "
+              f"{status}: {done.stdout} {done.stderr}")
+        return done.stdout
 
     def raft_port(self, n):
         return self.base + n
@@ -124,6 +135,16 @@ class Cluster:
             time.sleep(0.1)
         raise Failure(f"the replicas did not converge in {timeout} s: {states}")
 
+    def wait_for_leader_to_be(self, target, timeout):
+        """Waits until every replica names `target` as the leader; returns the time it took."""
+        started = time.monotonic()
+        while time.monotonic() < started + timeout:
+            if all((self.state(n) or {}).get("leader") == target for n in IDS):
+                return time.monotonic() - started
+            time.sleep(0.01)
+        raise Failure(f"replica {target} does not lead after {timeout} s: "
+                      f"{[self.state(n) for n in IDS]}")
+
     def log_tail(self, n, lines=15):
         try:
             return (self.directory / f"{n}.log").read_text(errors="replace").splitlines()[-lines:]
@@ -143,9 +164,12 @@ class Client:
         self.port = cluster.client_port(random.choice(IDS))
         self.connection = None
         self.writes_applied = 0  # writes answered 200: each must bump the store's revision once
+        self.retry_after = None  # the Retry-After header of the latest answer
 
-    def call(self, method, key, body=None, headers=None, timeout=20):
-        """Returns (status, ETag, body) of the first answer that is neither 307 nor 503."""
+    def call(self, method, key, body=None, headers=None, timeout=20, retry_unavailable=True):
+        """Returns (status, ETag, body) of the first answer that is neither 307 nor 503; with
+        retry_unavailable=False, of the first that is not 307 (the Retry-After header of the
+        answer is then in self.retry_after)."""
         headers = dict(headers or {})
         if method in ("PUT", "DELETE"):
             self.sequence += 1
@@ -161,11 +185,12 @@ class Client:
                 continue
             if status == 307:
                 self._move_to(urllib.parse.urlsplit(response.getheader("Location")).port)
-            elif status == 503:
+            elif status == 503 and retry_unavailable:
                 time.sleep(0.05)  # Retry-After says 1 s; a test is in more of a hurry
             else:
                 if method != "GET" and status == 200:
                     self.writes_applied += 1
+                self.retry_after = response.getheader("Retry-After")
                 return status, response.getheader("ETag"), data
         raise Failure(f"{self.name}: {method} {key} got no answer in {timeout} s")
 
@@ -365,6 +390,16 @@ def check_bad_http_input(cluster):
         ("PUT", "/kv/x", b"v", {"If-Match": '"1"', "If-None-Match": "*"}, 400),
         ("PUT", "/kv/" + "k" * 2000, b"v", {}, 400),
         ("PUT", "/kv/x", b"v" * 100000, {}, 413),
+        ("POST", "/admin/transfer", None, {}, 400),
+        ("POST", "/admin/transfer?to=", None, {}, 400),
+        ("POST", "/admin/transfer?to=abc", None, {}, 400),
+        ("POST", "/admin/transfer?to=-1", None, {}, 400),
+        ("POST", "/admin/transfer?to=0", None, {}, 400),
+        ("POST", "/admin/transfer?to=4", None, {}, 400),
+        ("POST", "/admin/transfer?to=2%20", None, {}, 400),
+        ("POST", "/admin/transfer?to=" + "9" * 25, None, {}, 400),
+        ("GET", "/admin/transfer?to=1", None, {}, 405),
+        ("PUT", "/admin/transfer?to=1", b"", {}, 405),
     ]
     for method, path, body, headers, wanted in bad:
         try:
@@ -373,6 +408,199 @@ def check_bad_http_input(cluster):
             status = "closed"  # allowed for a body too large, refused before it is read
         check(status == wanted or (wanted == 413 and status == "closed"),
               f"{method} {path[:20]}: status {status}, wanted {wanted}")
+    check_transfer_requests(cluster)
+
+
+def direct_call(cluster, n, method, path, body=None, headers=None):
+    """One request to replica n, with no redirect followed and no retry."""
+    connection = http.client.HTTPConnection("127.0.0.1", cluster.client_port(n), timeout=5)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response, response.read()
+    finally:
+        connection.close()
+
+
+def check_transfer_requests(cluster):
+    """Bad input is refused by any replica (400, before any redirect); a good request on a
+    follower is redirected to the leader (and not acted upon); on the leader, a transfer to
+    itself is answered 200 and changes nothing."""
+    leader = cluster.wait_for_leader()
+    term = cluster.state(leader)["term"]
+    for n in IDS:
+        status, _, body = direct_call(cluster, n, "POST", "/admin/transfer?to=x")
+        check(status == 400 and b"1, 2, 3" in body,
+              f"replica {n}: POST /admin/transfer?to=x: {status} {body!r}, wanted 400")
+        if n != leader:
+            status, response, body = direct_call(cluster, n, "POST", f"/admin/transfer?to={n}")
+            location = urllib.parse.urlsplit(response.getheader("Location") or "")
+            check(status == 307 and location.port == cluster.client_port(leader)
+                  and location.path == "/admin/transfer" and location.query == f"to={n}",
+                  f"replica {n}: POST /admin/transfer?to={n} on a follower: {status} "
+                  f"{response.getheader('Location')}, wanted 307 to the leader, {leader}")
+    status, _, body = direct_call(cluster, leader, "POST", f"/admin/transfer?to={leader}")
+    check(status == 200 and b"leads already" in body,
+          f"POST /admin/transfer?to={leader} on the leader itself: {status} {body!r}, wanted 200")
+    after = cluster.state(leader)
+    check(after["leader"] == leader and after["term"] == term,
+          f"a transfer to the leader itself changed something: {after}, term {term} before")
+    cluster.sh("transfer", 4, status=2)
+
+
+def check_reads(cluster, expected):
+    """GETs add nothing to the Raft log; a follower redirects a GET to the leader; a GET answers
+    the latest acknowledged write, whether its writer or another client asks, across many keys.
+    Returns the number of writes applied."""
+    leader = cluster.wait_for_leader()
+    before = cluster.state(leader)
+    reader = Client(cluster, "log-free-reader")
+    present = sorted(key for key, value in expected.items() if value is not None)
+    for key in random.sample(present, min(300, len(present))):
+        status, _, data = reader.call("GET", key)
+        check((status, data) == (200, expected[key]), f"GET {key}: {status} {data[:20]!r}")
+    reader.close()
+    after = cluster.state(leader)
+    check(after["leader"] == leader and after["last_log_index"] == before["last_log_index"],
+          f"300 GETs changed the leader's log: {before} before, {after} after")
+    for n in IDS:
+        if n != leader:
+            status, response, _ = direct_call(cluster, n, "GET", "/kv/" + present[0])
+            location = urllib.parse.urlsplit(response.getheader("Location") or "")
+            check(status == 307 and location.port == cluster.client_port(leader),
+                  f"GET on follower {n}: {status} {response.getheader('Location')}, wanted 307 "
+                  f"to replica {leader}")
+
+    # Each thread rewrites its own 50 keys; after every acknowledged PUT, the writer and a second
+    # client (on a connection of its own, sent to a random replica each time) read the key.
+    errors, lock = [], threading.Lock()
+    writers = [Client(cluster, f"ryw-writer-{i}") for i in range(WRITERS)]
+
+    def run(i):
+        other = Client(cluster, f"ryw-reader-{i}")
+        try:
+            for j in range(150):
+                key, value = f"ryw-{i}-{j % 50:02}", f"ryw-{i}-{j}".encode()
+                check(writers[i].call("PUT", key, value)[0] == 200, f"PUT {key}")
+                with lock:
+                    expected[key] = value
+                status, _, data = writers[i].call("GET", key)
+                check((status, data) == (200, value),
+                      f"{writers[i].name} wrote {value!r} to {key}, then read {status} {data!r}")
+                other._move_to(cluster.client_port(random.choice(IDS)))
+                status, _, data = other.call("GET", key)
+                check((status, data) == (200, value),
+                      f"{writers[i].name} wrote {value!r} to {key}; then {other.name} read "
+                      f"{status} {data!r}")
+        except Exception as error:
+            errors.append(error)
+        finally:
+            other.close()
+            writers[i].close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(WRITERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return sum(writer.writes_applied for writer in writers)
+
+
+def check_transfer_under_load(cluster, expected, notes):
+    """While WRITERS clients write new keys and read each one back, the leader is asked to hand
+    its leadership to another replica. Returns the number of writes applied."""
+    leader = cluster.wait_for_leader()
+    target = random.choice([n for n in IDS if n != leader])
+    stop = threading.Event()
+    outcomes = []  # (key, value, "acked" | "not applied" | "unknown", status, body)
+    errors, lock = [], threading.Lock()
+    acknowledged = [0]
+
+    def run(i):
+        writer = Client(cluster, f"transfer-writer-{i}")
+        reader = Client(cluster, f"transfer-reader-{i}")
+        try:
+            for j in range(100000):
+                if stop.is_set():
+                    break
+                key, value = f"xfer-{i}-{j:05}", f"xfer-{i}-{j}".encode()
+                status, _, body = writer.call("PUT", key, value, retry_unavailable=False)
+                if status == 200:
+                    outcome = "acked"
+                    with lock:
+                        acknowledged[0] += 1
+                else:
+                    check(status == 503 and writer.retry_after and body.strip(),
+                          f"PUT {key}: {status} {body!r} (Retry-After: {writer.retry_after}), "
+                          "wanted 200, or 503 with Retry-After and a reason")
+                    outcome = "not applied" if b"not applied" in body else "unknown"
+                with lock:
+                    outcomes.append((key, value, outcome, status, body))
+                if outcome == "acked":
+                    status, _, data = reader.call("GET", key)
+                    check((status, data) == (200, value),
+                          f"PUT {key} was acknowledged, then GET read {status} {data!r}")
+        except Exception as error:
+            errors.append(error)
+        finally:
+            writer.close()
+            reader.close()
+
+    def wait_for_writes(count, timeout=30):
+        deadline = time.monotonic() + timeout
+        while acknowledged[0] < count and not errors:
+            check(time.monotonic() < deadline, f"only {acknowledged[0]} writes in {timeout} s")
+            time.sleep(0.005)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(WRITERS)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_for_writes(200)
+        asked_at = acknowledged[0]
+        status, _, body = direct_call(cluster, leader, "POST", f"/admin/transfer?to={target}")
+        check(status == 202, f"POST /admin/transfer?to={target} on the leader, replica {leader}: "
+                             f"{status} {body!r}, wanted 202")
+        took = cluster.wait_for_leader_to_be(target, timeout=2)
+        changed_at = acknowledged[0]
+        wait_for_writes(changed_at + 200)  # and the new leader goes on taking writes
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    if errors:
+        raise errors[0]
+
+    # Every acknowledged write is there; every write refused as "not applied" is not. A refusal
+    # without that promise (no outcome in time, no leader known) may have been applied: the GET
+    # tells, so that the count of applied writes stays exact.
+    reader = Client(cluster, "transfer-checker")
+    applied = 0
+    for key, value, outcome, status, body in outcomes:
+        got, _, data = reader.call("GET", key)
+        if outcome == "acked" or (outcome == "unknown" and got == 200):
+            check((got, data) == (200, value), f"PUT {key} ({outcome}): GET read {got} {data!r}")
+            expected[key] = value
+            applied += 1
+        else:
+            check(got == 404, f"PUT {key} was refused with {status} {body!r}, yet GET read "
+                              f"{got} {data!r}")
+            expected[key] = None
+    reader.close()
+    refused = [o for o in outcomes if o[2] != "acked"]
+    not_applied = sum(o[2] == "not applied" for o in refused)
+    reasons = sorted({o[4].decode(errors="replace").strip() for o in refused})
+    notes.append(f"transferred the leadership from replica {leader} to {target} after {asked_at} "
+                 f"writes; it led {took * 1000:.0f} ms later. {len(outcomes)} writes meanwhile: "
+                 f"{applied} applied, {len(refused)} refused with 503 ({not_applied} of them "
+                 f"'not applied', and they were not): {' / '.join(reasons) or 'none'}")
+    # And back, with cluster.sh, on an idle cluster.
+    out = cluster.sh("transfer", leader)
+    check(f"replica {leader} leads now" in out, f"cluster.sh transfer {leader}: {out}")
+    check(cluster.wait_for_leader() == leader, f"cluster.sh transfer {leader}: not the leader")
+    return applied
 
 
 def snapshots_since_start(cluster, n):
@@ -401,17 +629,23 @@ def run(cluster, notes):
     writers.start().join()
     writes = writers.writes_applied()
 
-    # 2. Compare-and-set and at-most-once.
+    # 2. GETs: no log entries, redirects from followers, read-your-writes across many keys.
+    writes += check_reads(cluster, expected)
+
+    # 3. Compare-and-set and at-most-once.
     alice, bob = Client(cluster, "alice"), Client(cluster, "bob")
     check_compare_and_set(alice)
     check_at_most_once(cluster, alice, bob)
     writes += alice.writes_applied + bob.writes_applied  # the retries, sent raw, apply nothing
 
-    # 3. Bad input on every port.
+    # 4. Bad input on every port.
     writes += check_bad_raft_input(cluster)
     check_bad_http_input(cluster)
 
-    # 4. SIGKILL the leader while clients write; restart it once 1,100 more writes are done, so
+    # 5. A leader transfer under load.
+    writes += check_transfer_under_load(cluster, expected, notes)
+
+    # 6. SIGKILL the leader while clients write; restart it once 1,100 more writes are done, so
     # that the others have compacted their logs past it and it catches up by InstallSnapshot.
     operations = [("PUT", f"key-{i:04}", f"two-{i}".encode()) for i in range(1000, 2000)]
     operations += [("PUT", f"key-{i:04}", f"three-{i}".encode()) for i in range(0, 600)]
@@ -434,7 +668,7 @@ def run(cluster, notes):
     notes.append(f"killed leader {leader} after {killed_at} of {len(operations)} writes, "
                  f"restarted it after {restarted_at}; replica {new_leader} leads now")
 
-    # 5. Every acknowledged write is readable from the leader, and was applied exactly once.
+    # 7. Every acknowledged write is readable from the leader, and was applied exactly once.
     readers = [Client(cluster, f"reader-{i}") for i in range(WRITERS)]
     keys = sorted(expected)
     errors = []
@@ -469,7 +703,7 @@ def run(cluster, notes):
     notes.append(f"replica {leader} was at index {last_index} and caught up through a snapshot "
                  f"at index {max(installed)}")
 
-    # 6. Restart everything from the data directories.
+    # 8. Restart everything from the data directories.
     cluster.sh("stop")
     cluster.sh("start")
     cluster.wait_for_leader()
