@@ -1,11 +1,14 @@
 // bench/bench.cpp: `make bench`. Measures raft.cpp in one process and prints one table:
-//   1. in-process throughput (3 and 5 replicas, one thread, zero-delay queues) beside a floor,
-//   2. commit latency of one transition at a time on an idle cluster,
+//   1. in-process throughput of writes and of reads (ReadIndex, and with lease_reads; 3 and 5
+//      replicas, one thread, zero-delay queues) beside a floor,
+//   2. latency of one write, or one read, at a time on an idle cluster,
 //   3. idle CPU of a cluster run by start() in three threads,
-//   4. failover time on a simulated clock with random message delays,
+//   4. failover time on a simulated clock with random message delays, after the leader crashes
+//      (with check-quorum, the default, and without) or is cut off in a minority,
 //   5. durable appends through FileStorage,
 //   6. a burst of 100,000 proposals at a 5 ms heartbeat, three threads running start(),
-//   7. examples/kv over TCP: three kv-server processes on loopback and concurrent clients.
+//   7. examples/kv over TCP: three kv-server processes on loopback and concurrent clients that
+//      PUT new keys, then GET the keys written.
 // Every figure is measured when the program runs; nothing is hard-coded. Seeds are fixed, so
 // everything except wall-clock times and CPU use is the same from run to run.
 #include "raft.hpp"
@@ -174,8 +177,32 @@ public:
   std::uint64_t checksum = 0;
   bool out_of_order = false;
 
-  void register_transition_state(std::uint64_t, raft::TransitionState,
-                                 raft::AbandonReason) override {}
+  // Reads use ids from read_base on: their reports are counted, not ignored. A read reported
+  // Applied before this machine applied `read_needs` transitions would be stale.
+  static constexpr std::uint64_t read_base = std::uint64_t{1} << 48;
+  std::vector<std::uint8_t> read_reports; // by read id - read_base: bit 1 Queued, bit 2 Applied
+  std::uint64_t reads_applied = 0, read_needs = 0, read_problems = 0;
+
+  void register_transition_state(std::uint64_t id, raft::TransitionState state,
+                                 raft::AbandonReason) override {
+    if (id < read_base) return;
+    std::uint64_t n = id - read_base;
+    std::uint8_t bit = state == raft::TransitionState::Queued    ? 1
+                       : state == raft::TransitionState::Applied ? 2
+                                                                 : 4; // Committed or Abandoned
+    if (n >= read_reports.size() || (read_reports[n] & bit) || bit == 4 ||
+        (bit == 2 && (!(read_reports[n] & 1) || applied < read_needs))) {
+      ++read_problems; // unknown id, twice, Committed/Abandoned, Applied unqueued or stale
+      return;
+    }
+    read_reports[n] |= bit;
+    reads_applied += bit == 2;
+  }
+  void expect_reads(std::size_t count) {
+    read_reports.assign(count, 0);
+    reads_applied = read_problems = 0;
+    read_needs = applied;
+  }
   void apply_transition(const raft::Transition& transition) override {
     if (transition.id == 0) return; // the no-op
     out_of_order |= transition.id != applied + 1;
@@ -212,11 +239,11 @@ public:
   Clock::time_point now{std::chrono::hours(1)}; // simulated
   std::uint64_t sent = 0;
 
-  MemoryCluster(std::size_t size, std::uint64_t seed) : inboxes_(size + 1) {
+  MemoryCluster(std::size_t size, std::uint64_t seed, raft::Options options = {})
+      : inboxes_(size + 1) {
     for (ReplicaID id = 1; id <= size; ++id) {
       machines.push_back(std::make_unique<Machine>());
       endpoints_.push_back(std::make_unique<Endpoint>(*this, id));
-      raft::Options options;
       options.seed = seed * 100 + id;
       replicas.push_back(std::make_unique<raft::Replica>(id, peers_of(id, size), *endpoints_.back(),
                                                          *machines.back(), noop, heartbeat,
@@ -446,6 +473,175 @@ void measure_throughput() {
       format("%.0f B", floor_figure(1, &FloorRun::bytes)));
 }
 
+// ---- 1, reads: ReadIndex reads (§6.4) in the same setup, with and without the lease ----
+
+constexpr std::size_t read_count = 100000;
+constexpr std::size_t writes_before_reads = 1000;
+
+struct ReadRun {
+  std::optional<std::string> failure;
+  double per_second = 0, messages = 0, bytes = 0;
+  std::uint64_t applied = 0;  // reads reported Applied on the leader, each once
+  raft::Index log_growth = 0; // entries added to any replica's log during the reads
+};
+
+// Runs rounds until every replica applied `count` transitions and no message is in flight.
+bool settle(MemoryCluster& cluster, std::uint64_t count) {
+  for (int rounds = 0; rounds < 100000; ++rounds) {
+    if (cluster.all_applied(count) && !cluster.in_flight()) return true;
+    cluster.round(1us);
+  }
+  return false;
+}
+
+// Writes 1,000 transitions and waits until all are applied everywhere, then issues `read_count`
+// reads on the leader, `per_poll` before each round (0: all before the first), and runs rounds
+// until the leader reported every one Applied. Times the reads alone.
+ReadRun run_reads(std::size_t size, std::size_t per_poll, bool lease) {
+  ReadRun run;
+  raft::Options options;
+  options.lease_reads = lease;
+  MemoryCluster cluster(size, 1, options);
+  if (!cluster.elect()) return run.failure = "no leader elected", run;
+  int l = cluster.leader();
+  raft::Replica& leader = *cluster.replicas[l];
+  Machine& machine = *cluster.machines[l];
+  const raft::Term term = leader.current_term();
+  machine.pending = make_transitions(writes_before_reads);
+  if (!settle(cluster, writes_before_reads))
+    return run.failure = "the writes before the reads were not applied everywhere", run;
+  std::vector<raft::Index> logs, commits;
+  for (const auto& replica : cluster.replicas) {
+    logs.push_back(replica->last_log_index());
+    commits.push_back(replica->commit_index());
+  }
+  machine.expect_reads(read_count);
+  const std::size_t chunk = per_poll ? per_poll : read_count;
+  const std::uint64_t bound = 3 * read_count + 100000;
+  std::uint64_t next = 0;
+  cluster.sent = 0;
+  start_counting();
+  Wall::time_point start = Wall::now();
+  for (std::uint64_t rounds = 0; rounds < bound && machine.reads_applied < read_count; ++rounds) {
+    for (std::size_t i = 0; i < chunk && next < read_count; ++i)
+      leader.read(Machine::read_base + next++);
+    cluster.round(1us);
+  }
+  double elapsed = seconds_since(start);
+  Allocations allocations = stop_counting();
+
+  run.applied = machine.reads_applied;
+  for (std::size_t i = 0; i < cluster.replicas.size(); ++i) {
+    const raft::Replica& replica = *cluster.replicas[i];
+    run.log_growth = std::max(run.log_growth, replica.last_log_index() - logs[i]);
+    if (replica.commit_index() != commits[i] || replica.last_log_index() != logs[i])
+      run.failure = format("replica %llu's log or commit index moved during the reads",
+                           static_cast<unsigned long long>(replica.id()));
+  }
+  if (cluster.leader() != l || leader.current_term() != term)
+    run.failure = "leadership changed during the reads";
+  if (machine.read_problems)
+    run.failure = format("%llu read reports out of place (twice, Abandoned, or stale)",
+                         static_cast<unsigned long long>(machine.read_problems));
+  if (!run.failure && machine.reads_applied != read_count)
+    run.failure = format("only %llu of %zu reads reported Applied after %llu rounds",
+                         static_cast<unsigned long long>(machine.reads_applied), read_count,
+                         static_cast<unsigned long long>(bound));
+  run.per_second = read_count / elapsed;
+  run.messages = double(cluster.sent) / read_count;
+  run.bytes = double(allocations.bytes) / read_count;
+  return run;
+}
+
+// What any read must cost at least: the two reports, Queued and Applied, through the interface.
+double run_read_floor() {
+  Machine machine;
+  machine.expect_reads(read_count);
+  raft::StateMachine* volatile target = &machine; // a virtual call, as the replica makes
+  Wall::time_point start = Wall::now();
+  for (std::uint64_t n = 0; n < read_count; ++n) {
+    target->register_transition_state(Machine::read_base + n, raft::TransitionState::Queued,
+                                      raft::AbandonReason::None);
+    target->register_transition_state(Machine::read_base + n, raft::TransitionState::Applied,
+                                      raft::AbandonReason::None);
+  }
+  double elapsed = seconds_since(start);
+  if (machine.reads_applied != read_count) notes.push_back("read floor: reports were lost");
+  return read_count / elapsed;
+}
+
+void measure_reads() {
+  const std::vector<std::pair<std::size_t, std::string>> modes = {
+      {0, "all at once"}, {1, "1 per poll"}, {16, "16 per poll"}, {256, "256 per poll"}};
+  const std::size_t sizes[] = {3, 5};
+  std::vector<ReadRun> runs[2][2][4]; // [lease][size][mode]
+  std::vector<double> floors;
+  for (int s = 0; s < 2; ++s)
+    for (int r = 0; r < throughput_runs; ++r) {
+      floors.push_back(run_read_floor());
+      for (int lease = 0; lease < 2; ++lease)
+        for (std::size_t m = 0; m < modes.size(); ++m)
+          runs[lease][s][m].push_back(run_reads(sizes[s], modes[m].first, lease));
+    }
+  const char* names[] = {"ReadIndex", "lease"};
+  std::uint64_t issued[2] = {0, 0}, applied[2] = {0, 0};
+  raft::Index growth[2] = {0, 0};
+  bool failed[2] = {false, false};
+  for (int lease = 0; lease < 2; ++lease)
+    for (int s = 0; s < 2; ++s)
+      for (std::size_t m = 0; m < modes.size(); ++m)
+        for (const ReadRun& run : runs[lease][s][m]) {
+          issued[s] += read_count;
+          applied[s] += run.applied;
+          growth[s] = std::max(growth[s], run.log_growth);
+          if (run.failure && !failed[s]) {
+            failed[s] = true;
+            notes.push_back(format("reads, %s, %zu replicas, %s: %s", names[lease], sizes[s],
+                                   modes[m].second.c_str(), run.failure->c_str()));
+          }
+        }
+  // The median of one figure over a mode's runs; nullopt if any run failed.
+  auto figure = [&](int lease, int s, std::size_t m,
+                    double ReadRun::*field) -> std::optional<double> {
+    std::vector<double> values;
+    for (const ReadRun& run : runs[lease][s][m]) {
+      if (run.failure) return std::nullopt;
+      values.push_back(run.*field);
+    }
+    return median(values);
+  };
+  for (int lease = 0; lease < 2; ++lease)
+    for (std::size_t m = 0; m < modes.size(); ++m) {
+      std::string cells[2];
+      for (int s = 0; s < 2; ++s) {
+        std::optional<double> value = figure(lease, s, m, &ReadRun::per_second);
+        cells[s] = value ? grouped(*value) : did_not_converge;
+      }
+      row(format("%s reads (reads/s), %s", lease ? "lease" : "ReadIndex", modes[m].second.c_str()),
+          cells[0], cells[1]);
+    }
+  row("floor: the Queued and Applied reports alone (reads/s)", grouped(median(floors)));
+  // One row per kind of read, the modes side by side.
+  auto per_mode = [&](const char* label, double ReadRun::*field, const char* pattern) {
+    for (int lease = 0; lease < 2; ++lease) {
+      std::string cells[2];
+      for (int s = 0; s < 2; ++s)
+        for (std::size_t m = 0; m < modes.size(); ++m) {
+          std::optional<double> value = figure(lease, s, m, field);
+          cells[s] += (m ? " / " : "") + (value ? format(pattern, *value) : std::string("n/a"));
+        }
+      row(format("%s per read, %s: once/1/16/256", label, names[lease]), cells[0], cells[1]);
+    }
+  };
+  per_mode("messages sent", &ReadRun::messages, "%.3f");
+  per_mode("bytes allocated", &ReadRun::bytes, "%.0f B");
+  auto checked = [&](int s) {
+    return format("%s of %s, +%llu", grouped(double(applied[s])).c_str(),
+                  grouped(double(issued[s])).c_str(), static_cast<unsigned long long>(growth[s]));
+  };
+  row("reads reported Applied (of issued), log entries added by reads", checked(0), checked(1));
+}
+
 // ---- 2. Latency ----
 
 void measure_latency() {
@@ -489,6 +685,59 @@ void measure_latency() {
   row("latency to applied on leader, p50 / p99 (us)", cell(leader_us, "%.1f / %.1f"));
   row("latency to applied everywhere, p50 / p99 (rounds)", cell(all_polls, "%.0f / %.0f"));
   row("latency to applied everywhere, p50 / p99 (us)", cell(all_us, "%.1f / %.1f"));
+}
+
+// One read at a time on an idle cluster, as above: rounds and wall time until the leader reports
+// it Applied. Also checks that every read was reported Applied and that none grew the log.
+void measure_read_latency() {
+  constexpr std::size_t samples = 1000;
+  for (bool lease : {false, true}) {
+    std::string polls_cells[2], us_cells[2];
+    for (int s = 0; s < 2; ++s) {
+      std::size_t size = s ? 5 : 3;
+      raft::Options options;
+      options.lease_reads = lease;
+      MemoryCluster cluster(size, 2, options);
+      std::vector<double> polls, us;
+      std::optional<std::string> failure;
+      if (!cluster.elect()) failure = "no leader elected";
+      int l = cluster.leader();
+      raft::Index log = failure ? 0 : cluster.replicas[l]->last_log_index();
+      Machine& machine = *cluster.machines[std::max(l, 0)];
+      machine.expect_reads(samples);
+      for (std::uint64_t n = 0; n < samples && !failure; ++n) {
+        for (int i = 0; i < 1000 && cluster.in_flight(); ++i) cluster.round(1us); // idle first
+        if (cluster.in_flight()) failure = "the cluster never went idle";
+        cluster.replicas[l]->read(Machine::read_base + n);
+        bool done = false;
+        Wall::time_point start = Wall::now();
+        for (int rounds = 1; rounds <= 1000 && !done; ++rounds) {
+          cluster.round(1us);
+          if ((done = machine.reads_applied == n + 1)) {
+            us.push_back(seconds_since(start) * 1e6);
+            polls.push_back(rounds);
+          }
+        }
+        if (!done)
+          failure = format("read %llu not Applied within 1000 rounds",
+                           static_cast<unsigned long long>(n));
+      }
+      if (!failure && machine.read_problems) failure = "read reports out of place";
+      if (!failure && (cluster.leader() != l || cluster.replicas[l]->last_log_index() != log))
+        failure = "the leader changed or its log grew during the reads";
+      if (failure) {
+        notes.push_back(format("read latency, %zu replicas%s: %s", size, lease ? ", lease" : "",
+                               failure->c_str()));
+        polls_cells[s] = us_cells[s] = did_not_converge;
+        continue;
+      }
+      polls_cells[s] = format("%.0f / %.0f", percentile(polls, 0.5), percentile(polls, 0.99));
+      us_cells[s] = format("%.1f / %.1f", percentile(us, 0.5), percentile(us, 0.99));
+    }
+    std::string kind = lease ? "lease read" : "ReadIndex read";
+    row("latency of a " + kind + " to Applied, p50 / p99 (rounds)", polls_cells[0], polls_cells[1]);
+    row("latency of a " + kind + " to Applied, p50 / p99 (us)", us_cells[0], us_cells[1]);
+  }
 }
 
 // ---- 3. Idle cost: three threads running start() ----
@@ -752,16 +1001,16 @@ public:
   std::vector<std::unique_ptr<Machine>> machines;
   std::vector<std::unique_ptr<raft::Replica>> replicas;
   std::vector<bool> down; // by id: not polled; its messages, sent or in flight, are dropped
+  // By id: still polled, but a message between the two sides, sent or in flight, is dropped.
+  std::vector<bool> cut_off;
   Clock::time_point now{std::chrono::hours(1)};
 
-  SimulatedCluster(std::size_t size, std::uint64_t seed, bool pre_vote = true)
-      : down(size + 1, false), random_(seed), inboxes_(size + 1) {
+  SimulatedCluster(std::size_t size, std::uint64_t seed, raft::Options options = {})
+      : down(size + 1, false), cut_off(size + 1, false), random_(seed), inboxes_(size + 1) {
     for (ReplicaID id = 1; id <= size; ++id) {
       machines.push_back(std::make_unique<Machine>());
       endpoints_.push_back(std::make_unique<Endpoint>(*this, id));
-      raft::Options options;
       options.seed = seed * 100 + id;
-      options.pre_vote = pre_vote;
       replicas.push_back(std::make_unique<raft::Replica>(id, peers_of(id, size), *endpoints_.back(),
                                                          *machines.back(), noop, heartbeat,
                                                          election_range, options));
@@ -789,7 +1038,7 @@ public:
       std::pop_heap(flights_.begin(), flights_.end(), later);
       raft::Message message = std::move(flights_.back().message);
       flights_.pop_back();
-      if (!down[message.from] && !down[message.to])
+      if (!down[message.from] && !down[message.to] && cut_off[message.from] == cut_off[message.to])
         inboxes_[message.to].push_back(std::move(message));
     }
     for (auto& replica : replicas) {
@@ -807,22 +1056,23 @@ public:
 
   std::mt19937_64& random() { return random_; }
 
-  // The live replica that leads and that every live replica names as leader, if any.
+  // The live replica, not cut off, that leads and that every such replica names as leader.
   int agreed_leader() const {
     int found = -1;
     for (std::size_t i = 0; i < replicas.size(); ++i)
-      if (!down[replicas[i]->id()] && replicas[i]->is_leader()) found = static_cast<int>(i);
+      if (counted(replicas[i]->id()) && replicas[i]->is_leader()) found = static_cast<int>(i);
     if (found < 0) return -1;
     for (const auto& replica : replicas)
-      if (!down[replica->id()] && replica->leader() != replicas[found]->id()) return -1;
+      if (counted(replica->id()) && replica->leader() != replicas[found]->id()) return -1;
     return found;
   }
 
   bool any_leader() const {
     for (const auto& replica : replicas)
-      if (!down[replica->id()] && replica->is_leader()) return true;
+      if (counted(replica->id()) && replica->is_leader()) return true;
     return false;
   }
+  bool counted(ReplicaID id) const { return !down[id] && !cut_off[id]; }
 
 private:
   struct Flight {
@@ -838,7 +1088,8 @@ private:
   public:
     Endpoint(SimulatedCluster& cluster, ReplicaID id) : cluster_(cluster), id_(id) {}
     void send_message(ReplicaID to, const raft::Message& message) override {
-      if (cluster_.down[id_] || cluster_.down[to]) return;
+      if (cluster_.down[id_] || cluster_.down[to] || cluster_.cut_off[id_] != cluster_.cut_off[to])
+        return;
       std::uniform_int_distribution<std::int64_t> delay(500, 2000); // microseconds
       cluster_.flights_.push_back(
           Flight{cluster_.now + std::chrono::microseconds(delay(cluster_.random_)),
@@ -864,39 +1115,46 @@ private:
   std::vector<std::unique_ptr<Endpoint>> endpoints_;
 };
 
+// Elects a leader, then 500 ms of heartbeats, plus a random part of `period` (a heartbeat period
+// by default) so that what follows falls at a random phase of the leader's timers, not at one of
+// its polls. Returns the leader's index, or -1.
+int settled_leader(SimulatedCluster& cluster, raft::Duration period = heartbeat) {
+  Clock::time_point give_up = cluster.now + 30s;
+  while (cluster.agreed_leader() < 0 && cluster.now < give_up) cluster.step();
+  std::uniform_int_distribution<std::int64_t> phase(
+      0, std::chrono::duration_cast<std::chrono::microseconds>(period).count() - 1);
+  cluster.run_until(cluster.now + 500ms + std::chrono::microseconds(phase(cluster.random())));
+  return cluster.agreed_leader();
+}
+
+double in_timeouts(Clock::duration elapsed) {
+  return std::chrono::duration<double>(elapsed) /
+         std::chrono::duration<double>(election_range.second);
+}
+
 struct FailoverTrial {
   std::optional<std::string> failure;
   double first_leader = 0, all_know = 0; // in maximum election timeouts
   bool extra_rounds = false;             // the new leader's term is above the old one's + 1
 };
 
-FailoverTrial run_failover(std::size_t size, std::uint64_t seed, bool pre_vote) {
+// The leader halts: it is no longer polled and every message to or from it is dropped.
+FailoverTrial run_failover(std::size_t size, std::uint64_t seed, const raft::Options& options) {
   FailoverTrial trial;
-  SimulatedCluster cluster(size, seed, pre_vote);
-  Clock::time_point give_up = cluster.now + 30s;
-  while (cluster.agreed_leader() < 0 && cluster.now < give_up) cluster.step();
-  // Settle: 500 ms of heartbeats, plus a random part of a heartbeat period so that the halt
-  // falls at a random phase of the leader's heartbeats, not at one of its polls.
-  std::uniform_int_distribution<std::int64_t> phase(0, 49999); // microseconds
-  cluster.run_until(cluster.now + 500ms + std::chrono::microseconds(phase(cluster.random())));
-  int old = cluster.agreed_leader();
+  SimulatedCluster cluster(size, seed, options);
+  int old = settled_leader(cluster);
   if (old < 0) return trial.failure = "no settled first leader", trial;
   raft::Term old_term = cluster.replicas[old]->current_term();
 
   cluster.down[cluster.replicas[old]->id()] = true;
-  const Clock::time_point halted = cluster.now;
-  give_up = halted + 20 * election_range.second;
-  auto in_timeouts = [&](Clock::time_point t) {
-    return std::chrono::duration<double>(t - halted) /
-           std::chrono::duration<double>(election_range.second);
-  };
+  const Clock::time_point halted = cluster.now, give_up = halted + 20 * election_range.second;
   std::optional<Clock::time_point> first;
   while (cluster.now < give_up) {
     cluster.step();
     if (!first && cluster.any_leader()) first = cluster.now;
     if (int next = cluster.agreed_leader(); next >= 0) {
-      trial.first_leader = in_timeouts(*first);
-      trial.all_know = in_timeouts(cluster.now);
+      trial.first_leader = in_timeouts(*first - halted);
+      trial.all_know = in_timeouts(cluster.now - halted);
       trial.extra_rounds = cluster.replicas[next]->current_term() > old_term + 1;
       return trial;
     }
@@ -905,20 +1163,61 @@ FailoverTrial run_failover(std::size_t size, std::uint64_t seed, bool pre_vote) 
   return trial;
 }
 
-// With Pre-Vote (the default), and with the elections of §5.2 alone, for comparison.
+struct PartitionTrial {
+  std::optional<std::string> failure;
+  std::optional<double> stepped_down; // when the old leader stopped leading; none: it never did
+  double new_leader = 0;              // when the majority agreed on a leader of its own
+};
+
+// The leader, and with 5 replicas one follower with it (the largest minority), are cut off from
+// the rest but keep running: every message between the two sides is dropped, in flight too.
+PartitionTrial run_partition(std::size_t size, std::uint64_t seed, const raft::Options& options) {
+  PartitionTrial trial;
+  SimulatedCluster cluster(size, seed, options);
+  // A random phase of the leader's check-quorum period too, which is the maximum election timeout.
+  int old = settled_leader(cluster, election_range.second);
+  if (old < 0) return trial.failure = "no settled first leader", trial;
+  for (std::size_t k = 0; k < (size - 1) / 2; ++k)
+    cluster.cut_off[cluster.replicas[(old + k) % size]->id()] = true;
+  const Clock::time_point cut = cluster.now, give_up = cut + 20 * election_range.second;
+  std::optional<double> new_leader;
+  while (cluster.now < give_up && !(trial.stepped_down && new_leader)) {
+    cluster.step();
+    if (!trial.stepped_down && !cluster.replicas[old]->is_leader())
+      trial.stepped_down = in_timeouts(cluster.now - cut);
+    if (!new_leader && cluster.agreed_leader() >= 0) new_leader = in_timeouts(cluster.now - cut);
+  }
+  if (!new_leader) trial.failure = "the majority agreed on no leader within 20 election timeouts";
+  trial.new_leader = new_leader.value_or(0);
+  return trial;
+}
+
+// Crash: with the defaults (check-quorum and Pre-Vote), then without each, on the same seeds.
+// Partition: with check-quorum (the default), then without it.
 void measure_failover() {
   constexpr int trials = 1000;
-  for (bool pre_vote : {true, false}) {
+  const std::size_t sizes[] = {3, 5};
+  auto spread = [](const std::vector<double>& values) {
+    return format("%.2f/%.2f/%.2f", percentile(values, 0.5), percentile(values, 0.99),
+                  *std::max_element(values.begin(), values.end()));
+  };
+  raft::Options no_pre_vote, no_check_quorum;
+  no_pre_vote.pre_vote = false;
+  no_check_quorum.check_quorum = false;
+  const std::vector<std::pair<std::string, raft::Options>> modes = {
+      {"", raft::Options{}},
+      {", no Pre-Vote", no_pre_vote},
+      {", no check-quorum", no_check_quorum}};
+  for (const auto& [mode, options] : modes) {
     std::vector<double> first[2], all[2];
     int extra[2] = {0, 0}, slow[2] = {0, 0}, failed[2] = {0, 0};
-    const std::size_t sizes[] = {3, 5};
     for (int s = 0; s < 2; ++s)
       for (int t = 1; t <= trials; ++t) {
-        FailoverTrial trial = run_failover(sizes[s], 1000 * sizes[s] + t, pre_vote);
+        FailoverTrial trial = run_failover(sizes[s], 1000 * sizes[s] + t, options);
         if (trial.failure) {
           if (!failed[s]++)
-            notes.push_back(format("failover, %zu replicas, trial %d: %s", sizes[s], t,
-                                   trial.failure->c_str()));
+            notes.push_back(format("failover%s, %zu replicas, trial %d: %s", mode.c_str(), sizes[s],
+                                   t, trial.failure->c_str()));
           continue;
         }
         first[s].push_back(trial.first_leader);
@@ -928,18 +1227,51 @@ void measure_failover() {
       }
     auto cell = [&](int s, const std::vector<double>& values) {
       if (failed[s]) return format("%s (%d)", did_not_converge.c_str(), failed[s]);
-      return format("%.2f/%.2f/%.2f", percentile(values, 0.5), percentile(values, 0.99),
-                    *std::max_element(values.begin(), values.end()));
+      return spread(values);
     };
-    std::string mode = pre_vote ? "" : ", no Pre-Vote";
-    row("failover to a new leader" + mode + ", p50/p99/max (x 300 ms)", cell(0, first[0]),
+    row("failover after a crash" + mode + ", new leader, p50/p99/max (x 300 ms)", cell(0, first[0]),
         cell(1, first[1]));
-    row("failover until all know it" + mode + ", p50/p99/max (x 300 ms)", cell(0, all[0]),
+    row("failover after a crash" + mode + ", all know it, p50/p99/max (x 300 ms)", cell(0, all[0]),
         cell(1, all[1]));
     row(format("failover trials needing > 1 election%s (of %d)", mode.c_str(), trials),
         format("%d", extra[0]), format("%d", extra[1]));
     row(format("failover trials over 300 ms%s (of %d)", mode.c_str(), trials),
         format("%d", slow[0]), format("%d", slow[1]));
+  }
+
+  for (bool check_quorum : {true, false}) {
+    raft::Options options;
+    options.check_quorum = check_quorum;
+    std::vector<double> stepped[2], elected[2];
+    int still_leads[2] = {0, 0}, late[2] = {0, 0}, failed[2] = {0, 0};
+    for (int s = 0; s < 2; ++s)
+      for (int t = 1; t <= trials; ++t) {
+        PartitionTrial trial = run_partition(sizes[s], 1000 * sizes[s] + t, options);
+        if (trial.failure) {
+          if (!failed[s]++)
+            notes.push_back(format("partition%s, %zu replicas, trial %d: %s",
+                                   check_quorum ? "" : ", no check-quorum", sizes[s], t,
+                                   trial.failure->c_str()));
+          continue;
+        }
+        elected[s].push_back(trial.new_leader);
+        if (trial.stepped_down) stepped[s].push_back(*trial.stepped_down);
+        still_leads[s] += !trial.stepped_down;
+        late[s] += !trial.stepped_down || *trial.stepped_down > 2;
+      }
+    auto cell = [&](int s, const std::vector<double>& values) {
+      if (failed[s]) return format("%s (%d)", did_not_converge.c_str(), failed[s]);
+      if (values.empty()) return std::string("never");
+      return spread(values);
+    };
+    std::string mode = check_quorum ? "" : ", no check-quorum";
+    row("partitioned leader" + mode + ", steps down, p50/p99/max (x 300 ms)", cell(0, stepped[0]),
+        cell(1, stepped[1]));
+    row("partitioned leader" + mode + ", majority's new leader, p50/p99/max (x 300 ms)",
+        cell(0, elected[0]), cell(1, elected[1]));
+    row(format("partitioned leader%s, still leads after 600 ms / 6 s (of %d)", mode.c_str(),
+               trials),
+        format("%d / %d", late[0], still_leads[0]), format("%d / %d", late[1], still_leads[1]));
   }
 }
 
@@ -1032,13 +1364,28 @@ void measure_tcp() {
   std::vector<tcp_bench::Result> results =
       tcp_bench::run(server ? server : "build/bench-kv-server", places, {1, 16}, 3, 1.5, notes);
   for (const tcp_bench::Result& r : results) {
-    row(format("TCP kv, %d client%s, %s (ops/s, p50/p99 ms)", r.clients, r.clients == 1 ? "" : "s",
-               r.storage.c_str()),
+    row(format("TCP kv, %s, %d client%s, %s (ops/s, p50/p99 ms)", r.op.c_str(), r.clients,
+               r.clients == 1 ? "" : "s", r.storage.c_str()),
         format("%s, %.2f/%.2f", grouped(median(r.ops_per_second)).c_str(),
                percentile(r.latencies_ms, 0.5), percentile(r.latencies_ms, 0.99)));
     if (r.failed)
-      notes.push_back(format("TCP, %d clients, %s: %d writes not answered 200", r.clients,
-                             r.storage.c_str(), r.failed));
+      notes.push_back(format("TCP, %s, %d clients, %s: %d requests not answered 200", r.op.c_str(),
+                             r.clients, r.storage.c_str(), r.failed));
+    if (r.wrong)
+      notes.push_back(format("TCP, GET, %d clients, %s: %d answered 200 with a value that was "
+                             "not the one written",
+                             r.clients, r.storage.c_str(), r.wrong));
+  }
+  // Whether GETs go through the log: the leader's last_log_index growth per GET (about 1 if they
+  // do, 0 if they are served by read()); the bench does not depend on which.
+  for (const tcp_bench::Place& place : places) {
+    std::vector<double> growth;
+    for (const tcp_bench::Result& r : results)
+      if (r.op == "GET" && r.storage == place.label)
+        growth.insert(growth.end(), r.log_entries_per_op.begin(), r.log_entries_per_op.end());
+    if (!growth.empty())
+      row("TCP kv, GET, " + place.label + ": log entries added per GET, median/max of runs",
+          format("%.3f/%.3f", median(growth), *std::max_element(growth.begin(), growth.end())));
   }
 }
 
@@ -1099,12 +1446,28 @@ void print_methods() {
       "Message&), and its inboxes);\n"
       "   floor = per transition, copy it into each replica's std::vector<Entry> and call "
       "apply once per replica;\n"
-      "   median of %d runs each.\n",
-      throughput_transitions, payload_bytes, throughput_runs);
+      "   median of %d runs each.\n"
+      "   reads: the same cluster (lease_reads off, or on for every replica) writes %zu "
+      "transitions first and goes idle;\n"
+      "   then %zu read() calls on the leader, all before the first round or 1/16/256 before "
+      "each round; timed from\n"
+      "   the first call until the leader reported the last Applied. Checked: each read reported "
+      "Queued, then Applied\n"
+      "   once, after the %zu writes were applied, none Abandoned; no replica's last_log_index or "
+      "commit_index moved;\n"
+      "   the same leader and term. Floor = the two reports alone (virtual calls); a ReadIndex "
+      "round costs 2(n-1)\n"
+      "   messages at least, shared by the reads taken in one poll; a lease read none. Median "
+      "of %d runs each.\n",
+      throughput_transitions, payload_bytes, throughput_runs, writes_before_reads, read_count,
+      writes_before_reads, throughput_runs);
   std::printf(
       "2. latency: 1,000 transitions one at a time on an idle 3-replica cluster (same setup); "
       "rounds = passes\n"
-      "   over all replicas from the proposal's round on; us = wall clock of those rounds.\n");
+      "   over all replicas from the proposal's round on; us = wall clock of those rounds.\n"
+      "   reads: 1,000 read() calls one at a time on the leader of an idle 3- (or 5-) replica "
+      "cluster, until it\n"
+      "   reports the read Applied (each checked as in item 1), lease_reads off or on.\n");
   std::printf(
       "3. idle: 3 replicas in 3 threads running start() on the real clock, mutex-protected "
       "inboxes; getrusage\n"
@@ -1118,7 +1481,16 @@ void print_methods() {
       "   stop polling the leader and drop every message to or from it (in flight too); time "
       "until a live replica\n"
       "   leads, and until every live replica names it; > 1 election = new term above old term "
-      "+ 1.\n");
+      "+ 1. Default Options\n"
+      "   (check_quorum and pre_vote on), then each off; the same seeds. Partitioned: settle "
+      "500 ms + a random part\n"
+      "   of 300 ms (a random phase of the check-quorum period), then cut off the leader (at 5 "
+      "replicas, the leader\n"
+      "   and one follower) from the rest, still polled; messages across dropped (in flight "
+      "too); time until the\n"
+      "   old leader's is_leader() is false (the contract: within 2 x 300 ms) and until the "
+      "majority agrees on a\n"
+      "   leader of its own; followed for 20 x 300 ms.\n");
   std::printf("5. durable: raft::FileStorage in a fresh directory under /tmp (removed after), "
               "save_entries + sync of\n"
               "   16-byte entries, median of 5 runs of up to 2,000 syncs or 0.5 s each; "
@@ -1140,8 +1512,12 @@ void print_methods() {
       "is a thread with one\n"
       "   keep-alive HTTP/1.1 connection to the leader, PUT of a new key with a 16-byte "
       "value, one at a time;\n"
-      "   ops/s = median of 3 runs of 1.5 s, after 0.2 s of warm-up; p50/p99 over every "
-      "write of the 3 runs.\n");
+      "   then GET of the keys those PUTs wrote (answered 200), each checked: 200 and the value "
+      "written; ops/s =\n"
+      "   median of 3 runs of 1.5 s, after 0.2 s of warm-up; p50/p99 over every request of the "
+      "3 runs; log entries\n"
+      "   per GET = growth of the leader's last_log_index (GET /debug/state) over a run / its "
+      "GETs.\n");
 }
 
 } // namespace
@@ -1161,9 +1537,10 @@ int main(int argc, char** argv) {
     double cpu_before = cpu_seconds();
     Wall::time_point item_start = Wall::now();
     measure_throughput();
+    measure_reads();
     throughput_cpu_share = (cpu_seconds() - cpu_before) / seconds_since(item_start);
   }
-  if (wanted("2")) measure_latency();
+  if (wanted("2")) measure_latency(), measure_read_latency();
   if (wanted("3")) measure_idle();
   if (wanted("4")) measure_failover();
   if (wanted("5")) measure_durable();

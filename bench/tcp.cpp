@@ -207,14 +207,24 @@ private:
   std::vector<pid_t> pids_;
 };
 
+struct Written {
+  std::string path, value; // a PUT answered 200
+};
+
 struct Run {
   double ops_per_second = 0;
   std::vector<double> latencies_ms;
-  int failed = 0;
+  int failed = 0, wrong = 0;
+  std::vector<Written> written;
 };
 
-// `clients` threads write distinct keys with 16-byte values for `seconds`, one at a time each.
-Run write_for(int port, int clients, double seconds, int round) {
+constexpr int wrong_value = -1; // a GET answered 200 with another value than was written
+
+// `clients` threads, each with its own connection, run `request(client, run, c, i)` for
+// i = 0, 1, 2... one at a time for `seconds`; it returns the status (0: no connection), or
+// wrong_value.
+template <class Request>
+Run load_for(int port, int clients, double seconds, const Request& request) {
   std::atomic<bool> stop{false};
   std::vector<Run> per_client(clients);
   std::vector<std::thread> threads;
@@ -223,14 +233,11 @@ Run write_for(int port, int clients, double seconds, int round) {
     threads.emplace_back([&, c] {
       Client client(port);
       Run& run = per_client[c];
-      const std::string value(16, static_cast<char>('a' + c % 26));
       for (std::uint64_t i = 0; !stop.load(std::memory_order_relaxed); ++i) {
-        std::string key =
-            "/kv/r" + std::to_string(round) + "c" + std::to_string(c) + "-" + std::to_string(i);
         Wall::time_point sent = Wall::now();
-        int status = client.request("PUT", key, value);
+        int status = request(client, run, c, i);
         if (status != 200) {
-          ++run.failed;
+          ++(status == wrong_value ? run.wrong : run.failed);
           std::this_thread::sleep_for(10ms); // no leader here now, or no connection
           continue;
         }
@@ -247,9 +254,46 @@ Run write_for(int port, int clients, double seconds, int round) {
     total.latencies_ms.insert(total.latencies_ms.end(), run.latencies_ms.begin(),
                               run.latencies_ms.end());
     total.failed += run.failed;
+    total.wrong += run.wrong;
+    for (Written& w : run.written) total.written.push_back(std::move(w));
   }
   total.ops_per_second = total.latencies_ms.size() / elapsed;
   return total;
+}
+
+// `clients` threads write distinct keys with 16-byte values for `seconds`, one at a time each.
+Run write_for(int port, int clients, double seconds, int round) {
+  return load_for(port, clients, seconds,
+                  [round](Client& client, Run& run, int c, std::uint64_t i) {
+                    std::string path = "/kv/r" + std::to_string(round) + "c" + std::to_string(c) +
+                                       "-" + std::to_string(i);
+                    std::string value(16, static_cast<char>('a' + (c + i) % 26));
+                    int status = client.request("PUT", path, value);
+                    if (status == 200) run.written.push_back({std::move(path), std::move(value)});
+                    return status;
+                  });
+}
+
+// `clients` threads read keys that were written, each walking the list from its own offset, and
+// check each value; a GET answered 200 with another value counts as wrong.
+Run read_for(int port, int clients, double seconds, const std::vector<Written>& keys) {
+  return load_for(port, clients, seconds, [&](Client& client, Run&, int c, std::uint64_t i) {
+    const Written& key = keys[(c * keys.size() / clients + i) % keys.size()];
+    std::string body;
+    int status = client.request("GET", key.path, "", &body);
+    return status == 200 && body != key.value ? wrong_value : status;
+  });
+}
+
+// The replica's last_log_index from GET /debug/state, if it answers.
+std::optional<double> last_log_index(int port) {
+  Client client(port);
+  std::string state;
+  const char* field = nullptr;
+  if (client.request("GET", "/debug/state", "", &state) != 200 ||
+      !(field = std::strstr(state.c_str(), "\"last_log_index\": ")))
+    return std::nullopt;
+  return std::strtod(field + 18, nullptr);
 }
 
 } // namespace
@@ -282,21 +326,36 @@ std::vector<Result> run(const std::string& server, const std::vector<Place>& pla
         notes.push_back("TCP, " + place.label + ": no leader within 20 s (logs in " + directory +
                         ")");
       int round = 0;
-      for (int clients : client_counts) {
-        if (!leader) break;
-        write_for(servers.http_port(*leader), clients, 0.2, round++); // warm up
-        Result result;
-        result.storage = place.label;
-        result.clients = clients;
-        for (int r = 0; r < runs; ++r) {
-          Run run = write_for(servers.http_port(*leader), clients, seconds, round++);
-          result.ops_per_second.push_back(run.ops_per_second);
-          result.latencies_ms.insert(result.latencies_ms.end(), run.latencies_ms.begin(),
-                                     run.latencies_ms.end());
-          result.failed += run.failed;
+      std::vector<Written> written; // every key the PUTs wrote, warm-ups included
+      for (const char* op : {"PUT", "GET"})
+        for (int clients : client_counts) {
+          if (!leader || (op[0] == 'G' && written.empty())) break;
+          const int port = servers.http_port(*leader);
+          auto load = [&](double duration) {
+            Run run = op[0] == 'P' ? write_for(port, clients, duration, round++)
+                                   : read_for(port, clients, duration, written);
+            for (Written& w : run.written) written.push_back(std::move(w));
+            return run;
+          };
+          load(0.2); // warm up
+          Result result;
+          result.storage = place.label;
+          result.op = op;
+          result.clients = clients;
+          for (int r = 0; r < runs; ++r) {
+            std::optional<double> before = last_log_index(port);
+            Run run = load(seconds);
+            std::optional<double> after = last_log_index(port);
+            result.ops_per_second.push_back(run.ops_per_second);
+            result.latencies_ms.insert(result.latencies_ms.end(), run.latencies_ms.begin(),
+                                       run.latencies_ms.end());
+            result.failed += run.failed;
+            result.wrong += run.wrong;
+            if (before && after && !run.latencies_ms.empty())
+              result.log_entries_per_op.push_back((*after - *before) / run.latencies_ms.size());
+          }
+          results.push_back(result);
         }
-        results.push_back(result);
-      }
     }
     std::error_code ignored;
     std::filesystem::remove_all(directory, ignored);

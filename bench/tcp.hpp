@@ -8,13 +8,16 @@
 namespace tcp_bench {
 
 // One configuration: `clients` threads, each with its own keep-alive HTTP connection to the
-// leader, writing one key at a time for `seconds`.
+// leader, writing (PUT) or reading (GET) one key at a time for `seconds`.
 struct Result {
   std::string storage; // where the data directories were, e.g. "ext4 /tmp"
+  std::string op;      // "PUT": new keys; "GET": keys the PUT runs wrote, value checked
   int clients = 0;
-  std::vector<double> ops_per_second; // one per run
-  std::vector<double> latencies_ms;   // every write of every run
-  int failed = 0;                     // writes answered with anything but 200 (none expected)
+  std::vector<double> ops_per_second;     // one per run
+  std::vector<double> latencies_ms;       // every request of every run answered 200
+  int failed = 0;                         // requests answered with anything but 200 (none expected)
+  int wrong = 0;                          // GETs answered 200 with another value than was written
+  std::vector<double> log_entries_per_op; // per run: the leader's last_log_index growth / ops
 };
 
 struct Place {
@@ -23,8 +26,8 @@ struct Place {
 };
 
 // For each place: starts three `server` processes (build/kv-server) on free loopback ports with
-// their data there, finds the leader, and measures every client count, `runs` runs of `seconds`
-// each. Problems go to `notes`; a configuration that could not run has no Result.
+// their data there, finds the leader, and measures PUT then GET at every client count, `runs` runs
+// of `seconds` each. Problems go to `notes`; a configuration that could not run has no Result.
 std::vector<Result> run(const std::string& server, const std::vector<Place>& places,
                         const std::vector<int>& client_counts, int runs, double seconds,
                         std::vector<std::string>& notes);
