@@ -100,7 +100,8 @@ $(BUILD)/bench: bench/bench.cpp bench/tcp.cpp bench/tcp.hpp $(BUILD)/bench-raft.
 	$(CXX) $(BENCH_FLAGS) bench/bench.cpp bench/tcp.cpp $(BUILD)/bench-raft.o -o $@
 
 # make kv        builds build/kv-server, the replicated key-value store of examples/kv
-# make kv-test   its end-to-end test: 3 servers on free ports, SIGKILL of the leader, bad input
+# make kv-test   its end-to-end test: 3 servers on free ports, SIGKILL of the leader, bad input,
+#                reads through read(), a leader transfer under load
 # Debian's cpp-httplib is a compiled library; pkg-config gives the macros it was built with, which
 # change the layout of its classes, so they must be the same here.
 KV_SOURCES := $(wildcard examples/kv/*.cpp)
