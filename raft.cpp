@@ -91,7 +91,8 @@ Replica::Replica(ReplicaID id, std::vector<ReplicaID> peer_ids, Cluster& cluster
         "heartbeat_timeout must be positive and below the election timeout");
   if (options.max_entries_per_message == 0 || options.max_messages_in_flight == 0)
     throw std::invalid_argument("options: message and flight limits must be positive");
-  for (ReplicaID peer : peer_ids) peers_.push_back(Peer{peer});
+  if (options.joining && !peer_ids.empty())
+    throw std::invalid_argument("a joining replica has no peer_ids: a leader adds it");
   if (!options.storage) owned_storage_ = std::make_unique<VolatileStorage>();
   storage_ = options.storage ? options.storage : owned_storage_.get();
 
@@ -115,6 +116,13 @@ Replica::Replica(ReplicaID id, std::vector<ReplicaID> peer_ids, Cluster& cluster
   }
   log_start_ = snapshot_->last_included_index;
   log_start_term_ = snapshot_->last_included_term;
+  Configuration initial; // the constructor's, unless the storage holds one (§4.1)
+  if (!options.joining) initial.voters = peer_ids;
+  if (!options.joining)
+    initial.voters.insert(std::upper_bound(initial.voters.begin(), initial.voters.end(), id), id);
+  bool stored = !snapshot_->configuration.voters.empty();
+  configs_.assign(1, {log_start(), stored ? snapshot_->configuration : initial});
+  track_configurations(log_start() + 1);
   commit_index_ = last_applied_ = log_start();
   durable_index_ = last_log_index();
 }
@@ -141,6 +149,7 @@ void Replica::truncate_from(Index index) {
     overwritten_.push_back(queued_.back());
   log_.resize(index - log_start() - 1);
   durable_index_ = std::min(durable_index_, index - 1);
+  while (configs_.back().first >= index) configs_.pop_back(); // §4.1: the previous one again
 }
 
 // ---- Role changes: the only code that changes the role or reports the leader ----
@@ -159,6 +168,8 @@ void Replica::become_follower(Term term, std::optional<ReplicaID> leader) {
   for (Peer& peer : peers_) peer.snapshot.reset(); // transfers in flight end with leadership
   transfer_to_.reset();
   for (const Read& read : std::exchange(reads_, {})) abandon(read.id, AbandonReason::NotLeader);
+  if (change_) abandon(change_->id, AbandonReason::NotLeader); // not yet (fully) appended
+  change_.reset();
   for (; !accepted_.empty(); accepted_.pop_front(), accepted_next_ = 0) // never in our log
     for (; accepted_next_ < accepted_.front().size(); ++accepted_next_)
       abandon(accepted_.front()[accepted_next_].id, AbandonReason::NotLeader);
@@ -178,8 +189,9 @@ void Replica::campaign(bool pre_vote, bool transfer) {
   }
   reset_election_timer();
   for (Peer& peer : peers_) peer.vote_granted = false;
-  if (has_quorum(1)) return pre_vote ? campaign(false) : become_leader();
+  if (agreed(granted, 1)) return pre_vote ? campaign(false) : become_leader();
   for (Peer& peer : peers_) {
+    if (!peer.voter) continue;
     Message request = make_message(MessageType::RequestVote, peer.id);
     request.term += pre_vote; // the term it would campaign for
     request.pre_vote = pre_vote;
@@ -229,7 +241,18 @@ void Replica::reset_election_timer() {
       now_ + minimum + Duration(static_cast<Duration::rep>(random_() % (span + 1)));
 }
 
-bool Replica::has_quorum(std::size_t votes) const { return 2 * votes > peers_.size() + 1; }
+// The highest value that a majority of the voters hold, this replica's own counting if it votes:
+// a commit (§5.3), an election (§5.2), check-quorum and read rounds are all this count.
+template <class Value> Index Replica::agreed(Value value, Index own) {
+  matched_.clear();
+  if (voter_) matched_.push_back(own);
+  for (const Peer& peer : peers_)
+    if (peer.voter) matched_.push_back(value(peer));
+  if (matched_.empty()) return 0;
+  auto majority = matched_.begin() + matched_.size() / 2;
+  std::nth_element(matched_.begin(), majority, matched_.end(), std::greater<Index>());
+  return *majority;
+}
 
 void Replica::handle_request_vote(const Message& request) {
   // Figure 2: grant if the term is current, no other vote was cast in it, and the candidate's
@@ -266,9 +289,7 @@ void Replica::handle_request_vote_response(const Message& response, Peer& peer) 
               role_ == (response.pre_vote ? Role::PreCandidate : Role::Candidate);
   if (!ours || !response.vote_granted) return;
   peer.vote_granted = true;
-  std::size_t votes = 1 + std::count_if(peers_.begin(), peers_.end(),
-                                        [](const Peer& peer) { return peer.vote_granted; });
-  if (has_quorum(votes)) role_ == Role::PreCandidate ? campaign(false) : become_leader();
+  if (agreed(granted, 1)) role_ == Role::PreCandidate ? campaign(false) : become_leader();
 }
 
 // ---- §5.3 Log replication ----
@@ -367,6 +388,7 @@ void Replica::handle_append_entries(Message& request) {
     log_.insert(log_.end(), std::make_move_iterator(entry),
                 std::make_move_iterator(request.entries.end()));
     save_from(index);
+    track_configurations(index);
   }
   // Figure 2: commitIndex = min(leaderCommit, index of last new entry), never backwards.
   commit_index_ = std::max(commit_index_, std::min(request.leader_commit, match));
@@ -409,11 +431,8 @@ void Replica::record_match(Peer& peer, Index match) {
 // §5.3, §5.4.2: the highest index stored on a majority (this replica counts once its copy is
 // durable) is committed, but only an entry of the current term commits by counting (Figure 8).
 void Replica::advance_commit_index() {
-  matched_.assign(1, durable_index_); // a member, so that no call allocates
-  for (const Peer& peer : peers_) matched_.push_back(peer.match_index);
-  auto majority = matched_.begin() + matched_.size() / 2;
-  std::nth_element(matched_.begin(), majority, matched_.end(), std::greater<Index>());
-  if (*majority > commit_index_ && term_at(*majority) == current_term_) commit_index_ = *majority;
+  Index majority = agreed([](const Peer& peer) { return peer.match_index; }, durable_index_);
+  if (majority > commit_index_ && term_at(majority) == current_term_) commit_index_ = majority;
 }
 
 // ---- §5.4 Safety ----
@@ -433,9 +452,11 @@ void Replica::take_snapshot() {
   Snapshot snapshot = state_machine_.create_snapshot(last_applied_, term_at(last_applied_));
   snapshot.last_included_index = last_applied_;
   snapshot.last_included_term = term_at(last_applied_);
-  snapshot.configuration = {id_};
-  for (const Peer& peer : peers_) snapshot.configuration.push_back(peer.id);
-  std::sort(snapshot.configuration.begin(), snapshot.configuration.end());
+  snapshot.configuration =
+      std::prev(
+          std::upper_bound(configs_.begin(), configs_.end(), last_applied_,
+                           [](Index index, const auto& config) { return index < config.first; }))
+          ->second;
   snapshot.term_starts = snapshot_->term_starts;
   for (Index i = snapshot_->last_included_index + 1; i <= last_applied_; ++i)
     if (snapshot.term_starts.empty() || snapshot.term_starts.back().second != term_at(i))
@@ -539,6 +560,8 @@ void Replica::install_snapshot(Snapshot snapshot) {
   log_.erase(log_.begin(), keep ? log_.begin() + (index - log_start()) : log_.end());
   log_start_ = index;
   log_start_term_ = term;
+  if (!keep) configs_.assign(1, {index, snapshot.configuration});
+  update_peers();
   storage_->save_snapshot(snapshot, log_.data(), log_.data() + log_.size());
   snapshot_ = std::make_shared<const Snapshot>(std::move(snapshot));
   state_machine_.set_snapshot(*snapshot_);
@@ -609,13 +632,14 @@ void Replica::abandon(std::uint64_t id, AbandonReason reason) {
 // Every replica applies committed entries in log order, each once per state machine lifetime.
 void Replica::apply_committed() {
   for (; last_applied_ < commit_index_;) {
-    const Transition& transition = log_[last_applied_ - log_start()].transition;
+    const Entry& entry = log_[last_applied_ - log_start()];
+    const Transition& transition = entry.transition;
     auto report = [&](TransitionState state) {
       if (!(transition == noop_))
         state_machine_.register_transition_state(transition.id, state, AbandonReason::None);
     };
     report(TransitionState::Committed);
-    state_machine_.apply_transition(transition);
+    if (!entry.configuration) state_machine_.apply_transition(transition);
     ++last_applied_;
     report(TransitionState::Applied);
     if (!queued_.empty() && queued_.front().index <= last_applied_) queued_.pop_front();
@@ -632,15 +656,15 @@ void Replica::apply_committed() {
 // that a leader cut off in a minority stops acting as one within two such timeouts.
 void Replica::check_quorum() {
   if (now_ < quorum_deadline_) return;
-  std::size_t active = 1;
-  for (Peer& peer : peers_) active += std::exchange(peer.recent_active, false);
+  bool active = agreed([](const Peer& peer) { return Index(peer.recent_active); }, 1);
+  for (Peer& peer : peers_) peer.recent_active = false;
   quorum_deadline_ = now_ + election_timeout_range_.second;
-  if (options_.check_quorum && !has_quorum(active)) become_follower(current_term_, std::nullopt);
+  if (options_.check_quorum && !active) become_follower(current_term_, std::nullopt);
 }
 
 void Replica::transfer_leadership(ReplicaID to) {
   Peer* peer = find_peer(to);
-  if (role_ != Role::Leader || !peer) return;
+  if (role_ != Role::Leader || !peer || !peer->voter) return;
   transfer_to_ = to;
   transfer_deadline_ = now_ + election_timeout_range_.second;
   lease_round_ = round_ + 1; // the lease is given up: the target's voters will not wait for it
@@ -674,11 +698,7 @@ void Replica::take_reads() {
 
 // The latest heartbeat round that a majority of voters (this leader among them) answered.
 std::uint64_t Replica::quorum_round() {
-  matched_.assign(1, round_);
-  for (const Peer& peer : peers_) matched_.push_back(peer.acked_round);
-  auto majority = matched_.begin() + matched_.size() / 2;
-  std::nth_element(matched_.begin(), majority, matched_.end(), std::greater<Index>());
-  return *majority;
+  return agreed([](const Peer& peer) { return peer.acked_round; }, round_);
 }
 
 // A majority answered a round started less than 90% of the minimum election timeout ago: none
@@ -706,6 +726,113 @@ void Replica::serve_reads() {
   reads_.erase(std::remove_if(reads_.begin(), reads_.end(), served), reads_.end());
 }
 
+// ---- §4 Membership changes, one replica at a time ----
+
+// Configurations take effect as soon as their entry is in the log (§4.1).
+void Replica::track_configurations(Index from) {
+  for (Index index = from; index <= last_log_index(); ++index)
+    if (const auto& config = log_[index - log_start() - 1].configuration)
+      configs_.emplace_back(index, *config);
+  update_peers();
+}
+
+// The peers are the latest configuration's members; those that stay keep their leader state.
+void Replica::update_peers() {
+  const Configuration& config = configs_.back().second;
+  std::vector<Peer> peers;
+  voter_ = false;
+  for (bool voters : {true, false}) {
+    for (ReplicaID id : voters ? config.voters : config.learners) {
+      if (id == id_) {
+        voter_ = voters;
+        continue;
+      }
+      Peer* known = find_peer(id);
+      peers.push_back(known ? std::move(*known) : Peer{id, last_log_index() + 1});
+      peers.back().voter = voters;
+    }
+  }
+  peers_ = std::move(peers);
+}
+
+void Replica::change_membership(std::uint64_t change_id, MembershipChange change,
+                                ReplicaID replica) {
+  changes_asked_.push_back(Change{change_id, change, replica, {}});
+}
+
+void Replica::take_changes() {
+  for (Change& asked : std::exchange(changes_asked_, {})) {
+    if (role_ != Role::Leader || transfer_to_) {
+      abandon(asked.id, AbandonReason::NotLeader);
+      continue;
+    }
+    const Configuration& config = configs_.back().second;
+    bool voter = std::binary_search(config.voters.begin(), config.voters.end(), asked.replica);
+    bool learner =
+        std::binary_search(config.learners.begin(), config.learners.end(), asked.replica);
+    bool has_role = asked.change == MembershipChange::AddLearner ? voter || learner
+                    : asked.change == MembershipChange::AddVoter ? voter
+                                                                 : !voter && !learner;
+    bool last_voter =
+        asked.change == MembershipChange::Remove && voter && config.voters.size() == 1;
+    if (change_ || configs_.back().first > commit_index_ || has_role || last_voter) {
+      abandon(asked.id, AbandonReason::Refused);
+      continue;
+    }
+    state_machine_.register_transition_state(asked.id, TransitionState::Queued,
+                                             AbandonReason::None);
+    change_ = asked;
+    change_->round_start = now_, change_->round_end = last_log_index(), change_->heard = round_ + 1;
+  }
+}
+
+// A change is appended once an entry of this leader's term has committed (the known fix to
+// single-server changes) and the configuration before it has. AddVoter of a replica that is not
+// a learner adds it as one first; it is promoted after a catch-up round (reaching our last index
+// as of the round's start) that took less than an election timeout (§4.2.1).
+void Replica::advance_change() {
+  if (!change_ || term_at(commit_index_) != current_term_ || configs_.back().first > commit_index_)
+    return;
+  Change& change = *change_;
+  Configuration next = configs_.back().second;
+  auto remove = [&](std::vector<ReplicaID>& ids) {
+    ids.erase(std::remove(ids.begin(), ids.end(), change.replica), ids.end());
+  };
+  auto add = [&](std::vector<ReplicaID>& ids) {
+    ids.insert(std::upper_bound(ids.begin(), ids.end(), change.replica), change.replica);
+  };
+  Transition named{change.id, {}};
+  Duration round = now_ - change.round_start, timeout = election_timeout_range_.second;
+  bool learner = std::binary_search(next.learners.begin(), next.learners.end(), change.replica);
+  if (change.change == MembershipChange::AddVoter && !learner) { // a learner first
+    add(next.learners);
+    named = noop_; // not the entry that completes the change: not reported
+    change.round_start = now_, change.round_end = last_log_index() + 1, change.heard = round_ + 1;
+  } else if (change.change == MembershipChange::AddVoter) {
+    const Peer& learner = *find_peer(change.replica); // it answers in the round, and matches
+    if (learner.match_index < change.round_end || learner.acked_round < change.heard) {
+      if (round < 10 * timeout) return;                         // the round goes on
+    } else if (round >= timeout && ++change.slow_rounds < 10) { // too slow: another round
+      change.round_start = now_, change.round_end = last_log_index(), change.heard = round_ + 1;
+      return;
+    }
+    if (round >= timeout) { // given up: it stays a learner
+      abandon(change.id, AbandonReason::Refused);
+      return change_.reset();
+    }
+    remove(next.learners), add(next.voters);
+  } else if (change.change == MembershipChange::AddLearner) {
+    add(next.learners);
+  } else {
+    remove(next.voters), remove(next.learners);
+  }
+  log_.push_back(Entry{current_term_, named, next});
+  if (!(named == noop_)) queued_.push_back(Queued{last_log_index(), current_term_, change.id});
+  if (!(named == noop_)) change_.reset();
+  save_from(last_log_index());
+  track_configurations(last_log_index());
+}
+
 // ---- The poll loop ----
 
 Replica::Peer* Replica::find_peer(ReplicaID id) {
@@ -728,10 +855,15 @@ void Replica::send(Message message) { outbox_.push_back(std::move(message)); }
 void Replica::handle(Message& message) {
   // Terms start at 1 (§5.1): only a fresh voter answering a pre-vote speaks in term 0. A term
   // that cannot be incremented is bad input too; no replica campaigns into it (campaign()).
+  // Requests are taken from replicas outside our configuration too: a leader adding us, or a
+  // candidate of a configuration we have not heard of yet (§4.1). Answers come from members.
   Peer* peer = find_peer(message.from);
+  bool answer = message.type == MessageType::RequestVoteResponse ||
+                message.type == MessageType::AppendEntriesResponse ||
+                message.type == MessageType::InstallSnapshotResponse;
   bool pre_vote_answer = message.type == MessageType::RequestVoteResponse && message.pre_vote;
-  if (message.to != id_ || !peer || (message.term == 0 && !pre_vote_answer) ||
-      message.term > kMaxTerm)
+  if (message.to != id_ || message.from == id_ || (answer && !peer) ||
+      (message.term == 0 && !pre_vote_answer) || message.term > kMaxTerm)
     return; // misrouted, not a member, or bad input
   // §4.2.3: a replica that hears from a leader ignores other candidates, unless a transfer sent
   // them; so does a leader, which check-quorum deposes once it has lost its majority.
@@ -749,7 +881,7 @@ void Replica::handle(Message& message) {
   case MessageType::InstallSnapshotResponse:
     return handle_install_snapshot_response(message, *peer);
   case MessageType::TimeoutNow: // §3.10: from our leader, in its term: campaign at once
-    if (role_ != Role::Leader && message.term == current_term_ && leader_ == message.from)
+    if (voter_ && role_ != Role::Leader && message.term == current_term_ && leader_ == message.from)
       campaign(false, true);
     return;
   }
@@ -767,11 +899,16 @@ void Replica::poll(Clock::time_point now) {
   try {
     for (Message& message : cluster_.receive_messages()) handle(message);
     take_reads();
+    take_changes();
     take_pending_transitions();
     if (transfer_to_ && now_ >= transfer_deadline_) transfer_to_.reset(); // §3.10: given up
     if (role_ == Role::Leader) check_quorum();
-    if (role_ != Role::Leader && now_ >= election_deadline_) campaign(options_.pre_vote);
+    if (role_ == Role::Leader) advance_change();
+    if (role_ != Role::Leader && now_ >= election_deadline_)
+      voter_ ? campaign(options_.pre_vote) : reset_election_timer(); // a learner never campaigns
     if (role_ == Role::Leader) replicate();
+    if (role_ == Role::Leader && !voter_ && configs_.back().first <= commit_index_)
+      become_follower(current_term_, std::nullopt); // §4.2.2: removed, and that commit was sent
     storage_->sync();
     bool synced_more = durable_index_ != last_log_index();
     durable_index_ = last_log_index();
@@ -788,7 +925,8 @@ void Replica::poll(Clock::time_point now) {
 }
 
 Clock::time_point Replica::next_deadline() const {
-  if (!reads_asked_.empty() || (!accepted_.empty() && !transfer_to_)) return now_;
+  if (!reads_asked_.empty() || !changes_asked_.empty() || (!accepted_.empty() && !transfer_to_))
+    return now_;
   if (role_ != Role::Leader) return std::max(now_, election_deadline_);
   Clock::time_point deadline = std::min(now_ + heartbeat_timeout_, quorum_deadline_);
   if (transfer_to_) deadline = std::min(deadline, transfer_deadline_);
@@ -823,10 +961,14 @@ struct Writer {
   }
   void operator()(const Entry& entry) {
     (*this)(entry.term), (*this)(entry.transition.id), (*this)(entry.transition.data);
+    (*this)(entry.configuration.has_value());
+    if (entry.configuration) (*this)(*entry.configuration);
   }
-  void operator()(const Snapshot& s) {
+  void operator()(const Configuration& config) { (*this)(config.voters), (*this)(config.learners); }
+  void operator()(const Snapshot& s) { // for FileStorage's snapshot record
     (*this)(s.last_included_index), (*this)(s.last_included_term);
-    (*this)(s.configuration), (*this)(s.data), (*this)(s.term_starts);
+    (*this)(s.configuration.voters), (*this)(s.data), (*this)(s.term_starts);
+    (*this)(s.configuration.learners);
   }
   void operator()(const std::pair<Index, Term>& pair) { (*this)(pair.first), (*this)(pair.second); }
   template <class T> void operator()(const std::vector<T>& items) {
@@ -869,15 +1011,20 @@ struct Reader {
   }
   void operator()(Entry& entry) {
     (*this)(entry.term), (*this)(entry.transition.id), (*this)(entry.transition.data);
+    bool configuration = false;
+    (*this)(configuration);
+    if (configuration) (*this)(entry.configuration.emplace());
   }
-  void operator()(Snapshot& s) {
+  void operator()(Configuration& config) { (*this)(config.voters), (*this)(config.learners); }
+  void operator()(Snapshot& s) { // a log written before term starts or learners ends early
     (*this)(s.last_included_index), (*this)(s.last_included_term);
-    (*this)(s.configuration), (*this)(s.data);
-    if (!in.empty()) (*this)(s.term_starts); // a log written before they existed ends here
+    (*this)(s.configuration.voters), (*this)(s.data);
+    if (!in.empty()) (*this)(s.term_starts);
+    if (!in.empty()) (*this)(s.configuration.learners);
   }
   void operator()(std::pair<Index, Term>& pair) { (*this)(pair.first), (*this)(pair.second); }
   template <class T> void operator()(std::vector<T>& items) {
-    items.resize(length(std::is_same_v<T, Entry> ? 3 : std::is_same_v<T, ReplicaID> ? 1 : 2));
+    items.resize(length(std::is_same_v<T, Entry> ? 4 : std::is_same_v<T, ReplicaID> ? 1 : 2));
     for (T& item : items) (*this)(item);
   }
 };
@@ -968,6 +1115,15 @@ void put_record(std::string& out, RecordKind kind, const Fields&... fields) {
   out += header.out + payload.out;
 }
 
+void put_entry(std::string& out, Index index, const Entry& entry) {
+  const Transition& transition = entry.transition;
+  if (entry.configuration)
+    put_record(out, EntryRecord, index, entry.term, transition.id, transition.data,
+               *entry.configuration);
+  else
+    put_record(out, EntryRecord, index, entry.term, transition.id, transition.data);
+}
+
 std::runtime_error file_error(const std::string& path, std::size_t offset, const char* what) {
   return std::runtime_error("FileStorage: " + path + ": " + what + " at offset " +
                             std::to_string(offset));
@@ -1010,7 +1166,11 @@ std::size_t replay_log(const std::string& path, std::string_view contents, Stora
         reader.ok = false;
       else
         state.entries.resize(index - first);
-      if (kind == EntryRecord) reader(state.entries.emplace_back());
+      if (kind == EntryRecord) { // a configuration, if any, ends the record
+        Entry& entry = state.entries.emplace_back();
+        reader(entry.term), reader(entry.transition.id), reader(entry.transition.data);
+        if (!reader.in.empty()) reader(entry.configuration.emplace());
+      }
     } else if (kind == StateRecord) {
       bool voted = false;
       reader(state.current_term), reader(voted), reader(index);
@@ -1113,7 +1273,7 @@ void FileStorage::save_entries(Index first, const Entry* begin, const Entry* end
   check_usable();
   if (begin == end) put_record(pending_, TruncateRecord, first);
   for (const Entry* entry = begin; entry != end; ++entry)
-    put_record(pending_, EntryRecord, first + (entry - begin), *entry);
+    put_entry(pending_, first + (entry - begin), *entry);
 }
 
 // Compaction rewrites the log as term and vote, the snapshot, and the entries after it, and
@@ -1125,7 +1285,7 @@ void FileStorage::save_snapshot(const Snapshot& snapshot, const Entry* begin, co
   put_record(rewritten, StateRecord, current_term_, voted_for_.has_value(), voted_for_.value_or(0));
   put_record(rewritten, SnapshotRecord, snapshot);
   for (const Entry* entry = begin; entry != end; ++entry)
-    put_record(rewritten, EntryRecord, snapshot.last_included_index + 1 + (entry - begin), *entry);
+    put_entry(rewritten, snapshot.last_included_index + 1 + (entry - begin), *entry);
   replace_log(rewritten);
   pending_.clear();
 }

@@ -56,21 +56,34 @@ enum class TransitionState { Queued, Committed, Applied, Abandoned };
 // Refused: a request this replica cannot carry out as asked (see change_membership).
 enum class AbandonReason { None, NotLeader, ConflictWithLeader, Refused };
 
+// Who takes part (the dissertation's §4.1): voters elect the leader and count toward a commit;
+// learners receive the log and never vote. Ids sorted ascending, no id in both lists.
+struct Configuration {
+  std::vector<ReplicaID> voters;
+  std::vector<ReplicaID> learners;
+};
+inline bool operator==(const Configuration& a, const Configuration& b) {
+  return a.voters == b.voters && a.learners == b.learners;
+}
+enum class MembershipChange : std::uint8_t { AddLearner, AddVoter, Remove };
+
 // The state machine's state after applying every entry up to last_included_index (§7).
 struct Snapshot {
   Index last_included_index = 0;
   Term last_included_term = 0;
-  std::vector<ReplicaID> configuration; // every replica's id at last_included_index
+  Configuration configuration; // the one in effect at last_included_index
   std::string data;
   // The first index of each term in the log it covers, as (index, term): a replica that queued a
   // transition the snapshot covers learns from it whether that transition committed.
   std::vector<std::pair<Index, Term>> term_starts = {};
 };
 
-// One slot of the replicated log: a transition and the term in which a leader appended it.
+// One slot of the replicated log: a transition and the term in which a leader appended it, or a
+// configuration (§4.1), which takes effect once in the log; its transition names the change.
 struct Entry {
   Term term = 0;
   Transition transition;
+  std::optional<Configuration> configuration = std::nullopt;
 };
 
 enum class MessageType : std::uint8_t {
@@ -119,7 +132,7 @@ struct Message {
   // holds (received), or that it holds the snapshot's state (done).
   Index last_included_index = 0;
   Term last_included_term = 0;
-  std::vector<ReplicaID> configuration;
+  Configuration configuration;
   std::vector<std::pair<Index, Term>> term_starts; // of the snapshot
   std::uint64_t offset = 0;
   std::string data;
@@ -215,6 +228,8 @@ struct Options {
   // read() may answer at once while a majority of voters answered heartbeats sent less than 90%
   // of the minimum election timeout ago (needs check_quorum; set it on every replica alike).
   bool lease_reads = false;
+  // Start with no configuration (and empty peer_ids) and wait for a leader to add this replica.
+  bool joining = false;
 };
 
 class Replica {
@@ -237,6 +252,16 @@ public:
   // everything committed when the read arrived; the host then reads its state machine. On a
   // non-leader, or if leadership is lost first, Abandoned/NotLeader. Never written to the log.
   void read(std::uint64_t read_id);
+  // A membership change, one replica at a time (§4.1), reported under change_id as a transition
+  // is: Queued on the leader, then Committed and Applied on every replica that applies the entry
+  // completing it; Abandoned/NotLeader off the leader or if leadership is lost before that entry
+  // is appended; Abandoned/Refused if another change is not yet committed, the replica already
+  // has that role, is not a member (Remove), or no voter would be left. AddVoter of a replica that
+  // is not a caught-up learner adds it as a learner first and promotes it once it keeps up
+  // (§4.2.1); given up (Refused, it stays a learner) after 10 rounds that each took longer than an
+  // election timeout, or one round of 10 maximum election timeouts.
+  void change_membership(std::uint64_t change_id, MembershipChange change, ReplicaID replica);
+  Configuration configuration() const { return configs_.back().second; } // the latest in the log
 
   ReplicaID id() const { return id_; }
   Term current_term() const { return current_term_; }
@@ -263,6 +288,7 @@ private:
     bool awaiting = false; // leader: a probe is in flight
     Index commit_sent = 0; // leader: the leaderCommit last sent
     Clock::time_point heartbeat_due{};
+    bool voter = true;
     bool vote_granted = false;     // candidate
     bool recent_active = false;    // leader: it answered since the last quorum check
     std::uint64_t acked_round = 0; // leader: the latest heartbeat round it answered
@@ -272,6 +298,7 @@ private:
     std::uint64_t snapshot_offset = 0;
     Clock::time_point snapshot_progress{}, chunk_sent{};
   };
+  static Index granted(const Peer& peer) { return peer.vote_granted; }
 
   Term term_at(Index index) const;
   void save_from(Index first);
@@ -283,7 +310,11 @@ private:
   Index window() const;
   void observe_term(const Message& message);
   void reset_election_timer();
-  bool has_quorum(std::size_t votes) const;
+  template <class Value> Index agreed(Value value, Index own);
+  void track_configurations(Index from);
+  void update_peers();
+  void take_changes();
+  void advance_change();
   void handle_request_vote(const Message& request);
   void handle_request_vote_response(const Message& response, Peer& peer);
   void send_append_entries(Peer& peer, std::size_t limit);
@@ -362,6 +393,24 @@ private:
   std::uint64_t lease_round_ = 1; // the first round that counts toward a lease
   std::deque<std::pair<std::uint64_t, Clock::time_point>> round_starts_; // for the lease
   Clock::time_point quorum_deadline_{};
+
+  // Membership (§4.1): every configuration in the log, the first being the one in effect at
+  // log_start(); the latest is this replica's. At most one change under way, on a leader.
+  std::vector<std::pair<Index, Configuration>> configs_;
+  bool voter_ = false; // in the latest configuration
+  struct Change {
+    std::uint64_t id;
+    MembershipChange change;
+    ReplicaID replica;
+    // AddVoter: the learner's catch-up round (§4.2.1): when it started, the index it must reach,
+    // the heartbeat round it must answer, and how many rounds were too slow.
+    Clock::time_point round_start;
+    Index round_end = 0;
+    std::uint64_t heard = 0;
+    int slow_rounds = 0;
+  };
+  std::vector<Change> changes_asked_;
+  std::optional<Change> change_;
 
   // Timers and bookkeeping.
   Clock::time_point now_{};

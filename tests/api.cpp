@@ -72,21 +72,21 @@ TEST_SUITE("Replica API: bad input") {
     CHECK(node->leader() == std::nullopt);
   }
 
-  TEST_CASE("a replica ignores messages from a replica outside its configuration") {
+  TEST_CASE("a replica takes requests from outside its configuration but no answers (§4.1)") {
     Node node(1, {2, 3});
-    node.receive(request_vote(9, 1, 7, 0, 0));
+    node.cluster.peers_extra = {9}; // a leader or candidate of a configuration it has not seen
     node.receive(append_entries(9, 1, 7, 0, 0, {entry(7, 1)}, 1));
-    CHECK(node.cluster.sent.empty());
-    CHECK(node->current_term() == 0);
-    CHECK(node->last_log_index() == 0);
-    CHECK(node->leader() == std::nullopt);
+    CHECK(node.take_reply().success);
+    CHECK(node->leader() == 9);
+    CHECK(node->last_log_index() == 1);
 
+    node.crash();
     win_election(node);
-    node.receive(append_response(9, 1, 8, true, 1));
+    node.receive(append_response(9, 1, 8, true, 2));
     node.receive(vote(9, 1, 8, true));
     CHECK(node->is_leader());
-    CHECK(node->current_term() == 1);
-    CHECK(node->commit_index() == 0);
+    CHECK(node->current_term() == 8);
+    CHECK(node->commit_index() == 0); // 9's acknowledgement does not count
   }
 }
 

@@ -217,7 +217,7 @@ TEST_SUITE("§7 Log compaction") {
         CHECK(node.machine->created[i] - node.machine->created[i - 1] >= 100);
       raft::Storage::State state = node.storage.load();
       REQUIRE(state.snapshot);
-      CHECK(state.snapshot->configuration == std::vector<ReplicaID>{1, 2, 3});
+      CHECK(state.snapshot->configuration == raft::Configuration{{1, 2, 3}, {}});
       CHECK(state.entries.size() <= 200);
     }
   }
@@ -346,7 +346,7 @@ TEST_SUITE("§7 Log compaction") {
     storage.save_term_and_vote(1, std::nullopt);
     storage.save_entries(1, log.data(), log.data() + log.size());
     Machine machine;
-    machine.initial = Snapshot{5, 1, {1}, "5 0 "};
+    machine.initial = Snapshot{5, 1, {{1}, {}}, "5 0 "};
     struct Silent : raft::Cluster {
       void send_message(ReplicaID, const Message&) override {}
       std::vector<Message> receive_messages() override { return {}; }

@@ -130,7 +130,7 @@ TEST_SUITE("FileStorage") {
       storage.sync();
       std::vector<Entry> rest;
       for (Index i = 91; i <= 100; ++i) rest.push_back(entry(2, i));
-      storage.save_snapshot(Snapshot{90, 2, {1, 2, 3}, "state at 90"}, rest.data(),
+      storage.save_snapshot(Snapshot{90, 2, {{1, 2, 3}, {4}}, "state at 90"}, rest.data(),
                             rest.data() + rest.size());
       append(storage, 101, {entry(2, 101)});
       storage.sync();
@@ -139,7 +139,7 @@ TEST_SUITE("FileStorage") {
     raft::Storage::State state = FileStorage(dir.path).load();
     REQUIRE(state.snapshot);
     CHECK(state.snapshot->last_included_index == 90);
-    CHECK(state.snapshot->configuration == std::vector<raft::ReplicaID>{1, 2, 3});
+    CHECK(state.snapshot->configuration == raft::Configuration{{1, 2, 3}, {4}});
     CHECK(state.snapshot->data == "state at 90");
     REQUIRE(state.entries.size() == 11);
     CHECK(state.entries[0].transition == entry(2, 91).transition);
@@ -279,7 +279,7 @@ TEST_SUITE("FileStorage") {
           if (index % 50 == 0) { // the snapshot and the ten entries after it
             std::vector<Entry> rest;
             for (Index i = index - 9; i <= index; ++i) rest.push_back(entry(1, i));
-            storage.save_snapshot(Snapshot{index - 10, 1, {1}, "s"}, rest.data(),
+            storage.save_snapshot(Snapshot{index - 10, 1, {{1}, {}}, "s"}, rest.data(),
                                   rest.data() + rest.size());
           }
           storage.sync();
@@ -314,7 +314,7 @@ TEST_SUITE("FileStorage") {
       storage.sync();
       std::vector<Entry> rest;
       for (Index i = 21; i <= 60; ++i) rest.push_back(entry(4, i));
-      storage.save_snapshot(Snapshot{20, 4, {1, 2}, "snapshot data"}, rest.data(),
+      storage.save_snapshot(Snapshot{20, 4, {{1, 2}, {}}, "snapshot data"}, rest.data(),
                             rest.data() + rest.size());
       append(storage, 61, {entry(4, 61)});
       storage.sync();

@@ -46,7 +46,7 @@ std::vector<Message> samples() {
   Message& install = make(MessageType::InstallSnapshot);
   install.last_included_index = 1000;
   install.last_included_term = 9;
-  install.configuration = {1, 2, 3};
+  install.configuration = {{1, 2, 3}, {4}};
   install.offset = 1 << 20;
   install.done = true;
   install.data = std::string(5000, 'x');
