@@ -659,14 +659,15 @@ void Replica::read(std::uint64_t read_id) { reads_asked_.push_back(read_id); }
 // A read waits for a heartbeat round that starts after it (or is served by the lease), and for
 // the read index: the commit index once an entry of this leader's term has committed (§6.4).
 void Replica::take_reads() {
+  bool lease = !reads_asked_.empty() && role_ == Role::Leader && has_lease();
+  Index index = term_at(commit_index_) == current_term_ ? commit_index_ : 0;
   for (std::uint64_t id : std::exchange(reads_asked_, {})) {
     if (role_ != Role::Leader) {
       abandon(id, AbandonReason::NotLeader);
       continue;
     }
     state_machine_.register_transition_state(id, TransitionState::Queued, AbandonReason::None);
-    bool lease = has_lease();
-    Index index = term_at(commit_index_) == current_term_ ? commit_index_ : 0;
+    lease = lease && !transfer_to_; // a callback may have started a transfer
     reads_.push_back(Read{id, lease ? 0 : round_ + 1, index});
     start_round_ |= !lease;
   }
