@@ -18,7 +18,8 @@
 // writes a value under a key, and Simulator::read() asks a replica for a linearizable read
 // (Replica::read), whose reports are checked against the contract; whoever watches the reports
 // (Simulator::on_report) reads the store in the read's Applied callback. Beside partitions, the
-// network can fail one way, and for one type of message only (Network::block).
+// network can fail one way, and for one type of message only (Network::block), and a link can be
+// slow one way (Network::slow).
 #ifndef TESTS_SIMULATOR_HPP
 #define TESTS_SIMULATOR_HPP
 
@@ -627,6 +628,7 @@ public:
         continue;
       }
       Duration delay = random_.between(faults.min_delay, faults.max_delay);
+      if (auto slow = slow_.find({from, to}); slow != slow_.end()) delay += slow->second;
       inboxes_[to].push_back(InFlight{history_.now() + delay, next_sequence_++, from, message});
     }
   }
@@ -682,12 +684,13 @@ public:
     }
     history_.trace("partition:", description);
   }
-  // Heals partitions and failed links alike.
+  // Heals partitions, failed links and slow links alike (what is on its way arrives as sent).
   void heal() {
     if (is_partitioned()) history_.trace("partition healed");
-    if (!blocked_.empty()) history_.trace("failed links repaired");
+    if (!blocked_.empty() || !slow_.empty()) history_.trace("failed and slow links repaired");
     for (auto& [member, group] : group_) group = 0;
     blocked_.clear();
+    slow_.clear();
   }
   bool is_partitioned() const {
     for (const auto& [member, group] : group_)
@@ -700,6 +703,11 @@ public:
   void block(ReplicaID from, ReplicaID to, std::optional<raft::MessageType> type = std::nullopt) {
     blocked_.emplace(from, to, type ? static_cast<int>(*type) : kAnyType);
     history_.trace("link r", from, "->r", to, " fails", type ? text(" for ", name(*type)) : "");
+  }
+  // A slow link, until heal(): messages sent from `from` to `to` take `extra` longer, one way.
+  void slow(ReplicaID from, ReplicaID to, Duration extra) {
+    slow_[{from, to}] = extra;
+    history_.trace("link r", from, "->r", to, " slows down by ", milliseconds(extra), " ms");
   }
   // Both directions, every type: as if `a` and `b` were on two sides of a partition.
   void cut(ReplicaID a, ReplicaID b) {
@@ -751,7 +759,8 @@ private:
   History& history_;
   std::map<ReplicaID, std::vector<InFlight>> inboxes_;
   std::map<ReplicaID, int> group_; // partition group of each member; all 0 when healed
-  std::set<std::tuple<ReplicaID, ReplicaID, int>> blocked_; // failed links: from, to, type
+  std::set<std::tuple<ReplicaID, ReplicaID, int>> blocked_;  // failed links: from, to, type
+  std::map<std::pair<ReplicaID, ReplicaID>, Duration> slow_; // slow links: the extra delay
   std::set<ReplicaID> down_;
   std::uint64_t next_sequence_ = 0;
 };
