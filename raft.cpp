@@ -377,12 +377,17 @@ void Replica::handle_append_entries(Message& request) {
   }
   // Skip what we already hold (entries the snapshot covers are committed, hence equal); a stale
   // or duplicated request never truncates. Truncate at the first conflict, then append.
+  // Committed entries are never replaced: a request that disagrees with them, or that carries an
+  // entry of a term above its own, comes from no correct leader and is ignored.
+  for (const Entry& e : request.entries)
+    if (e.term > request.term || e.term == 0) return;
   Index match = prev + request.entries.size();
   Index index = prev + 1;
   auto entry = request.entries.begin();
   for (; entry != request.entries.end() &&
          (index <= log_start() || (index <= last_log_index() && term_at(index) == entry->term));
        ++entry, ++index) {}
+  if (entry != request.entries.end() && index <= commit_index_) return;
   if (entry != request.entries.end()) {
     if (index <= last_log_index()) truncate_from(index);
     log_.insert(log_.end(), std::make_move_iterator(entry),
@@ -402,20 +407,24 @@ void Replica::handle_append_entries_response(const Message& response, Peer& peer
   peer.recent_active = true; // it still follows us, whatever it answers (§6.2, §6.4)
   peer.acked_round = std::max(peer.acked_round, response.round);
   if (response.success) {
+    if (response.match_index > last_log_index()) return; // no follower holds more than we sent
     record_match(peer, response.match_index);
     return send_timeout_now(peer);
   }
   // A rejection of an index the peer has since matched, or of a probe other than the one in
   // flight, is stale: an answer to an earlier request that arrived late.
   Index rejected = response.prev_log_index;
-  if (rejected <= peer.match_index || (peer.probing && rejected + 1 != peer.next_index)) return;
+  if (rejected <= peer.match_index || rejected > last_log_index() ||
+      (peer.probing && rejected + 1 != peer.next_index))
+    return;
   Index next = response.conflict_index;
   if (response.conflict_term != 0) { // skip to our last entry of the follower's term, if any
     Index i = std::min(rejected, last_log_index());
     for (; i > log_start() && term_at(i) > response.conflict_term; --i) {}
     if (i > log_start() && term_at(i) == response.conflict_term) next = i + 1;
   }
-  peer.next_index = std::clamp(next, peer.match_index + 1, rejected);
+  peer.next_index =
+      std::clamp(next, peer.match_index + 1, std::min(rejected, last_log_index() + 1));
   peer.probing = true;
   peer.awaiting = false;
 }
@@ -507,6 +516,7 @@ void Replica::handle_install_snapshot(const Message& request) {
   response.last_included_index = request.last_included_index;
   response.offset = request.offset;
   if (request.term < current_term_) return send(std::move(response));
+  if (request.last_included_term > request.term) return; // from no correct leader
   become_follower(request.term, request.from);
   if (request.last_included_index <= commit_index_) { // we hold that state already
     response.done = true;
@@ -667,7 +677,9 @@ void Replica::transfer_leadership(ReplicaID to) {
   if (role_ != Role::Leader || !peer || !peer->voter) return;
   transfer_to_ = to;
   transfer_deadline_ = now_ + election_timeout_range_.second;
-  lease_round_ = round_ + 1; // the lease is given up: the target's voters will not wait for it
+  // The lease is given up for the rest of this term: a TimeoutNow still on its way after the
+  // transfer is given up could yet elect the target with votes that do not wait for the lease.
+  lease_round_ = UINT64_MAX;
   send_timeout_now(*peer);
 }
 
@@ -683,14 +695,15 @@ void Replica::read(std::uint64_t read_id) { reads_asked_.push_back(read_id); }
 // A read waits for a heartbeat round that starts after it (or is served by the lease), and for
 // the read index: the commit index once an entry of this leader's term has committed (§6.4).
 void Replica::take_reads() {
+  bool lease = !reads_asked_.empty() && role_ == Role::Leader && has_lease();
+  Index index = term_at(commit_index_) == current_term_ ? commit_index_ : 0;
   for (std::uint64_t id : std::exchange(reads_asked_, {})) {
     if (role_ != Role::Leader) {
       abandon(id, AbandonReason::NotLeader);
       continue;
     }
     state_machine_.register_transition_state(id, TransitionState::Queued, AbandonReason::None);
-    bool lease = has_lease();
-    Index index = term_at(commit_index_) == current_term_ ? commit_index_ : 0;
+    lease = lease && !transfer_to_; // a callback may have started a transfer
     reads_.push_back(Read{id, lease ? 0 : round_ + 1, index});
     start_round_ |= !lease;
   }
@@ -899,9 +912,9 @@ void Replica::poll(Clock::time_point now) {
   try {
     for (Message& message : cluster_.receive_messages()) handle(message);
     take_reads();
+    if (transfer_to_ && now_ >= transfer_deadline_) transfer_to_.reset(); // §3.10: given up
     take_changes();
     take_pending_transitions();
-    if (transfer_to_ && now_ >= transfer_deadline_) transfer_to_.reset(); // §3.10: given up
     if (role_ == Role::Leader) check_quorum();
     if (role_ == Role::Leader) advance_change();
     if (role_ != Role::Leader && now_ >= election_deadline_)

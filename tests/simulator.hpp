@@ -13,6 +13,13 @@
 // Settings::snapshot_chunk_bytes. The state machine's state (MachineState) depends on every
 // transition applied, so a snapshot set on a replica is checked against the state that the
 // committed sequence up to its index gives; applying then resumes after that index.
+//
+// The state is also a small key-value store: a transition whose data is MachineState::put_data
+// writes a value under a key, and Simulator::read() asks a replica for a linearizable read
+// (Replica::read), whose reports are checked against the contract; whoever watches the reports
+// (Simulator::on_report) reads the store in the read's Applied callback. Beside partitions, the
+// network can fail one way, and for one type of message only (Network::block), and a link can be
+// slow one way (Network::slow).
 #ifndef TESTS_SIMULATOR_HPP
 #define TESTS_SIMULATOR_HPP
 
@@ -32,6 +39,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -122,15 +130,27 @@ inline double milliseconds(Duration duration) {
 
 // What a simulated state machine holds: how many transitions it applied (no-ops aside), a hash of
 // them all in order (ids and data), and registers that each transition mixes into, one chosen by
-// its id. The no-op leaves it unchanged. encode() is a snapshot's data: kBytes bytes, so that with
-// a small snapshot_chunk_bytes a transfer takes many chunks.
+// its id. The no-op leaves it unchanged. A put (put_data) also stores a value under one of
+// kKeys keys: the key-value store that reads observe. encode() is a snapshot's data: kBytes bytes,
+// so that with a small snapshot_chunk_bytes a transfer takes many chunks.
 struct MachineState {
   static constexpr std::size_t kRegisters = 32;
-  static constexpr std::size_t kBytes = 8 * (2 + kRegisters);
+  static constexpr std::size_t kKeys = 8;
+  static constexpr std::size_t kBytes = 8 * (2 + kRegisters + kKeys);
+  static constexpr std::size_t kPutBytes = 10; // 'P', the key, the value (8 bytes)
 
   std::uint64_t count = 0;
   std::uint64_t hash = 0xcbf29ce484222325; // FNV-1a's offset basis
   std::array<std::uint64_t, kRegisters> registers{};
+  std::array<std::uint64_t, kKeys> store{}; // the value under each key; 0: never written
+
+  // The data of a transition that writes `value` (not 0) under `key` (below kKeys). Other
+  // transitions carry at most 8 bytes, so they never look like one.
+  static std::string put_data(std::size_t key, std::uint64_t value) {
+    std::string data{'P', static_cast<char>(key)};
+    for (int shift = 0; shift < 64; shift += 8) data += static_cast<char>(value >> shift);
+    return data;
+  }
 
   void apply(const Transition& transition) {
     if (transition.id == kNoop.id) return;
@@ -138,6 +158,13 @@ struct MachineState {
     hash = mix(hash, transition);
     std::uint64_t& slot = registers[transition.id % kRegisters];
     slot = mix(slot ^ count, transition);
+    const std::string& data = transition.data;
+    if (data.size() == kPutBytes && data[0] == 'P') {
+      std::uint64_t value = 0;
+      for (std::size_t i = 0; i < 8; ++i)
+        value |= std::uint64_t(static_cast<unsigned char>(data[2 + i])) << (8 * i);
+      store[static_cast<unsigned char>(data[1]) % kKeys] = value;
+    }
   }
 
   // Little-endian 8-byte words: count, hash, then the registers.
@@ -149,6 +176,7 @@ struct MachineState {
     put(count);
     put(hash);
     for (std::uint64_t word : registers) put(word);
+    for (std::uint64_t word : store) put(word);
     return bytes;
   }
   static std::optional<MachineState> decode(const std::string& bytes) {
@@ -164,11 +192,13 @@ struct MachineState {
     state.count = get();
     state.hash = get();
     for (std::uint64_t& word : state.registers) word = get();
+    for (std::uint64_t& word : state.store) word = get();
     return state;
   }
 
   bool operator==(const MachineState& other) const {
-    return count == other.count && hash == other.hash && registers == other.registers;
+    return count == other.count && hash == other.hash && registers == other.registers &&
+           store == other.store;
   }
   bool operator!=(const MachineState& other) const { return !(*this == other); }
 
@@ -305,12 +335,31 @@ public:
     return found == reports_.end() ? AbandonReason::None : found->second.reason;
   }
 
+  // Told of every report after its checks, transitions and reads alike, with this state
+  // machine's state: a host reads the store for a read in its Applied callback.
+  using Observer = std::function<void(ReplicaID replica, std::uint64_t id, TransitionState,
+                                      AbandonReason, const MachineState&)>;
+  void set_observer(Observer observer) { observer_ = std::move(observer); }
+
+  // A read asked of the replica (Replica::read) under `id`, which no transition uses; the next
+  // poll takes it. It must be reported as raft.hpp says (Queued then Applied, or NotLeader), and
+  // when Applied, the state must have reached every entry committed when it was asked: had it
+  // not, a write that completed before the read was called could be missing from what it reads.
+  void expect_read(std::uint64_t id) {
+    reads_[id].committed_at_call = history_.committed().size();
+    reads_asked_.push_back(id);
+  }
+
   // The simulator calls these around every poll: some rules are about "the same poll".
   void begin_poll() {
     taken_this_poll_.clear();
     applied_this_poll_ = false;
+    reads_taken_ = std::exchange(reads_asked_, {});
   }
   void end_poll() {
+    for (std::uint64_t id : reads_taken_)
+      if (!reads_.at(id).last)
+        return fail("took read #", id, " but did not report it Queued or NotLeader in that poll");
     for (std::uint64_t id : taken_this_poll_) {
       const Reports& reports = reports_[id];
       if (!reports.queued && reports.reason != AbandonReason::NotLeader)
@@ -338,11 +387,11 @@ public:
                   snapshot_delta_, ")");
   }
 
-  // The end of a run, once the cluster is healed, quiet and caught up: every transition this
-  // lifetime reported Queued has its outcome here. It is Applied or Abandoned, or it is committed
-  // at an index that a snapshot set on this state machine covers (a snapshot install reports
-  // nothing for a transition in the committed prefix it covers). A lifetime that ended in a
-  // crash took its reports with it; nothing is owed for those.
+  // The end of a run, once the cluster is healed, quiet and caught up: every transition and every
+  // read this lifetime reported Queued has its outcome here. It is Applied or Abandoned, or (a
+  // transition) it is committed at an index that a snapshot set on this state machine covers (a
+  // snapshot install reports nothing for a transition in the committed prefix it covers). A
+  // lifetime that ended in a crash took its reports with it; nothing is owed for those.
   void check_settled() {
     std::string unsettled;
     std::size_t count = 0;
@@ -360,13 +409,23 @@ public:
       fail(count, " transition(s) reported Queued have no outcome at the end (applied through ",
            position_, ", latest snapshot set ", set_through_, "): ", unsettled,
            count > 5 ? "; ..." : "");
+    for (const auto& [id, read] : reads_)
+      if (read.queued && read.last == TransitionState::Queued)
+        return fail("read #", id, " reported Queued has no outcome at the end");
   }
 
   void register_transition_state(std::uint64_t id, TransitionState state,
                                  AbandonReason reason) override {
+    check_report(id, state, reason);
+    if (observer_) observer_(replica_, id, state, reason, state_);
+  }
+
+  void check_report(std::uint64_t id, TransitionState state, AbandonReason reason) {
     if (id == kNoop.id) return fail("reported ", name(state), " for the no-op");
     if ((reason == AbandonReason::None) != (state != TransitionState::Abandoned))
       return fail("reported #", id, " ", name(state), " with reason ", name(reason));
+    if (auto read = reads_.find(id); read != reads_.end())
+      return check_read_report(id, state, reason, read->second);
     Reports& reports = reports_[id];
     if (reports.last == TransitionState::Abandoned)
       return fail("reported #", id, " ", name(state), " after Abandoned");
@@ -462,6 +521,45 @@ private:
     bool queued = false, committed = false, applied = false;
     AbandonReason reason = AbandonReason::None;
   };
+  struct ReadReports {
+    Index committed_at_call = 0; // entries committed when the read was asked
+    std::optional<TransitionState> last;
+    bool queued = false;
+  };
+
+  // raft.hpp, Linearizable reads: Queued (in the poll that takes it) then Applied, never
+  // Committed; or Abandoned/NotLeader, in that poll or once leadership is lost.
+  void check_read_report(std::uint64_t id, TransitionState state, AbandonReason reason,
+                         ReadReports& read) {
+    bool taken_now = std::count(reads_taken_.begin(), reads_taken_.end(), id) > 0;
+    if (read.last == TransitionState::Applied || read.last == TransitionState::Abandoned)
+      return fail("reported read #", id, " ", name(state), " after ", name(*read.last));
+    read.last = state;
+    switch (state) {
+    case TransitionState::Queued:
+      if (read.queued) return fail("reported read #", id, " Queued twice");
+      if (!taken_now) return fail("reported read #", id, " Queued in a later poll");
+      read.queued = true;
+      history_.trace("r", replica_, " queues read #", id);
+      return;
+    case TransitionState::Committed:
+      return fail("reported read #", id, " Committed: reads never are");
+    case TransitionState::Applied:
+      if (!read.queued) return fail("reported read #", id, " Applied but never Queued");
+      history_.trace("r", replica_, " serves read #", id, " at index ", position_);
+      if (position_ < read.committed_at_call)
+        return fail("served read #", id, " with its state machine at index ", position_, " but ",
+                    read.committed_at_call, " entries were committed when it was asked");
+      return;
+    case TransitionState::Abandoned:
+      if (reason != AbandonReason::NotLeader)
+        return fail("reported read #", id, " Abandoned/", name(reason), ", not NotLeader");
+      if (!read.queued && !taken_now)
+        return fail("reported read #", id, " NotLeader outside the poll that took it");
+      history_.trace("r", replica_, " abandons read #", id, " (NotLeader)");
+      return;
+    }
+  }
 
   void abandon(std::uint64_t id, AbandonReason reason, Reports& reports) {
     if (reason == AbandonReason::NotLeader && !taken_this_poll_.count(id))
@@ -495,9 +593,13 @@ private:
   std::size_t checked_ = 0;                      // applied_ids_ already checked for order
   std::set<std::uint64_t> taken_this_poll_;      // ids get_pending_transitions returned
   std::map<std::uint64_t, Reports> reports_;
+  std::map<std::uint64_t, ReadReports> reads_; // every read asked in this lifetime
+  std::vector<std::uint64_t> reads_asked_;     // not yet taken by a poll
+  std::vector<std::uint64_t> reads_taken_;     // taken by the poll under way (or the last)
+  Observer observer_;
 };
 
-// ---- The network: delays, loss, duplication, partitions, crashed receivers ----
+// ---- The network: delays, loss, duplication, partitions, failed links, crashed receivers ----
 
 class Network {
 public:
@@ -526,12 +628,14 @@ public:
         continue;
       }
       Duration delay = random_.between(faults.min_delay, faults.max_delay);
+      if (auto slow = slow_.find({from, to}); slow != slow_.end()) delay += slow->second;
       inboxes_[to].push_back(InFlight{history_.now() + delay, next_sequence_++, from, message});
     }
   }
 
   // Removes and returns the messages for `to` that are due, in order of arrival. A message whose
-  // sender is now on the other side of a partition is lost on the way.
+  // sender is now on the other side of a partition, or over a link now blocked for it, is lost on
+  // the way.
   std::vector<Message> deliver(ReplicaID to) {
     std::vector<InFlight>& inbox = inboxes_[to];
     auto due = std::stable_partition(inbox.begin(), inbox.end(), [&](const InFlight& in_flight) {
@@ -545,7 +649,7 @@ public:
     });
     std::vector<Message> messages;
     for (InFlight& in_flight : arrived) {
-      bool reachable = can_reach(in_flight.from, to);
+      bool reachable = can_reach(in_flight.from, to, in_flight.message.type);
       trace_message(reachable ? "delivers" : "cuts", in_flight.from, to, in_flight.message);
       if (reachable) messages.push_back(std::move(in_flight.message));
     }
@@ -580,16 +684,41 @@ public:
     }
     history_.trace("partition:", description);
   }
+  // Heals partitions, failed links and slow links alike (what is on its way arrives as sent).
   void heal() {
     if (is_partitioned()) history_.trace("partition healed");
+    if (!blocked_.empty() || !slow_.empty()) history_.trace("failed and slow links repaired");
     for (auto& [member, group] : group_) group = 0;
+    blocked_.clear();
+    slow_.clear();
   }
   bool is_partitioned() const {
     for (const auto& [member, group] : group_)
       if (group != group_.begin()->second) return true;
     return false;
   }
-  bool can_reach(ReplicaID from, ReplicaID to) const { return group_.at(from) == group_.at(to); }
+
+  // A failed link, until heal(): messages from `from` to `to` are lost, only those of `type` if
+  // given, all of them if not. One way only: the other direction is a link of its own.
+  void block(ReplicaID from, ReplicaID to, std::optional<raft::MessageType> type = std::nullopt) {
+    blocked_.emplace(from, to, type ? static_cast<int>(*type) : kAnyType);
+    history_.trace("link r", from, "->r", to, " fails", type ? text(" for ", name(*type)) : "");
+  }
+  // A slow link, until heal(): messages sent from `from` to `to` take `extra` longer, one way.
+  void slow(ReplicaID from, ReplicaID to, Duration extra) {
+    slow_[{from, to}] = extra;
+    history_.trace("link r", from, "->r", to, " slows down by ", milliseconds(extra), " ms");
+  }
+  // Both directions, every type: as if `a` and `b` were on two sides of a partition.
+  void cut(ReplicaID a, ReplicaID b) {
+    block(a, b);
+    block(b, a);
+  }
+
+  bool can_reach(ReplicaID from, ReplicaID to, raft::MessageType type) const {
+    return group_.at(from) == group_.at(to) && !blocked_.count({from, to, kAnyType}) &&
+           !blocked_.count({from, to, static_cast<int>(type)});
+  }
 
   // A crashed replica loses what was on its way to it, and whatever is sent to it while down.
   void set_down(ReplicaID id, bool down) {
@@ -624,10 +753,14 @@ private:
                    message.success || message.vote_granted ? " yes" : "");
   }
 
+  static constexpr int kAnyType = -1;
+
   Random& random_;
   History& history_;
   std::map<ReplicaID, std::vector<InFlight>> inboxes_;
   std::map<ReplicaID, int> group_; // partition group of each member; all 0 when healed
+  std::set<std::tuple<ReplicaID, ReplicaID, int>> blocked_;  // failed links: from, to, type
+  std::map<std::pair<ReplicaID, ReplicaID>, Duration> slow_; // slow links: the extra delay
   std::set<ReplicaID> down_;
   std::uint64_t next_sequence_ = 0;
 };
@@ -753,6 +886,8 @@ public:
     std::size_t max_entries_per_message = 4096; // passed on in raft::Options
     std::size_t max_messages_in_flight = 8;
     bool pre_vote = true;                       // passed on in raft::Options
+    bool check_quorum = true;                   // passed on in raft::Options
+    bool lease_reads = false;                   // passed on in raft::Options
     Index snapshot_delta = 0;                   // passed on in raft::Options; 0: no snapshots
     std::size_t snapshot_chunk_bytes = 1 << 20; // passed on in raft::Options
     int trace = 0;                              // 0: quiet; 1: events; 2: events and every message
@@ -811,12 +946,43 @@ public:
 
   // Hands a new transition (fresh id, a few random bytes) to a replica's next poll.
   std::uint64_t propose(ReplicaID to) {
-    std::uint64_t id = next_transition_id_++;
     std::string data(random_.below(9), '\0');
     for (char& byte : data) byte = static_cast<char>(random_.below(256));
+    return propose(to, std::move(data));
+  }
+  // The same with the data given, such as MachineState::put_data(key, value).
+  std::uint64_t propose(ReplicaID to, std::string data) {
+    std::uint64_t id = next_transition_id_++;
     history_.trace("client proposes #", id, " to r", to);
     slot(to).machine->propose(Transition{id, std::move(data)});
     return id;
+  }
+
+  // Asks a running replica for a linearizable read (Replica::read) under a fresh id, which no
+  // transition uses; its next poll, at once, takes it. Returns the id.
+  std::uint64_t read(ReplicaID at) {
+    std::uint64_t id = next_read_id_++;
+    history_.trace("client asks r", at, " for read #", id);
+    Slot& asked = slot(at);
+    asked.machine->expect_read(id);
+    asked.replica->read(id);
+    return id;
+  }
+
+  // Replica::transfer_leadership on a running replica, which is polled at once: a host calls it
+  // from its event loop and goes on polling.
+  void transfer_leadership(ReplicaID from, ReplicaID to) {
+    history_.trace("r", from, " is asked to transfer leadership to r", to);
+    Slot& asked = slot(from);
+    asked.replica->transfer_leadership(to);
+    asked.wake = true;
+  }
+
+  // Called with every report of every replica's state machine (CheckedStateMachine::Observer).
+  void on_report(CheckedStateMachine::Observer observer) {
+    observer_ = std::move(observer);
+    for (const auto& slot : slots_)
+      if (slot->machine) slot->machine->set_observer(observer_);
   }
 
   // ---- Faults ----
@@ -861,6 +1027,9 @@ public:
   bool is_up(ReplicaID id) const { return slot(id).replica != nullptr; }
   const raft::Replica& replica(ReplicaID id) const { return *slot(id).replica; }
   const CheckedStateMachine& machine(ReplicaID id) const { return *slot(id).machine; }
+  // How many times the replica was built: 1 until its first restart. A report can come only from
+  // the lifetime that took the request.
+  std::uint64_t lifetime(ReplicaID id) const { return slot(id).lifetimes; }
   Random& random() { return random_; }
   History& history() { return history_; }
   const History& history() const { return history_; }
@@ -946,7 +1115,9 @@ private:
     std::unique_ptr<Host> host;
     std::unique_ptr<CheckedStateMachine> machine;
     std::unique_ptr<raft::Replica> replica; // null while crashed
+    std::uint64_t lifetimes = 0;            // Replica objects built so far
     bool polled = false;                    // polled at least once in this lifetime
+    bool wake = false;                      // a request for the next poll came from outside
     Index commit_index = 0;                 // as of the last poll in this lifetime
     bool was_leader = false;                // as of the last poll in this lifetime
     Term highest_term = 0;                  // over all lifetimes: terms are durable
@@ -968,6 +1139,7 @@ private:
     slot.host = std::make_unique<Host>(slot.id, network_, history_, slot.storage);
     slot.machine =
         std::make_unique<CheckedStateMachine>(slot.id, history_, settings_.snapshot_delta);
+    slot.machine->set_observer(observer_);
     std::vector<ReplicaID> peers;
     for (ReplicaID id : ids())
       if (id != slot.id) peers.push_back(id);
@@ -977,29 +1149,34 @@ private:
     options.max_entries_per_message = settings_.max_entries_per_message;
     options.max_messages_in_flight = settings_.max_messages_in_flight;
     options.pre_vote = settings_.pre_vote;
+    options.check_quorum = settings_.check_quorum;
+    options.lease_reads = settings_.lease_reads;
     options.snapshot_delta = settings_.snapshot_delta;
     options.snapshot_chunk_bytes = settings_.snapshot_chunk_bytes;
     slot.replica =
         std::make_unique<raft::Replica>(slot.id, peers, *slot.host, *slot.machine, kNoop,
                                         settings_.heartbeat, settings_.election_timeout, options);
+    ++slot.lifetimes;
     slot.polled = false;
+    slot.wake = false;
     slot.commit_index = 0;
     slot.was_leader = false;
     network_.set_down(slot.id, false);
   }
 
   // A replica is polled when its deadline passes, a message arrives or a transition is pending,
-  // which the contract says is enough; and once at the start of each lifetime.
+  // which the contract says is enough; once at the start of each lifetime; and at once after a
+  // request from outside (transfer_leadership).
   bool needs_poll(const Slot& slot) const {
-    return !slot.polled || slot.replica->next_deadline() <= now() || network_.has_due(slot.id) ||
-           slot.machine->has_pending();
+    return !slot.polled || slot.wake || slot.replica->next_deadline() <= now() ||
+           network_.has_due(slot.id) || slot.machine->has_pending();
   }
 
   Clock::time_point next_event() const {
     Clock::time_point next = network_.next_arrival();
     for (const auto& slot : slots_)
       if (slot->replica)
-        next = std::min(next, slot->polled ? slot->replica->next_deadline() : now());
+        next = std::min(next, slot->polled && !slot->wake ? slot->replica->next_deadline() : now());
     return next;
   }
 
@@ -1021,6 +1198,7 @@ private:
     slot.replica->poll(now());
     slot.machine->end_poll();
     slot.polled = true;
+    slot.wake = false;
     check_after_poll(slot);
   }
 
@@ -1099,6 +1277,8 @@ private:
   Network network_;
   std::vector<std::unique_ptr<Slot>> slots_; // slots_[id - 1]; never moved: storage is referenced
   std::uint64_t next_transition_id_ = 1;
+  std::uint64_t next_read_id_ = std::uint64_t{1} << 62; // far from every transition's id
+  CheckedStateMachine::Observer observer_;
   std::uint64_t polls_ = 0;
   int repolls_at_this_instant_ = 0; // steps that could not move the clock
 };

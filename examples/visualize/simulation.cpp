@@ -25,6 +25,7 @@ const char* type_name(MessageType type) {
   case MessageType::RequestVoteResponse: return "RequestVoteResponse";
   case MessageType::InstallSnapshot: return "InstallSnapshot";
   case MessageType::InstallSnapshotResponse: return "InstallSnapshotResponse";
+  case MessageType::TimeoutNow: return "TimeoutNow";
   }
   return "?";
 }
@@ -190,7 +191,8 @@ void Simulation::boot(Node& node) {
   options.seed = settings_.seed * 1000 + node.id * 10 + node.lives++ + 1; // never 0: random
   options.storage = &node.storage;
   options.max_entries_per_message = settings_.batch;
-  options.pre_vote = false; // the elections of §5.2, which the scenarios narrate
+  options.pre_vote = false;     // the elections of §5.2, which the scenarios narrate
+  options.check_quorum = false; // and leaders of §5 alone: a cut-off leader leads on
   node.replica = std::make_unique<raft::Replica>(
       node.id, peers, *node.port, *node.machine, kNoop, settings_.heartbeat,
       std::make_pair(settings_.election_min, settings_.election_max), options);

@@ -98,6 +98,7 @@ std::string describe(const raft::Message& m) {
   case MessageType::InstallSnapshot:
     return "InstallSnapshot" + term + " to " + std::to_string(m.last_included_index);
   case MessageType::InstallSnapshotResponse: return "snapshot reply" + term;
+  case MessageType::TimeoutNow: return "TimeoutNow" + term + ": campaign at once (transfer)";
   }
   return "?";
 }

@@ -55,7 +55,8 @@ const Ink kInks[] = {kVote, kGranted, kRefused, kAppend, kReply, kHeartbeat};
 // Which messages the timeline draws: elections, and the appends that carry or answer entries.
 std::optional<Ink> ink(const raft::Message& m, bool all_messages) {
   switch (m.type) {
-  case MessageType::RequestVote: return kVote;
+  case MessageType::RequestVote:
+  case MessageType::TimeoutNow: return kVote;
   case MessageType::RequestVoteResponse: return m.vote_granted ? kGranted : kRefused;
   case MessageType::AppendEntries:
   case MessageType::InstallSnapshot:
