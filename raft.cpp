@@ -22,6 +22,10 @@ namespace raft {
 
 constexpr Term kMaxTerm = UINT64_MAX - 1; // a message of a later term is bad input, ignored
 
+static bool has(const std::vector<ReplicaID>& ids, ReplicaID id) { // ids sorted
+  return std::binary_search(ids.begin(), ids.end(), id);
+}
+
 // ---- Defaults of the user's interfaces ----
 
 std::optional<Snapshot> StateMachine::get_snapshot() { return std::nullopt; }
@@ -80,8 +84,7 @@ Replica::Replica(ReplicaID id, std::vector<ReplicaID> peer_ids, Cluster& cluster
       heartbeat_timeout_(heartbeat_timeout), election_timeout_range_(election_timeout_range),
       options_(options), random_(options.seed ? options.seed : std::random_device{}()) {
   std::sort(peer_ids.begin(), peer_ids.end());
-  if (std::find(peer_ids.begin(), peer_ids.end(), id) != peer_ids.end())
-    throw std::invalid_argument("peer_ids contains the replica's own id");
+  if (has(peer_ids, id)) throw std::invalid_argument("peer_ids contains the replica's own id");
   if (std::adjacent_find(peer_ids.begin(), peer_ids.end()) != peer_ids.end())
     throw std::invalid_argument("peer_ids contains a duplicate id");
   if (election_timeout_range.first >= election_timeout_range.second)
@@ -93,6 +96,10 @@ Replica::Replica(ReplicaID id, std::vector<ReplicaID> peer_ids, Cluster& cluster
     throw std::invalid_argument("options: message and flight limits must be positive");
   if (options.joining && !peer_ids.empty())
     throw std::invalid_argument("a joining replica has no peer_ids: a leader adds it");
+  // The depth of a follower's pipeline in entries (a batch more may be in flight) and the most a
+  // leader appends per poll; it saturates rather than overflow.
+  std::size_t batch = options.max_entries_per_message, in_flight = options.max_messages_in_flight;
+  window_ = in_flight > UINT64_MAX / batch ? UINT64_MAX : batch * in_flight;
   if (!options.storage) owned_storage_ = std::make_unique<VolatileStorage>();
   storage_ = options.storage ? options.storage : owned_storage_.get();
 
@@ -116,12 +123,10 @@ Replica::Replica(ReplicaID id, std::vector<ReplicaID> peer_ids, Cluster& cluster
   }
   log_start_ = snapshot_->last_included_index;
   log_start_term_ = snapshot_->last_included_term;
-  Configuration initial; // the constructor's, unless the storage holds one (§4.1)
-  if (!options.joining) initial.voters = peer_ids;
-  if (!options.joining)
-    initial.voters.insert(std::upper_bound(initial.voters.begin(), initial.voters.end(), id), id);
-  bool stored = !snapshot_->configuration.voters.empty();
-  configs_.assign(1, {log_start(), stored ? snapshot_->configuration : initial});
+  // The constructor's configuration, unless the storage holds one (§4.1).
+  if (!options.joining) peer_ids.insert(std::upper_bound(peer_ids.begin(), peer_ids.end(), id), id);
+  const Configuration& stored = snapshot_->configuration;
+  configs_.assign(1, {log_start(), stored.voters.empty() ? Configuration{peer_ids, {}} : stored});
   track_configurations(log_start() + 1);
   commit_index_ = last_applied_ = log_start();
   durable_index_ = last_log_index();
@@ -145,22 +150,22 @@ void Replica::save_from(Index first) {
 // Drops entries >= index; the caller appends the leader's entries from index right after.
 void Replica::truncate_from(Index index) {
   assert(index > commit_index_ && index > log_start()); // committed entries are never removed
-  for (; !queued_.empty() && queued_.back().index >= index; queued_.pop_back())
-    overwritten_.push_back(queued_.back());
   log_.resize(index - log_start() - 1);
   durable_index_ = std::min(durable_index_, index - 1);
   while (configs_.back().first >= index) configs_.pop_back(); // §4.1: the previous one again
+}
+
+// Figure 2: currentTerm and votedFor change together, in one write to storage.
+void Replica::set_term_and_vote(Term term, std::optional<ReplicaID> voted_for) {
+  current_term_ = term, voted_for_ = voted_for;
+  storage_->save_term_and_vote(term, voted_for);
 }
 
 // ---- Role changes: the only code that changes the role or reports the leader ----
 
 void Replica::become_follower(Term term, std::optional<ReplicaID> leader) {
   assert(term >= current_term_);
-  if (term > current_term_) {
-    current_term_ = term;
-    voted_for_.reset();
-    storage_->save_term_and_vote(current_term_, voted_for_);
-  }
+  if (term > current_term_) set_term_and_vote(term, std::nullopt);
   if (role_ != Role::Follower || leader) reset_election_timer(); // word from a leader (§5.2)
   if (leader) leader_contact_ = now_;
   role_ = Role::Follower;
@@ -168,11 +173,9 @@ void Replica::become_follower(Term term, std::optional<ReplicaID> leader) {
   for (Peer& peer : peers_) peer.snapshot.reset(); // transfers in flight end with leadership
   transfer_to_.reset();
   for (const Read& read : std::exchange(reads_, {})) abandon(read.id, AbandonReason::NotLeader);
-  if (change_) abandon(change_->id, AbandonReason::NotLeader); // not yet (fully) appended
-  change_.reset();
-  for (; !accepted_.empty(); accepted_.pop_front(), accepted_next_ = 0) // never in our log
-    for (; accepted_next_ < accepted_.front().size(); ++accepted_next_)
-      abandon(accepted_.front()[accepted_next_].id, AbandonReason::NotLeader);
+  if (change_) abandon(std::exchange(change_, std::nullopt)->id, AbandonReason::NotLeader);
+  for (; !accepted_.empty(); accepted_.pop_front()) // never in our log
+    abandon(accepted_.front().id, AbandonReason::NotLeader);
 }
 
 // §5.2: a candidate votes for itself in a new term and asks every peer for its vote. With
@@ -182,11 +185,7 @@ void Replica::campaign(bool pre_vote, bool transfer) {
   if (current_term_ >= kMaxTerm) return reset_election_timer(); // no term is left to run in
   role_ = pre_vote ? Role::PreCandidate : Role::Candidate;
   set_leader(std::nullopt); // it no longer hears one
-  if (!pre_vote) {
-    ++current_term_;
-    voted_for_ = id_;
-    storage_->save_term_and_vote(current_term_, voted_for_);
-  }
+  if (!pre_vote) set_term_and_vote(current_term_ + 1, id_);
   reset_election_timer();
   for (Peer& peer : peers_) peer.vote_granted = false;
   if (agreed(granted, 1)) return pre_vote ? campaign(false) : become_leader();
@@ -194,10 +193,8 @@ void Replica::campaign(bool pre_vote, bool transfer) {
     if (!peer.voter) continue;
     Message request = make_message(MessageType::RequestVote, peer.id);
     request.term += pre_vote; // the term it would campaign for
-    request.pre_vote = pre_vote;
-    request.transfer = transfer;
-    request.last_log_index = last_log_index();
-    request.last_log_term = term_at(last_log_index());
+    request.pre_vote = pre_vote, request.transfer = transfer;
+    request.last_log_index = last_log_index(), request.last_log_term = term_at(last_log_index());
     send(std::move(request));
   }
 }
@@ -218,17 +215,6 @@ void Replica::set_leader(std::optional<ReplicaID> leader) {
   if (leader == leader_) return;
   leader_ = leader;
   cluster_.register_leader(leader);
-}
-
-// ---- §5.1 Terms: a higher term in any message makes this replica a follower of that term ----
-
-void Replica::observe_term(const Message& message) {
-  bool pre_vote_request = message.type == MessageType::RequestVote && message.pre_vote;
-  if (message.term <= current_term_ || pre_vote_request) return;
-  bool from_leader =
-      message.type == MessageType::AppendEntries || message.type == MessageType::InstallSnapshot;
-  become_follower(message.term,
-                  from_leader ? std::optional<ReplicaID>(message.from) : std::nullopt);
 }
 
 // ---- §5.2 Leader election ----
@@ -254,31 +240,32 @@ template <class Value> Index Replica::agreed(Value value, Index own) {
   return *majority;
 }
 
-void Replica::handle_request_vote(const Message& request) {
+void Replica::handle_request_vote(const Message& request, bool heard) {
   // Figure 2: grant if the term is current, no other vote was cast in it, and the candidate's
   // log is at least as up to date as ours (§5.4.1). A pre-vote for a later term (the
   // dissertation's §9.6) needs such a log too, and that we heard from no leader for the minimum
   // election timeout (its §4.2.3).
-  bool up_to_date = log_is_up_to_date(request.last_log_index, request.last_log_term);
-  bool heard = role_ == Role::Leader || now_ < leader_contact_ + election_timeout_range_.first;
+  // §5.4.1: a later last term wins; with equal last terms, the longer log wins.
+  Term last_term = term_at(last_log_index());
+  bool up_to_date =
+      request.last_log_term > last_term ||
+      (request.last_log_term == last_term && request.last_log_index >= last_log_index());
   // Two pre-candidates would split the vote that follows: of two equal logs, the lower id goes
   // ahead, and a pre-candidate that grants a pre-vote stands back as a follower.
   bool rival = request.pre_vote && role_ == Role::PreCandidate;
-  bool ahead = request.last_log_index != last_log_index() ||
-               request.last_log_term != term_at(last_log_index()) || request.from < id_;
+  bool ahead = request.last_log_index != last_log_index() || request.last_log_term != last_term ||
+               request.from < id_;
   bool vote_granted =
       request.pre_vote ? request.term > current_term_ && up_to_date && !heard && (!rival || ahead)
                        : request.term == current_term_ && up_to_date &&
                              (!voted_for_ || *voted_for_ == request.from);
   if (vote_granted && rival) role_ = Role::Follower; // its election timer runs on
-  if (vote_granted && !request.pre_vote) {
-    voted_for_ = request.from;
-    storage_->save_term_and_vote(current_term_, voted_for_); // again, if a repeated grant
+  if (vote_granted && !request.pre_vote) {           // saved again, if a repeated grant
+    set_term_and_vote(current_term_, request.from);
     reset_election_timer();
   }
   Message response = make_message(MessageType::RequestVoteResponse, request.from);
-  response.pre_vote = request.pre_vote;
-  response.vote_granted = vote_granted;
+  response.pre_vote = request.pre_vote, response.vote_granted = vote_granted;
   send(std::move(response));
 }
 
@@ -308,20 +295,11 @@ void Replica::send_append_entries(Peer& peer, std::size_t limit) {
       request.prev_log_index + std::min<Index>(limit, last_log_index() - request.prev_log_index);
   request.entries.assign(log_.begin() + (request.prev_log_index - log_start()),
                          log_.begin() + (last - log_start()));
-  request.leader_commit = commit_index_;
-  request.round = round_;
-  peer.commit_sent = commit_index_;
-  peer.heartbeat_due = now_ + heartbeat_timeout_;
+  request.leader_commit = commit_index_, request.round = round_;
+  peer.commit_sent = commit_index_, peer.heartbeat_due = now_ + heartbeat_timeout_;
   peer.awaiting = peer.probing; // a probe waits for its answer; a pipeline moves on
   if (!peer.probing) peer.next_index = last + 1;
   send(std::move(request));
-}
-
-// The depth of a follower's pipeline in entries (a batch more may be in flight) and the most a
-// leader appends per poll; it saturates rather than overflow.
-Index Replica::window() const {
-  Index batch = options_.max_entries_per_message, in_flight = options_.max_messages_in_flight;
-  return in_flight > UINT64_MAX / batch ? UINT64_MAX : batch * in_flight;
 }
 
 // Called once at the end of a leader's poll: everything accepted or learned in the poll goes out
@@ -332,9 +310,8 @@ void Replica::replicate() {
   bool due = std::any_of(peers_.begin(), peers_.end(),
                          [this](const Peer& peer) { return now_ >= peer.heartbeat_due; });
   if (std::exchange(start_round_, false) || due) {
-    round_starts_.emplace_back(++round_, now_);
-    while (now_ - round_starts_.front().second > election_timeout_range_.first)
-      round_starts_.pop_front();
+    round_starts_.push_back(now_), ++round_;
+    while (now_ - round_starts_.front() > election_timeout_range_.first) round_starts_.pop_front();
     for (Peer& peer : peers_) peer.heartbeat_due = now_;
   }
   for (Peer& peer : peers_) {
@@ -345,7 +322,7 @@ void Replica::replicate() {
     }
     bool sent = false;
     for (; !peer.probing && peer.next_index <= last_log_index() &&
-           peer.next_index - peer.match_index <= window();
+           peer.next_index - peer.match_index <= window_;
          sent = true)
       send_append_entries(peer, batch);
     if (!sent && (heartbeat_due || peer.commit_sent < commit_index_)) send_append_entries(peer, 0);
@@ -355,8 +332,7 @@ void Replica::replicate() {
 
 void Replica::handle_append_entries(Message& request) {
   Message response = make_message(MessageType::AppendEntriesResponse, request.from);
-  response.prev_log_index = request.prev_log_index;
-  response.round = request.round;
+  response.prev_log_index = request.prev_log_index, response.round = request.round;
   if (request.term < current_term_) return send(std::move(response)); // a stale leader learns
   become_follower(request.term, request.from); // a candidate steps down (§5.2)
 
@@ -381,8 +357,7 @@ void Replica::handle_append_entries(Message& request) {
   // entry of a term above its own, comes from no correct leader and is ignored.
   for (const Entry& e : request.entries)
     if (e.term > request.term || e.term == 0) return;
-  Index match = prev + request.entries.size();
-  Index index = prev + 1;
+  Index match = prev + request.entries.size(), index = prev + 1;
   auto entry = request.entries.begin();
   for (; entry != request.entries.end() &&
          (index <= log_start() || (index <= last_log_index() && term_at(index) == entry->term));
@@ -397,15 +372,13 @@ void Replica::handle_append_entries(Message& request) {
   }
   // Figure 2: commitIndex = min(leaderCommit, index of last new entry), never backwards.
   commit_index_ = std::max(commit_index_, std::min(request.leader_commit, match));
-  response.success = true;
-  response.match_index = match;
+  response.success = true, response.match_index = match;
   send(std::move(response));
 }
 
 void Replica::handle_append_entries_response(const Message& response, Peer& peer) {
   if (role_ != Role::Leader || response.term != current_term_) return;
-  peer.recent_active = true; // it still follows us, whatever it answers (§6.2, §6.4)
-  peer.acked_round = std::max(peer.acked_round, response.round);
+  peer.recent_active = true, peer.acked_round = std::max(peer.acked_round, response.round);
   if (response.success) {
     if (response.match_index > last_log_index()) return; // no follower holds more than we sent
     record_match(peer, response.match_index);
@@ -425,8 +398,7 @@ void Replica::handle_append_entries_response(const Message& response, Peer& peer
   }
   peer.next_index =
       std::clamp(next, peer.match_index + 1, std::min(rejected, last_log_index() + 1));
-  peer.probing = true;
-  peer.awaiting = false;
+  peer.probing = true, peer.awaiting = false;
 }
 
 // The peer's log matches ours through `match`: the pipeline may run and the commit may advance.
@@ -444,28 +416,16 @@ void Replica::advance_commit_index() {
   if (majority > commit_index_ && term_at(majority) == current_term_) commit_index_ = majority;
 }
 
-// ---- §5.4 Safety ----
-
-// §5.4.1: a later last term wins; with equal last terms, the longer log wins.
-bool Replica::log_is_up_to_date(Index last_log_index, Term last_log_term) const {
-  Term our_last_term = term_at(this->last_log_index());
-  return last_log_term > our_last_term ||
-         (last_log_term == our_last_term && last_log_index >= this->last_log_index());
-}
-
 // ---- §7 Log compaction ----
 
 // The state machine's state through lastApplied replaces the log up to there; only up to the
 // oldest snapshot still in flight, so that its follower goes on from there by AppendEntries.
 void Replica::take_snapshot() {
   Snapshot snapshot = state_machine_.create_snapshot(last_applied_, term_at(last_applied_));
-  snapshot.last_included_index = last_applied_;
+  snapshot.last_included_index = last_applied_,
   snapshot.last_included_term = term_at(last_applied_);
-  snapshot.configuration =
-      std::prev(
-          std::upper_bound(configs_.begin(), configs_.end(), last_applied_,
-                           [](Index index, const auto& config) { return index < config.first; }))
-          ->second;
+  for (const auto& [index, configuration] : configs_)
+    if (index <= last_applied_) snapshot.configuration = configuration;
   snapshot.term_starts = snapshot_->term_starts;
   for (Index i = snapshot_->last_included_index + 1; i <= last_applied_; ++i)
     if (snapshot.term_starts.empty() || snapshot.term_starts.back().second != term_at(i))
@@ -477,6 +437,7 @@ void Replica::take_snapshot() {
   log_start_term_ = term_at(keep);
   log_.erase(log_.begin(), log_.begin() + (keep - log_start()));
   log_start_ = keep;
+  while (configs_.size() > 1 && configs_[1].first <= keep) configs_.erase(configs_.begin());
   const Entry* after = log_.data() + (last_applied_ - keep);
   storage_->save_snapshot(snapshot, after, log_.data() + log_.size());
   snapshot_ = std::make_shared<const Snapshot>(std::move(snapshot));
@@ -488,24 +449,20 @@ void Replica::take_snapshot() {
 // progress was seen for a minimum election timeout.
 void Replica::send_snapshot_chunk(Peer& peer) {
   if (!peer.snapshot) {
-    peer.snapshot = snapshot_;
-    peer.snapshot_offset = 0;
-    peer.snapshot_progress = now_;
-    peer.awaiting = false;
+    peer.snapshot = snapshot_, peer.snapshot_offset = 0;
+    peer.snapshot_progress = now_, peer.awaiting = false;
   }
   bool resend = !peer.awaiting || now_ >= peer.chunk_sent + election_timeout_range_.first;
   const Snapshot& snapshot = *peer.snapshot;
   Message request = make_message(MessageType::InstallSnapshot, peer.id);
   request.last_included_index = snapshot.last_included_index;
   request.last_included_term = snapshot.last_included_term;
-  request.configuration = snapshot.configuration;
-  request.term_starts = snapshot.term_starts;
-  request.offset = peer.snapshot_offset;
+  request.configuration = snapshot.configuration, request.term_starts = snapshot.term_starts;
+  request.offset = peer.snapshot_offset, request.round = round_;
   request.data = snapshot.data.substr(request.offset, resend ? options_.snapshot_chunk_bytes : 0);
   request.done = request.offset + request.data.size() == snapshot.data.size();
   if (resend) peer.chunk_sent = now_;
-  peer.awaiting = true;
-  peer.heartbeat_due = now_ + heartbeat_timeout_;
+  peer.awaiting = true, peer.heartbeat_due = now_ + heartbeat_timeout_;
   send(std::move(request));
 }
 
@@ -513,8 +470,8 @@ void Replica::send_snapshot_chunk(Peer& peer) {
 // with bytes starts it again. The answer says how many bytes we hold.
 void Replica::handle_install_snapshot(const Message& request) {
   Message response = make_message(MessageType::InstallSnapshotResponse, request.from);
-  response.last_included_index = request.last_included_index;
-  response.offset = request.offset;
+  response.last_included_index = request.last_included_index, response.offset = request.offset;
+  response.round = request.round;
   if (request.term < current_term_) return send(std::move(response));
   if (request.last_included_term > request.term) return; // from no correct leader
   become_follower(request.term, request.from);
@@ -527,11 +484,8 @@ void Replica::handle_install_snapshot(const Message& request) {
               incoming_.last_included_term == request.last_included_term;
   bool heartbeat = request.data.empty() && !request.done;
   if (request.offset == 0 && (!same || !heartbeat)) {
-    incoming_ = Snapshot{request.last_included_index,
-                         request.last_included_term,
-                         request.configuration,
-                         {},
-                         request.term_starts};
+    incoming_ = Snapshot{request.last_included_index, request.last_included_term,
+                         request.configuration, "", request.term_starts};
     incoming_term_ = request.term;
     same = true;
   }
@@ -552,26 +506,22 @@ void Replica::install_snapshot(Snapshot snapshot) {
   Index index = snapshot.last_included_index;
   Term term = snapshot.last_included_term;
   bool keep = index <= last_log_index() && term_at(index) == term;
-  for (; !queued_.empty() && (!keep || queued_.front().index <= index); queued_.pop_front())
-    if (!keep) overwritten_.push_back(queued_.front());
-  for (const Queued& queued : overwritten_) {
-    if (queued.index > index) continue;
+  auto covered = [&](const Queued& queued) {
     Term committed = keep && queued.index > log_start() ? term_at(queued.index) : 0;
     auto start = std::upper_bound(snapshot.term_starts.begin(), snapshot.term_starts.end(),
                                   std::make_pair(queued.index, kMaxTerm + 1));
     if (!committed && start != snapshot.term_starts.begin()) committed = std::prev(start)->second;
     if (queued.index == index) committed = term;
-    if (committed ? queued.term != committed : queued.term > term) abandon(queued.id);
-  }
-  overwritten_.erase(
-      std::remove_if(overwritten_.begin(), overwritten_.end(),
-                     [index](const Queued& queued) { return queued.index <= index; }),
-      overwritten_.end());
+    bool lost = committed ? queued.term != committed : queued.term > term;
+    if (queued.index <= index && lost) abandon(queued.id);
+    return queued.index <= index;
+  };
+  queued_.erase(std::remove_if(queued_.begin(), queued_.end(), covered), queued_.end());
   log_.erase(log_.begin(), keep ? log_.begin() + (index - log_start()) : log_.end());
   log_start_ = index;
   log_start_term_ = term;
   if (!keep) configs_.assign(1, {index, snapshot.configuration});
-  update_peers();
+  track_configurations(last_log_index() + 1);
   storage_->save_snapshot(snapshot, log_.data(), log_.data() + log_.size());
   snapshot_ = std::make_shared<const Snapshot>(std::move(snapshot));
   state_machine_.set_snapshot(*snapshot_);
@@ -586,11 +536,9 @@ void Replica::handle_install_snapshot_response(const Message& response, Peer& pe
   if (role_ != Role::Leader || response.term != current_term_ || !peer.snapshot ||
       response.last_included_index != peer.snapshot->last_included_index)
     return; // about another transfer
-  peer.recent_active = true;
-  if (response.done) {
-    peer.snapshot.reset();
-    return record_match(peer, response.last_included_index);
-  }
+  peer.recent_active = true, peer.acked_round = std::max(peer.acked_round, response.round);
+  if (response.done) peer.snapshot.reset(); // it holds the snapshot's state
+  if (response.done) return record_match(peer, response.last_included_index);
   if (response.offset != peer.snapshot_offset || response.received == peer.snapshot_offset) return;
   peer.snapshot_offset = std::min<std::uint64_t>(response.received, peer.snapshot->data.size());
   peer.snapshot_progress = now_;
@@ -608,31 +556,14 @@ void Replica::take_pending_transitions() {
     state_machine_.register_transition_state(
         transition.id, leader ? TransitionState::Queued : TransitionState::Abandoned,
         leader ? AbandonReason::None : AbandonReason::NotLeader);
-  if (leader && !pending.empty()) accepted_.push_back(std::move(pending));
+  if (leader) std::move(pending.begin(), pending.end(), std::back_inserter(accepted_));
   Index first = last_log_index() + 1;
-  while (!transfer_to_ && !accepted_.empty() && last_log_index() + 1 - first < window()) {
-    Transition& transition = accepted_.front()[accepted_next_++];
-    queued_.push_back(Queued{last_log_index() + 1, current_term_, transition.id});
-    log_.push_back(Entry{current_term_, std::move(transition)});
-    if (accepted_next_ == accepted_.front().size()) accepted_.pop_front(), accepted_next_ = 0;
+  while (!transfer_to_ && !accepted_.empty() && last_log_index() + 1 - first < window_) {
+    queued_.push_back(Queued{last_log_index() + 1, current_term_, accepted_.front().id});
+    log_.push_back(Entry{current_term_, std::move(accepted_.front())});
+    accepted_.pop_front();
   }
   if (last_log_index() >= first) save_from(first);
-}
-
-// A queued transition that a new leader overwrote in our log may still commit from another
-// replica's log. It is lost for sure once its index is applied with another entry (Log
-// Matching), or an entry of a later term is applied (terms never decrease along a log): only
-// then is it reported ConflictWithLeader, so a committed transition never is.
-void Replica::settle_overwritten() {
-  Term applied_term = term_at(last_applied_);
-  auto settled = [&](const Queued& queued) {
-    bool known = queued.index <= last_applied_ || queued.term < applied_term;
-    if (known && (queued.index > last_applied_ || term_at(queued.index) != queued.term))
-      abandon(queued.id);
-    return known;
-  };
-  overwritten_.erase(std::remove_if(overwritten_.begin(), overwritten_.end(), settled),
-                     overwritten_.end());
 }
 
 void Replica::abandon(std::uint64_t id, AbandonReason reason) {
@@ -645,16 +576,24 @@ void Replica::apply_committed() {
     const Entry& entry = log_[last_applied_ - log_start()];
     const Transition& transition = entry.transition;
     auto report = [&](TransitionState state) {
-      if (!(transition == noop_))
+      if (entry.configuration ? !transition.data.empty() : !(transition == noop_))
         state_machine_.register_transition_state(transition.id, state, AbandonReason::None);
     };
     report(TransitionState::Committed);
     if (!entry.configuration) state_machine_.apply_transition(transition);
     ++last_applied_;
     report(TransitionState::Applied);
-    if (!queued_.empty() && queued_.front().index <= last_applied_) queued_.pop_front();
   }
-  if (!overwritten_.empty()) settle_overwritten();
+  // A transition queued here, even if a new leader overwrote it in our log, may still commit
+  // from another replica's log. Its fate is known once its index is applied (Log Matching), or an
+  // entry of a later term is (terms never decrease along a log): then, if the entry at its index
+  // is not its own, it is reported ConflictWithLeader, so a committed transition never is. The
+  // queue is in order of term, then index: its front is settled first.
+  for (Term applied = term_at(last_applied_); !queued_.empty(); queued_.pop_front()) {
+    const Queued& queued = queued_.front();
+    if (queued.index > last_applied_ && queued.term >= applied) break;
+    if (queued.index > last_applied_ || term_at(queued.index) != queued.term) abandon(queued.id);
+  }
   if (options_.snapshot_delta &&
       last_applied_ - snapshot_->last_included_index >= options_.snapshot_delta)
     take_snapshot();
@@ -675,8 +614,7 @@ void Replica::check_quorum() {
 void Replica::transfer_leadership(ReplicaID to) {
   Peer* peer = find_peer(to);
   if (role_ != Role::Leader || !peer || !peer->voter) return;
-  transfer_to_ = to;
-  transfer_deadline_ = now_ + election_timeout_range_.second;
+  transfer_to_ = to, transfer_deadline_ = now_ + election_timeout_range_.second;
   // The lease is given up for the rest of this term: a TimeoutNow still on its way after the
   // transfer is given up could yet elect the target with votes that do not wait for the lease.
   lease_round_ = UINT64_MAX;
@@ -689,8 +627,6 @@ void Replica::send_timeout_now(Peer& peer) {
   if (transfer_to_ == peer.id && peer.match_index == last_log_index())
     send(make_message(MessageType::TimeoutNow, peer.id));
 }
-
-void Replica::read(std::uint64_t read_id) { reads_asked_.push_back(read_id); }
 
 // A read waits for a heartbeat round that starts after it (or is served by the lease), and for
 // the read index: the commit index once an entry of this leader's term has committed (§6.4).
@@ -718,11 +654,9 @@ std::uint64_t Replica::quorum_round() {
 // of them grants a vote before that timeout (§4.2.3), even if its clock runs 10% fast.
 bool Replica::has_lease() {
   if (!options_.lease_reads || !options_.check_quorum || transfer_to_) return false;
-  std::uint64_t round = quorum_round();
-  auto start = std::lower_bound(round_starts_.begin(), round_starts_.end(),
-                                std::make_pair(round, Clock::time_point::min()));
-  return round >= lease_round_ && start != round_starts_.end() && start->first == round &&
-         now_ < start->second + election_timeout_range_.first * 9 / 10;
+  std::uint64_t round = quorum_round(), oldest = round_ + 1 - round_starts_.size();
+  return round >= std::max(lease_round_, oldest) && round <= round_ &&
+         now_ < round_starts_[round - oldest] + election_timeout_range_.first * 9 / 10;
 }
 
 void Replica::serve_reads() {
@@ -741,107 +675,85 @@ void Replica::serve_reads() {
 
 // ---- §4 Membership changes, one replica at a time ----
 
-// Configurations take effect as soon as their entry is in the log (§4.1).
+// A configuration takes effect as soon as its entry is in the log (§4.1). The peers are its
+// members; those that stay keep their leader state.
 void Replica::track_configurations(Index from) {
   for (Index index = from; index <= last_log_index(); ++index)
     if (const auto& config = log_[index - log_start() - 1].configuration)
       configs_.emplace_back(index, *config);
-  update_peers();
-}
-
-// The peers are the latest configuration's members; those that stay keep their leader state.
-void Replica::update_peers() {
-  const Configuration& config = configs_.back().second;
+  const auto& [voters, learners] = configs_.back().second;
   std::vector<Peer> peers;
-  voter_ = false;
-  for (bool voters : {true, false}) {
-    for (ReplicaID id : voters ? config.voters : config.learners) {
-      if (id == id_) {
-        voter_ = voters;
-        continue;
-      }
+  for (const std::vector<ReplicaID>* ids : {&voters, &learners})
+    for (ReplicaID id : *ids) {
       Peer* known = find_peer(id);
-      peers.push_back(known ? std::move(*known) : Peer{id, last_log_index() + 1});
-      peers.back().voter = voters;
+      if (id != id_) peers.push_back(known ? std::move(*known) : Peer{id, last_log_index() + 1});
+      if (id != id_) peers.back().voter = ids == &voters;
     }
-  }
   peers_ = std::move(peers);
+  voter_ = has(voters, id_);
 }
 
 void Replica::change_membership(std::uint64_t change_id, MembershipChange change,
                                 ReplicaID replica) {
-  changes_asked_.push_back(Change{change_id, change, replica, {}});
+  changes_asked_.push_back(Change{change_id, change, replica});
 }
 
+// A leader takes one change at a time, and none while the latest configuration is uncommitted.
 void Replica::take_changes() {
+  const auto& [voters, learners] = configs_.back().second;
   for (Change& asked : std::exchange(changes_asked_, {})) {
+    bool voter = has(voters, asked.replica), member = voter || has(learners, asked.replica);
+    bool pointless = asked.change == MembershipChange::Remove
+                         ? !member || (voter && voters.size() == 1) // no voter would be left
+                     : asked.change == MembershipChange::AddVoter ? voter
+                                                                  : member;
     if (role_ != Role::Leader || transfer_to_) {
       abandon(asked.id, AbandonReason::NotLeader);
-      continue;
-    }
-    const Configuration& config = configs_.back().second;
-    bool voter = std::binary_search(config.voters.begin(), config.voters.end(), asked.replica);
-    bool learner =
-        std::binary_search(config.learners.begin(), config.learners.end(), asked.replica);
-    bool has_role = asked.change == MembershipChange::AddLearner ? voter || learner
-                    : asked.change == MembershipChange::AddVoter ? voter
-                                                                 : !voter && !learner;
-    bool last_voter =
-        asked.change == MembershipChange::Remove && voter && config.voters.size() == 1;
-    if (change_ || configs_.back().first > commit_index_ || has_role || last_voter) {
+    } else if (change_ || configs_.back().first > commit_index_ || pointless) {
       abandon(asked.id, AbandonReason::Refused);
-      continue;
+    } else {
+      state_machine_.register_transition_state(asked.id, TransitionState::Queued,
+                                               AbandonReason::None);
+      change_ = asked;
     }
-    state_machine_.register_transition_state(asked.id, TransitionState::Queued,
-                                             AbandonReason::None);
-    change_ = asked;
-    change_->round_start = now_, change_->round_end = last_log_index(), change_->heard = round_ + 1;
   }
 }
 
 // A change is appended once an entry of this leader's term has committed (the known fix to
 // single-server changes) and the configuration before it has. AddVoter of a replica that is not
-// a learner adds it as one first; it is promoted after a catch-up round (reaching our last index
-// as of the round's start) that took less than an election timeout (§4.2.1).
+// a learner makes it one first, then promotes it after a catch-up round (reaching our last index
+// as of the round's start) took less than an election timeout (§4.2.1).
 void Replica::advance_change() {
   if (!change_ || term_at(commit_index_) != current_term_ || configs_.back().first > commit_index_)
     return;
   Change& change = *change_;
   Configuration next = configs_.back().second;
-  auto remove = [&](std::vector<ReplicaID>& ids) {
-    ids.erase(std::remove(ids.begin(), ids.end(), change.replica), ids.end());
-  };
-  auto add = [&](std::vector<ReplicaID>& ids) {
-    ids.insert(std::upper_bound(ids.begin(), ids.end(), change.replica), change.replica);
-  };
-  Transition named{change.id, {}};
-  Duration round = now_ - change.round_start, timeout = election_timeout_range_.second;
-  bool learner = std::binary_search(next.learners.begin(), next.learners.end(), change.replica);
-  if (change.change == MembershipChange::AddVoter && !learner) { // a learner first
-    add(next.learners);
-    named = noop_; // not the entry that completes the change: not reported
-    change.round_start = now_, change.round_end = last_log_index() + 1, change.heard = round_ + 1;
-  } else if (change.change == MembershipChange::AddVoter) {
-    const Peer& learner = *find_peer(change.replica); // it answers in the round, and matches
-    if (learner.match_index < change.round_end || learner.acked_round < change.heard) {
-      if (round < 10 * timeout) return;                         // the round goes on
-    } else if (round >= timeout && ++change.slow_rounds < 10) { // too slow: another round
-      change.round_start = now_, change.round_end = last_log_index(), change.heard = round_ + 1;
-      return;
-    }
-    if (round >= timeout) { // given up: it stays a learner
+  auto& [voters, learners] = next;
+  bool promote = change.change == MembershipChange::AddVoter && has(learners, change.replica);
+  if (promote) {
+    const Peer& learner = *find_peer(change.replica); // it matches, and answered in the round
+    bool reached = learner.match_index >= change.round_end && learner.acked_round >= change.heard;
+    Duration round = now_ - change.round_start, timeout = election_timeout_range_.second;
+    if (change.heard && !reached && round < 10 * timeout) return; // the round goes on
+    if (change.heard && (!reached || (round >= timeout && ++change.rounds == 10))) { // given up
       abandon(change.id, AbandonReason::Refused);
       return change_.reset();
     }
-    remove(next.learners), add(next.voters);
-  } else if (change.change == MembershipChange::AddLearner) {
-    add(next.learners);
-  } else {
-    remove(next.voters), remove(next.learners);
+    if (!change.heard || round >= timeout) { // the first round, or another after a slow one
+      change.round_start = now_, change.round_end = last_log_index(), change.heard = round_ + 1;
+      start_round_ = true; // under load, heartbeats alone start no rounds
+      return;
+    }
   }
-  log_.push_back(Entry{current_term_, named, next});
-  if (!(named == noop_)) queued_.push_back(Queued{last_log_index(), current_term_, change.id});
-  if (!(named == noop_)) change_.reset();
+  for (auto* ids : {&voters, &learners})
+    ids->erase(std::remove(ids->begin(), ids->end(), change.replica), ids->end());
+  std::vector<ReplicaID>& ids = promote ? voters : learners;
+  if (change.change != MembershipChange::Remove)
+    ids.insert(std::upper_bound(ids.begin(), ids.end(), change.replica), change.replica);
+  bool completes = promote || change.change != MembershipChange::AddVoter;
+  log_.push_back(Entry{current_term_, Transition{change.id, completes ? "completes" : ""}, next});
+  if (completes) queued_.push_back(Queued{last_log_index(), current_term_, change.id});
+  if (completes) change_.reset();
   save_from(last_log_index());
   track_configurations(last_log_index());
 }
@@ -856,14 +768,9 @@ Replica::Peer* Replica::find_peer(ReplicaID id) {
 // Every message carries this replica's current term, which poll() makes durable before sending.
 Message Replica::make_message(MessageType type, ReplicaID to) const {
   Message message;
-  message.type = type;
-  message.from = id_;
-  message.to = to;
-  message.term = current_term_;
+  message.type = type, message.from = id_, message.to = to, message.term = current_term_;
   return message;
 }
-
-void Replica::send(Message message) { outbox_.push_back(std::move(message)); }
 
 void Replica::handle(Message& message) {
   // Terms start at 1 (§5.1): only a fresh voter answering a pre-vote speaks in term 0. A term
@@ -871,9 +778,7 @@ void Replica::handle(Message& message) {
   // Requests are taken from replicas outside our configuration too: a leader adding us, or a
   // candidate of a configuration we have not heard of yet (§4.1). Answers come from members.
   Peer* peer = find_peer(message.from);
-  bool answer = message.type == MessageType::RequestVoteResponse ||
-                message.type == MessageType::AppendEntriesResponse ||
-                message.type == MessageType::InstallSnapshotResponse;
+  bool answer = static_cast<int>(message.type) % 2; // every request's answer follows it
   bool pre_vote_answer = message.type == MessageType::RequestVoteResponse && message.pre_vote;
   if (message.to != id_ || message.from == id_ || (answer && !peer) ||
       (message.term == 0 && !pre_vote_answer) || message.term > kMaxTerm)
@@ -884,9 +789,15 @@ void Replica::handle(Message& message) {
   if (message.type == MessageType::RequestVote && !message.pre_vote && !message.transfer &&
       options_.check_quorum && heard)
     return;
-  observe_term(message);
+  // §5.1: a higher term in any message but a pre-vote request makes us a follower in that term.
+  bool from_leader =
+      message.type == MessageType::AppendEntries || message.type == MessageType::InstallSnapshot;
+  if (message.term > current_term_ &&
+      !(message.type == MessageType::RequestVote && message.pre_vote))
+    become_follower(message.term,
+                    from_leader ? std::optional<ReplicaID>(message.from) : std::nullopt);
   switch (message.type) {
-  case MessageType::RequestVote: return handle_request_vote(message);
+  case MessageType::RequestVote: return handle_request_vote(message, heard);
   case MessageType::RequestVoteResponse: return handle_request_vote_response(message, *peer);
   case MessageType::AppendEntries: return handle_append_entries(message);
   case MessageType::AppendEntriesResponse: return handle_append_entries_response(message, *peer);
@@ -915,16 +826,14 @@ void Replica::poll(Clock::time_point now) {
     if (transfer_to_ && now_ >= transfer_deadline_) transfer_to_.reset(); // §3.10: given up
     take_changes();
     take_pending_transitions();
-    if (role_ == Role::Leader) check_quorum();
-    if (role_ == Role::Leader) advance_change();
+    if (role_ == Role::Leader) check_quorum(), advance_change();
     if (role_ != Role::Leader && now_ >= election_deadline_)
       voter_ ? campaign(options_.pre_vote) : reset_election_timer(); // a learner never campaigns
     if (role_ == Role::Leader) replicate();
     if (role_ == Role::Leader && !voter_ && configs_.back().first <= commit_index_)
       become_follower(current_term_, std::nullopt); // §4.2.2: removed, and that commit was sent
     storage_->sync();
-    bool synced_more = durable_index_ != last_log_index();
-    durable_index_ = last_log_index();
+    bool synced_more = std::exchange(durable_index_, last_log_index()) != last_log_index();
     for (Message& message : outbox_) cluster_.send_message(message.to, message);
     outbox_.clear();
     if (role_ == Role::Leader && synced_more) advance_commit_index();
@@ -968,10 +877,7 @@ struct Writer {
     out += static_cast<char>(value);
   }
   void operator()(bool value) { out += static_cast<char>(value); }
-  void operator()(std::string_view bytes) {
-    (*this)(std::uint64_t{bytes.size()});
-    out += bytes;
-  }
+  void operator()(std::string_view bytes) { (*this)(std::uint64_t{bytes.size()}), out += bytes; }
   void operator()(const Entry& entry) {
     (*this)(entry.term), (*this)(entry.transition.id), (*this)(entry.transition.data);
     (*this)(entry.configuration.has_value());
@@ -979,9 +885,8 @@ struct Writer {
   }
   void operator()(const Configuration& config) { (*this)(config.voters), (*this)(config.learners); }
   void operator()(const Snapshot& s) { // for FileStorage's snapshot record
-    (*this)(s.last_included_index), (*this)(s.last_included_term);
-    (*this)(s.configuration.voters), (*this)(s.data), (*this)(s.term_starts);
-    (*this)(s.configuration.learners);
+    (*this)(s.last_included_index), (*this)(s.last_included_term), (*this)(s.configuration.voters);
+    (*this)(s.data), (*this)(s.term_starts), (*this)(s.configuration.learners);
   }
   void operator()(const std::pair<Index, Term>& pair) { (*this)(pair.first), (*this)(pair.second); }
   template <class T> void operator()(const std::vector<T>& items) {
@@ -1015,8 +920,7 @@ struct Reader {
   void operator()(std::uint64_t& value) { value = varint(); }
   void operator()(bool& value) {
     std::uint64_t byte = varint();
-    ok = ok && byte <= 1;
-    value = byte == 1;
+    ok = ok && byte <= 1, value = byte == 1;
   }
   void operator()(std::string& bytes) {
     bytes.assign(in.substr(0, length()));
@@ -1024,14 +928,15 @@ struct Reader {
   }
   void operator()(Entry& entry) {
     (*this)(entry.term), (*this)(entry.transition.id), (*this)(entry.transition.data);
-    bool configuration = false;
-    (*this)(configuration);
-    if (configuration) (*this)(entry.configuration.emplace());
+    (*this)(entry.configuration);
+  }
+  void operator()(std::optional<Configuration>& config) { // a boolean, then the configuration
+    if (bool present = false; (*this)(present), present) (*this)(config.emplace());
   }
   void operator()(Configuration& config) { (*this)(config.voters), (*this)(config.learners); }
   void operator()(Snapshot& s) { // a log written before term starts or learners ends early
-    (*this)(s.last_included_index), (*this)(s.last_included_term);
-    (*this)(s.configuration.voters), (*this)(s.data);
+    (*this)(s.last_included_index), (*this)(s.last_included_term), (*this)(s.configuration.voters);
+    (*this)(s.data);
     if (!in.empty()) (*this)(s.term_starts);
     if (!in.empty()) (*this)(s.configuration.learners);
   }
@@ -1046,8 +951,9 @@ struct Reader {
 // A message is its version and type, then from, to, term and the type's own fields, written by
 // Writer. One list of fields per type serves both directions.
 // 2: RequestVote and its response carry pre_vote; 3: InstallSnapshotResponse carries received,
-// RequestVote transfer, AppendEntries and its response round, and TimeoutNow is new
-constexpr std::uint64_t wire_version = 3;
+// RequestVote transfer, AppendEntries and its response round, and TimeoutNow is new; 4: entries
+// may carry a configuration, InstallSnapshot's carries learners, it and its response a round
+constexpr std::uint64_t wire_version = 4;
 
 template <class M, class Visit> void visit_fields(M& m, Visit& visit) {
   visit(m.from), visit(m.to), visit(m.term);
@@ -1068,10 +974,10 @@ template <class M, class Visit> void visit_fields(M& m, Visit& visit) {
   case MessageType::InstallSnapshot:
     visit(m.last_included_index), visit(m.last_included_term), visit(m.configuration);
     visit(m.term_starts);
-    visit(m.offset), visit(m.done), visit(m.data);
+    visit(m.offset), visit(m.done), visit(m.data), visit(m.round);
     break;
   case MessageType::InstallSnapshotResponse:
-    visit(m.last_included_index), visit(m.offset), visit(m.received), visit(m.done);
+    visit(m.last_included_index), visit(m.offset), visit(m.received), visit(m.done), visit(m.round);
     break;
   }
 }
@@ -1128,15 +1034,6 @@ void put_record(std::string& out, RecordKind kind, const Fields&... fields) {
   out += header.out + payload.out;
 }
 
-void put_entry(std::string& out, Index index, const Entry& entry) {
-  const Transition& transition = entry.transition;
-  if (entry.configuration)
-    put_record(out, EntryRecord, index, entry.term, transition.id, transition.data,
-               *entry.configuration);
-  else
-    put_record(out, EntryRecord, index, entry.term, transition.id, transition.data);
-}
-
 std::runtime_error file_error(const std::string& path, std::size_t offset, const char* what) {
   return std::runtime_error("FileStorage: " + path + ": " + what + " at offset " +
                             std::to_string(offset));
@@ -1145,12 +1042,13 @@ std::runtime_error system_error(const std::string& path, const char* call) {
   return std::runtime_error("FileStorage: " + path + ": " + call + ": " + std::strerror(errno));
 }
 
-void write_all(int fd, std::string_view bytes, const std::string& path) {
+bool write_all(int fd, std::string_view bytes) { // false, with errno, on an error
   while (!bytes.empty()) {
     ssize_t written = ::write(fd, bytes.data(), bytes.size());
-    if (written < 0 && errno != EINTR) throw system_error(path, "write");
+    if (written < 0 && errno != EINTR) return false;
     if (written > 0) bytes.remove_prefix(written);
   }
+  return true;
 }
 
 // Replays the log into `state`, returning the length of its valid part. A last record cut short
@@ -1175,14 +1073,12 @@ std::size_t replay_log(const std::string& path, std::string_view contents, Stora
     std::uint64_t kind = reader.varint(), index = 0;
     if (kind == EntryRecord || kind == TruncateRecord) {
       reader(index);
-      if (index < first || index > first + state.entries.size())
-        reader.ok = false;
-      else
-        state.entries.resize(index - first);
-      if (kind == EntryRecord) { // a configuration, if any, ends the record
+      reader.ok = reader.ok && index >= first && index <= first + state.entries.size();
+      if (reader.ok) state.entries.resize(index - first);
+      if (kind == EntryRecord) { // a log written before configurations ends after the data
         Entry& entry = state.entries.emplace_back();
         reader(entry.term), reader(entry.transition.id), reader(entry.transition.data);
-        if (!reader.in.empty()) reader(entry.configuration.emplace());
+        if (!reader.in.empty()) reader(entry.configuration);
       }
     } else if (kind == StateRecord) {
       bool voted = false;
@@ -1236,8 +1132,7 @@ FileStorage::FileStorage(std::string directory)
   std::size_t length = replay_log(path_, *log, recovered);
   if (length < log->size() && ::truncate(path_.c_str(), length) != 0) // a torn last record
     throw system_error(path_, "truncate");
-  current_term_ = recovered.current_term;
-  voted_for_ = recovered.voted_for;
+  current_term_ = recovered.current_term, voted_for_ = recovered.voted_for;
   log_fd_ = ::open(path_.c_str(), O_WRONLY | O_APPEND);
   if (log_fd_ < 0) throw system_error(path_, "open");
   if (::fdatasync(log_fd_) != 0) throw system_error(path_, "fdatasync");
@@ -1270,15 +1165,13 @@ Storage::State FileStorage::load() {
     failed_ = true;
     throw;
   }
-  current_term_ = state.current_term;
-  voted_for_ = state.voted_for;
+  current_term_ = state.current_term, voted_for_ = state.voted_for;
   return state;
 }
 
 void FileStorage::save_term_and_vote(Term current_term, std::optional<ReplicaID> voted_for) {
   check_usable();
-  current_term_ = current_term;
-  voted_for_ = voted_for;
+  current_term_ = current_term, voted_for_ = voted_for;
   put_record(pending_, StateRecord, current_term, voted_for.has_value(), voted_for.value_or(0));
 }
 
@@ -1286,7 +1179,7 @@ void FileStorage::save_entries(Index first, const Entry* begin, const Entry* end
   check_usable();
   if (begin == end) put_record(pending_, TruncateRecord, first);
   for (const Entry* entry = begin; entry != end; ++entry)
-    put_entry(pending_, first + (entry - begin), *entry);
+    put_record(pending_, EntryRecord, first + (entry - begin), *entry);
 }
 
 // Compaction rewrites the log as term and vote, the snapshot, and the entries after it, and
@@ -1298,7 +1191,7 @@ void FileStorage::save_snapshot(const Snapshot& snapshot, const Entry* begin, co
   put_record(rewritten, StateRecord, current_term_, voted_for_.has_value(), voted_for_.value_or(0));
   put_record(rewritten, SnapshotRecord, snapshot);
   for (const Entry* entry = begin; entry != end; ++entry)
-    put_entry(rewritten, snapshot.last_included_index + 1 + (entry - begin), *entry);
+    put_record(rewritten, EntryRecord, snapshot.last_included_index + 1 + (entry - begin), *entry);
   replace_log(rewritten);
   pending_.clear();
 }
@@ -1308,8 +1201,8 @@ void FileStorage::sync() {
   check_usable();
   if (pending_.empty()) return;
   failed_ = true; // until both calls succeed
-  write_all(log_fd_, pending_, path_);
-  if (::fdatasync(log_fd_) != 0) throw system_error(path_, "fdatasync");
+  if (!write_all(log_fd_, pending_) || ::fdatasync(log_fd_) != 0)
+    throw system_error(path_, "write or fdatasync");
   failed_ = false;
   pending_.clear();
 }
@@ -1320,16 +1213,10 @@ void FileStorage::replace_log(const std::string& contents) {
   std::string temporary = path_ + ".tmp";
   int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0666);
   if (fd < 0) throw system_error(temporary, "open");
-  try {
-    write_all(fd, contents, temporary);
-  } catch (...) {
-    ::close(fd);
-    throw;
-  }
-  bool synced = ::fsync(fd) == 0;
+  bool synced = write_all(fd, contents) && ::fsync(fd) == 0;
   ::close(fd);
   if (!synced || ::rename(temporary.c_str(), path_.c_str()) != 0)
-    throw system_error(path_, "fsync or rename");
+    throw system_error(path_, "write, fsync or rename");
   fsync_directory(directory_);
   if (log_fd_ >= 0) ::close(log_fd_);
   log_fd_ = ::open(path_.c_str(), O_WRONLY | O_APPEND);

@@ -92,8 +92,8 @@ enum class MessageType : std::uint8_t {
   RequestVote,
   RequestVoteResponse,
   InstallSnapshot,
-  InstallSnapshotResponse,
-  TimeoutNow, // leader transfer (the dissertation's §3.10): campaign at once
+  InstallSnapshotResponse, // each answer follows its request
+  TimeoutNow,              // leader transfer (the dissertation's §3.10): campaign at once
 };
 
 // One plain value type for every RPC and reply of Figure 2 and §7. A transport never needs to
@@ -251,7 +251,7 @@ public:
   // Applied once a majority confirmed this replica still leads and the state machine applied
   // everything committed when the read arrived; the host then reads its state machine. On a
   // non-leader, or if leadership is lost first, Abandoned/NotLeader. Never written to the log.
-  void read(std::uint64_t read_id);
+  void read(std::uint64_t read_id) { reads_asked_.push_back(read_id); }
   // A membership change, one replica at a time (§4.1), reported under change_id as a transition
   // is: Queued on the leader, then Committed and Applied on every replica that applies the entry
   // completing it; Abandoned/NotLeader off the leader or if leadership is lost before that entry
@@ -303,19 +303,17 @@ private:
   Term term_at(Index index) const;
   void save_from(Index first);
   void truncate_from(Index index);
+  void set_term_and_vote(Term term, std::optional<ReplicaID> voted_for);
   void become_follower(Term term, std::optional<ReplicaID> leader);
   void campaign(bool pre_vote, bool transfer = false);
   void become_leader();
   void set_leader(std::optional<ReplicaID> leader);
-  Index window() const;
-  void observe_term(const Message& message);
   void reset_election_timer();
   template <class Value> Index agreed(Value value, Index own);
   void track_configurations(Index from);
-  void update_peers();
   void take_changes();
   void advance_change();
-  void handle_request_vote(const Message& request);
+  void handle_request_vote(const Message& request, bool heard);
   void handle_request_vote_response(const Message& response, Peer& peer);
   void send_append_entries(Peer& peer, std::size_t limit);
   void replicate();
@@ -323,19 +321,17 @@ private:
   void handle_append_entries_response(const Message& response, Peer& peer);
   void record_match(Peer& peer, Index match);
   void advance_commit_index();
-  bool log_is_up_to_date(Index last_log_index, Term last_log_term) const;
   void take_snapshot();
   void send_snapshot_chunk(Peer& peer);
   void handle_install_snapshot(const Message& request);
   void install_snapshot(Snapshot snapshot);
   void handle_install_snapshot_response(const Message& response, Peer& peer);
   void take_pending_transitions();
-  void settle_overwritten();
   void abandon(std::uint64_t id, AbandonReason reason = AbandonReason::ConflictWithLeader);
   void apply_committed();
   Peer* find_peer(ReplicaID id);
   Message make_message(MessageType type, ReplicaID to) const;
-  void send(Message message);
+  void send(Message message) { outbox_.push_back(std::move(message)); }
   void handle(Message& message);
   void check_quorum();
   void send_timeout_now(Peer& peer);
@@ -353,6 +349,7 @@ private:
   const Options options_;
   std::unique_ptr<Storage> owned_storage_;
   Storage* storage_;
+  Index window_; // max_entries_per_message * max_messages_in_flight
   std::mt19937_64 random_;
 
   // Persistent state (Figure 2), written through storage_ before anything depends on it.
@@ -371,12 +368,10 @@ private:
 
   // Leader (and candidate) state, one record per peer.
   std::vector<Peer> peers_;
-  Index durable_index_ = 0;                      // the last entry storage has synced
-  std::vector<Index> matched_;                   // advance_commit_index's scratch space
-  std::deque<std::vector<Transition>> accepted_; // queued here, not yet in our log
-  std::size_t accepted_next_ = 0;                // the next one in accepted_.front()
-  std::deque<Queued> queued_;       // queued here, in our log, not yet applied; by index
-  std::vector<Queued> overwritten_; // queued here, dropped from our log, fate not yet known
+  Index durable_index_ = 0;         // the last entry storage has synced
+  std::vector<Index> matched_;      // advance_commit_index's scratch space
+  std::deque<Transition> accepted_; // queued here, not yet in our log
+  std::deque<Queued> queued_;       // queued here, fate not yet known; by term, then index
 
   // Leadership: transfer, heartbeat rounds, reads (§3.10, §6.2, §6.4).
   struct Read {
@@ -388,10 +383,10 @@ private:
   Clock::time_point transfer_deadline_{};
   std::vector<std::uint64_t> reads_asked_; // read() calls not yet taken by a poll
   std::vector<Read> reads_;
-  std::uint64_t round_ = 0;       // the latest heartbeat round started
-  bool start_round_ = false;      // reads wait for a round that this poll starts
-  std::uint64_t lease_round_ = 1; // the first round that counts toward a lease
-  std::deque<std::pair<std::uint64_t, Clock::time_point>> round_starts_; // for the lease
+  std::uint64_t round_ = 0;                    // the latest heartbeat round started
+  bool start_round_ = false;                   // reads wait for a round that this poll starts
+  std::uint64_t lease_round_ = 1;              // the first round that counts toward a lease
+  std::deque<Clock::time_point> round_starts_; // of the latest rounds, round_ last (for the lease)
   Clock::time_point quorum_deadline_{};
 
   // Membership (§4.1): every configuration in the log, the first being the one in effect at
@@ -403,11 +398,11 @@ private:
     MembershipChange change;
     ReplicaID replica;
     // AddVoter: the learner's catch-up round (§4.2.1): when it started, the index it must reach,
-    // the heartbeat round it must answer, and how many rounds were too slow.
-    Clock::time_point round_start;
+    // the heartbeat round it must answer (0: none started yet), and how many were too slow.
+    Clock::time_point round_start{};
     Index round_end = 0;
     std::uint64_t heard = 0;
-    int slow_rounds = 0;
+    int rounds = 0;
   };
   std::vector<Change> changes_asked_;
   std::optional<Change> change_;

@@ -103,9 +103,9 @@ TEST_SUITE("Wire format") {
     std::string vote = raft::encode(samples()[1]);
     CHECK(raft::decode(vote));
     std::string bad = vote;
-    bad[0] = 2; // version 2 had no InstallSnapshotResponse::received
+    bad[0] = 3; // version 3 had no configuration in entries
     CHECK_FALSE(raft::decode(bad));
-    bad[0] = 4;
+    bad[0] = 5;
     CHECK_FALSE(raft::decode(bad));
     bad = vote;
     bad[1] = 6;
