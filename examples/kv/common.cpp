@@ -40,6 +40,25 @@ std::string to_string(const Address& address) {
   return address.host + ":" + std::to_string(address.port);
 }
 
+AddressBook::AddressBook(std::map<std::uint64_t, Address> raft,
+                         std::map<std::uint64_t, Address> client, std::optional<Address> base)
+    : raft_(std::move(raft)), client_(std::move(client)), base_(std::move(base)) {}
+
+std::optional<Address> AddressBook::raft(std::uint64_t id) const {
+  if (auto listed = raft_.find(id); listed != raft_.end()) return listed->second;
+  if (!base_ || id == 0 || id >= client_port_offset || id > 65535u - base_->port)
+    return std::nullopt;
+  return Address{base_->host, std::uint16_t(base_->port + id)};
+}
+
+std::optional<Address> AddressBook::client(std::uint64_t id) const {
+  if (auto listed = client_.find(id); listed != client_.end()) return listed->second;
+  std::optional<Address> address = raft(id);
+  if (!address || address->port > 65535 - client_port_offset) return std::nullopt;
+  address->port = std::uint16_t(address->port + client_port_offset);
+  return address;
+}
+
 std::optional<std::uint64_t> parse_decimal(std::string_view text) {
   if (text.empty() || text.size() > 19) return std::nullopt;
   std::uint64_t value = 0;

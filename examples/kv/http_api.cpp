@@ -3,6 +3,7 @@
 
 #include <httplib.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <stdexcept>
 
@@ -15,6 +16,28 @@ using namespace std::chrono_literals;
 // How long an HTTP thread waits for its command's outcome before it answers 503. Long enough
 // for a commit in a healthy cluster; short enough that a client soon tries elsewhere.
 constexpr raft::Duration request_timeout = 3s;
+// A membership change waits longer: adding a voter waits for it to catch up, which the leader
+// gives up on after 10 maximum election timeouts (5 s).
+constexpr raft::Duration change_timeout = 10s;
+
+// "1, 2, 3"
+std::string id_list(const std::vector<raft::ReplicaID>& ids) {
+  std::string text;
+  for (raft::ReplicaID id : ids) text += (text.empty() ? "" : ", ") + std::to_string(id);
+  return text;
+}
+
+// "voters 1, 2, 3; learners 4" (or "learners none")
+std::string describe(const raft::Configuration& config) {
+  return "voters " + (config.voters.empty() ? "none" : id_list(config.voters)) + "; learners " +
+         (config.learners.empty() ? "none" : id_list(config.learners));
+}
+
+// "\"voters\": [1, 2, 3], \"learners\": []"
+std::string configuration_json(const raft::Configuration& config) {
+  return "\"voters\": [" + id_list(config.voters) + "], \"learners\": [" +
+         id_list(config.learners) + "]";
+}
 
 void unavailable(httplib::Response& res, const char* why) {
   res.status = 503;
@@ -98,9 +121,10 @@ void explain_error(httplib::Response& res) {
   if (!res.body.empty()) return;
   switch (res.status) {
   case 404:
-    return res.set_content(
-        "unknown path: use /kv/<key>, /debug/state or POST /admin/transfer?to=<id>\n",
-        "text/plain");
+    return res.set_content("unknown path: use /kv/<key>, /debug/state, GET /admin/configuration, "
+                           "or POST /admin/transfer?to=<id>, /admin/add-voter?id=<id>, "
+                           "/admin/add-learner?id=<id> or /admin/remove?id=<id>\n",
+                           "text/plain");
   case 405: return res.set_content("use GET, PUT or DELETE\n", "text/plain");
   case 413: return res.set_content("the value is too long\n", "text/plain");
   default: return res.set_content("bad request\n", "text/plain");
@@ -109,11 +133,10 @@ void explain_error(httplib::Response& res) {
 
 } // namespace
 
-HttpApi::HttpApi(raft::ReplicaID self, const Address& address,
-                 std::map<raft::ReplicaID, Address> client_addresses, Inbox& inbox,
+HttpApi::HttpApi(raft::ReplicaID self, const Address& address, AddressBook book, Inbox& inbox,
                  Machine& machine, const StatusBoard& board)
-    : self_(self), client_addresses_(std::move(client_addresses)), inbox_(inbox), machine_(machine),
-      board_(board), server_(std::make_unique<httplib::Server>()) {
+    : self_(self), book_(std::move(book)), inbox_(inbox), machine_(machine), board_(board),
+      server_(std::make_unique<httplib::Server>()) {
   httplib::Server& server = *server_;
   server.Get("/kv/(.+)", [this](const auto& req, auto& res) { serve(Op::Get, req, res); });
   server.Put("/kv/(.+)", [this](const auto& req, auto& res) { serve(Op::Put, req, res); });
@@ -124,14 +147,34 @@ HttpApi::HttpApi(raft::ReplicaID self, const Address& address,
   });
   server.Get("/debug/state", [this](const auto&, auto& res) { show_state(res); });
   server.Post("/admin/transfer", [this](const auto& req, auto& res) { transfer(req, res); });
-  auto post_only = [](const auto&, auto& res) {
+  using raft::MembershipChange;
+  server.Post("/admin/add-voter",
+              [this](const auto& req, auto& res) { change(MembershipChange::AddVoter, req, res); });
+  server.Post("/admin/add-learner", [this](const auto& req, auto& res) {
+    change(MembershipChange::AddLearner, req, res);
+  });
+  server.Post("/admin/remove",
+              [this](const auto& req, auto& res) { change(MembershipChange::Remove, req, res); });
+  server.Get("/admin/configuration", [this](const auto&, auto& res) { show_configuration(res); });
+  for (std::string path : {"transfer?to", "add-voter?id", "add-learner?id", "remove?id"}) {
+    auto post_only = [path](const auto&, auto& res) {
+      res.status = 405;
+      res.set_header("Allow", "POST");
+      res.set_content("use POST /admin/" + path + "=<id>\n", "text/plain");
+    };
+    std::string pattern = "/admin/" + path.substr(0, path.find('?'));
+    server.Get(pattern, post_only);
+    server.Put(pattern, post_only);
+    server.Delete(pattern, post_only);
+  }
+  auto get_only = [](const auto&, auto& res) {
     res.status = 405;
-    res.set_header("Allow", "POST");
-    res.set_content("use POST /admin/transfer?to=<id>\n", "text/plain");
+    res.set_header("Allow", "GET");
+    res.set_content("use GET /admin/configuration\n", "text/plain");
   };
-  server.Get("/admin/transfer", post_only);
-  server.Put("/admin/transfer", post_only);
-  server.Delete("/admin/transfer", post_only);
+  server.Post("/admin/configuration", get_only);
+  server.Put("/admin/configuration", get_only);
+  server.Delete("/admin/configuration", get_only);
   server.set_error_handler([](const auto&, auto& res) { explain_error(res); });
   server.set_exception_handler([](const auto&, auto& res, std::exception_ptr) {
     res.status = 500;
@@ -187,14 +230,12 @@ void HttpApi::serve(Op op, const httplib::Request& req, httplib::Response& res) 
 // and the outcome (the new leader) shows in /debug/state, as in every replica's leader().
 void HttpApi::transfer(const httplib::Request& req, httplib::Response& res) {
   std::optional<std::uint64_t> to;
-  if (req.has_param("to")) to = parse_decimal(req.get_param_value("to"));
-  if (!to || !client_addresses_.count(*to)) {
-    std::string ids;
-    for (const auto& [id, address] : client_addresses_)
-      ids += (ids.empty() ? "" : ", ") + std::to_string(id);
+  if (req.get_param_value_count("to") == 1) to = parse_decimal(req.get_param_value("to"));
+  std::vector<raft::ReplicaID> voters = board_.read().configuration.voters;
+  if (!to || !std::binary_search(voters.begin(), voters.end(), *to)) {
     res.status = 400;
-    return res.set_content("to must be the id of a replica of this cluster: " + ids + "\n",
-                           "text/plain");
+    return res.set_content(
+        "to must be the id of a voter of this cluster: " + id_list(voters) + "\n", "text/plain");
   }
   if (!route_to_leader(req, res)) return;
   std::string target = "replica " + std::to_string(*to);
@@ -215,6 +256,47 @@ void HttpApi::transfer(const httplib::Request& req, httplib::Response& res) {
   }
 }
 
+// POST /admin/add-voter, /admin/add-learner or /admin/remove with ?id=<id>. Runs on an HTTP
+// thread; the leader's thread hands the change to the Replica, and the answer waits for its
+// outcome: Applied, or why not.
+void HttpApi::change(raft::MembershipChange change, const httplib::Request& req,
+                     httplib::Response& res) {
+  std::optional<std::uint64_t> id;
+  if (req.get_param_value_count("id") == 1) id = parse_decimal(req.get_param_value("id"));
+  auto bad_request = [&res](const std::string& why) {
+    res.status = 400;
+    res.set_content(why, "text/plain");
+  };
+  if (!id || *id == 0) return bad_request("id must be the id of a replica: a number from 1 up\n");
+  std::string replica = "replica " + std::to_string(*id);
+  if (change != raft::MembershipChange::Remove && !book_.raft(*id))
+    return bad_request("no address is known for " + replica +
+                       ": start the servers with --peer-base, or list it in --peers\n");
+  if (!route_to_leader(req, res, true)) return;
+  ChangeOutcome outcome = inbox_.change(change, *id, change_timeout);
+  switch (outcome.kind) {
+  case ChangeOutcome::Kind::Applied: {
+    const char* what = change == raft::MembershipChange::AddVoter     ? " is a voter"
+                       : change == raft::MembershipChange::AddLearner ? " is a learner"
+                                                                      : " is removed";
+    return res.set_content(replica + what + ": " + describe(outcome.configuration) + "\n",
+                           "text/plain");
+  }
+  case ChangeOutcome::Kind::NotLeader:
+    if (route_to_leader(req, res, true))
+      unavailable(res, "the leadership is changing, not applied: retry\n");
+    return;
+  case ChangeOutcome::Kind::Refused:
+    res.status = 409;
+    return res.set_content(outcome.reason + "\n", "text/plain");
+  case ChangeOutcome::Kind::Lost:
+    return unavailable(res, "the leader changed, not applied: retry\n");
+  case ChangeOutcome::Kind::Unknown:
+    return unavailable(res, "no outcome in time: GET /admin/configuration on the leader tells "
+                            "whether it took effect\n");
+  }
+}
+
 // True if this replica is the leader and should serve the request; otherwise answers with a
 // redirect to the leader (307, unlike 302, keeps the method and body: a PUT stays a PUT) or, if
 // no leader is known, 503 (saying, for a `write`, that it was not applied).
@@ -226,11 +308,17 @@ bool HttpApi::route_to_leader(const httplib::Request& req, httplib::Response& re
     unavailable(res, write ? "no leader yet, not applied: retry\n" : "no leader yet: retry\n");
     return false;
   }
-  std::string address = to_string(client_addresses_.at(*leader));
+  std::string leader_name = "the leader is replica " + std::to_string(*leader);
+  std::optional<Address> leader_address = book_.client(*leader);
+  if (!leader_address) {
+    unavailable(res,
+                (leader_name + ", whose address this replica does not know: ask it\n").c_str());
+    return false;
+  }
+  std::string address = to_string(*leader_address);
   res.status = 307;
   res.set_header("Location", "http://" + address + req.target);
-  res.set_content("the leader is replica " + std::to_string(*leader) + " at " + address + "\n",
-                  "text/plain");
+  res.set_content(leader_name + " at " + address + "\n", "text/plain");
   return false;
 }
 
@@ -240,13 +328,21 @@ void HttpApi::show_state(httplib::Response& res) const {
   std::snprintf(json, sizeof json,
                 "{\"id\": %llu, \"leader\": %llu, \"term\": %llu, \"commit_index\": %llu, "
                 "\"last_applied\": %llu, \"last_log_index\": %llu, \"keys\": %zu, "
-                "\"revision\": %llu, \"digest\": \"%016llx\"}\n",
+                "\"revision\": %llu, \"digest\": \"%016llx\", ",
                 (unsigned long long)status.id, (unsigned long long)status.leader.value_or(0),
                 (unsigned long long)status.term, (unsigned long long)status.commit_index,
                 (unsigned long long)status.last_applied, (unsigned long long)status.last_log_index,
                 status.keys, (unsigned long long)status.revision,
                 (unsigned long long)status.digest);
-  res.set_content(json, "application/json");
+  res.set_content(json + configuration_json(status.configuration) + "}\n", "application/json");
+}
+
+void HttpApi::show_configuration(httplib::Response& res) const {
+  Status status = board_.read();
+  res.set_content("{\"id\": " + std::to_string(status.id) +
+                      ", \"leader\": " + std::to_string(status.leader.value_or(0)) + ", " +
+                      configuration_json(status.configuration) + "}\n",
+                  "application/json");
 }
 
 } // namespace kv

@@ -8,9 +8,25 @@
 //                         hands the leadership to replica <id> (the dissertation's §3.10): 202
 //                         once the leader has started the transfer (its outcome shows in
 //                         /debug/state within an election timeout), 200 if <id> leads already,
-//                         400 if <id> is not a number or not a replica of this cluster.
-//                         Send "Content-Length: 0" (curl -d '' ...): httplib reads a POST without
-//                         it until the connection closes
+//                         400 if <id> is not a number or not a voter of this cluster
+//   POST   /admin/add-voter?id=<id>     makes replica <id> a voter: a learner first, if it is
+//                                       not one, until it has caught up with the log
+//   POST   /admin/add-learner?id=<id>   makes replica <id> a learner: it receives the log, and
+//                                       neither votes nor counts toward a commit
+//   POST   /admin/remove?id=<id>        takes replica <id> out of the cluster; a leader that
+//                                       removes itself leads until the change commits
+//                         Each waits for the change to take effect (up to 10 s): 200 once it
+//                         is committed, with the new configuration; 409 with the reason if the
+//                         leader refuses it (a voter already, not a member, the only voter,
+//                         another change under way, a new voter that did not catch up); 400 if
+//                         <id> is not a replica id (a number from 1 up), or, to add, one with
+//                         no known address. A new voter must be running (kv-server --join) at
+//                         its address, the one of --peers or of --peer-base, to catch up.
+//                         Send "Content-Length: 0" (curl -d '' ...) with every POST: httplib
+//                         reads a POST without it until the connection closes
+//   GET    /admin/configuration
+//                         this replica's view of the membership, in JSON: its id, the leader,
+//                         the voters and the learners of the latest configuration in its log
 //
 // Compare-and-set: a PUT or DELETE with `If-Match: "<revision>"` applies only if the key still
 // has that revision, and with `If-None-Match: *` only if the key is absent; otherwise 412.
@@ -22,10 +38,11 @@
 // confirmed it still leads and it has applied every write committed before the GET arrived; a
 // GET costs a heartbeat round, not a log entry or an fsync.
 // A follower answers 307 with the leader's address (curl -L follows it); any replica answers 503
-// with Retry-After while there is no leader, or when it cannot tell the outcome in time. A write
-// that a leader refuses because it is handing its leadership over (or has just lost it) is
-// answered 503 "not applied", or 307 once the new leader is known: either way, it was not
-// applied, and a retry is safe.
+// with Retry-After while there is no leader, or when it cannot tell the outcome in time (of a
+// membership change, GET /admin/configuration on the leader then tells). A write or a
+// membership change that a leader refuses because it is handing its leadership over (or has
+// just lost it) is answered 503 "not applied", or 307 once the new leader is known: either way,
+// it was not applied, and a retry is safe.
 #ifndef KV_HTTP_API_HPP
 #define KV_HTTP_API_HPP
 
@@ -52,11 +69,10 @@ constexpr std::size_t max_client_id_bytes = 128;
 class HttpApi {
 public:
   // Listens on `address` (throws std::runtime_error if it cannot) and serves on threads of its
-  // own until destroyed. `client_addresses` are every replica's HTTP addresses, for redirects;
-  // their ids are the replicas of the cluster.
-  HttpApi(raft::ReplicaID self, const Address& address,
-          std::map<raft::ReplicaID, Address> client_addresses, Inbox& inbox, Machine& machine,
-          const StatusBoard& board);
+  // own until destroyed. `book` gives the replicas' HTTP addresses, for redirects, and tells
+  // whether a replica to add can be reached.
+  HttpApi(raft::ReplicaID self, const Address& address, AddressBook book, Inbox& inbox,
+          Machine& machine, const StatusBoard& board);
   // Stops in an order that leaves no client waiting: no new commands, an answer for every
   // command still waiting, then the threads. Call it on the replica's thread, after its loop.
   ~HttpApi();
@@ -66,12 +82,14 @@ public:
 private:
   void serve(Op op, const httplib::Request& req, httplib::Response& res);
   void transfer(const httplib::Request& req, httplib::Response& res);
+  void change(raft::MembershipChange change, const httplib::Request& req, httplib::Response& res);
   bool route_to_leader(const httplib::Request& req, httplib::Response& res,
                        bool write = false) const;
   void show_state(httplib::Response& res) const;
+  void show_configuration(httplib::Response& res) const;
 
   const raft::ReplicaID self_;
-  const std::map<raft::ReplicaID, Address> client_addresses_;
+  const AddressBook book_;
   Inbox& inbox_;
   Machine& machine_;
   const StatusBoard& board_;

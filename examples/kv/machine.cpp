@@ -1,6 +1,7 @@
 // machine.cpp: the Inbox and the Machine. See machine.hpp.
 #include "machine.hpp"
 
+#include <algorithm>
 #include <initializer_list>
 #include <random>
 #include <stdexcept>
@@ -36,6 +37,23 @@ TransferOutcome Inbox::transfer(raft::ReplicaID to, raft::Duration timeout) {
   return outcome.get();
 }
 
+ChangeOutcome Inbox::change(raft::MembershipChange change, raft::ReplicaID replica,
+                            raft::Duration timeout) {
+  auto request = std::make_shared<ChangeRequest>();
+  request->change = change;
+  request->replica = replica;
+  request->give_up = raft::Clock::now() + timeout;
+  std::future<ChangeOutcome> outcome = request->outcome.get_future();
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (closed_) return ChangeOutcome{};
+    changes_.push_back(request);
+  }
+  waker_.wake();
+  if (outcome.wait_until(request->give_up) != std::future_status::ready) return ChangeOutcome{};
+  return outcome.get();
+}
+
 void Inbox::close() {
   std::lock_guard<std::mutex> lock(mutex_);
   closed_ = true;
@@ -56,6 +74,11 @@ std::vector<std::shared_ptr<TransferRequest>> Inbox::take_transfers() {
   return std::exchange(transfers_, {});
 }
 
+std::vector<std::shared_ptr<ChangeRequest>> Inbox::take_changes() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return std::exchange(changes_, {});
+}
+
 namespace {
 
 // A random start for transition ids, from 64 bits of the system's randomness. Its low 62 bits:
@@ -67,9 +90,65 @@ std::uint64_t random_first_id() {
   return (bits >> 2) | 1;
 }
 
+bool contains(const std::vector<raft::ReplicaID>& ids, raft::ReplicaID id) {
+  return std::binary_search(ids.begin(), ids.end(), id);
+}
+
+const char* describe(raft::MembershipChange change) {
+  switch (change) {
+  case raft::MembershipChange::AddLearner: return "add as a learner";
+  case raft::MembershipChange::AddVoter: return "add as a voter";
+  case raft::MembershipChange::Remove: return "remove";
+  }
+  return "?";
+}
+
+// Why the leader refused a change: raft::Replica only says that it did. Its reasons are the
+// configuration (which the change was measured against: the leader's, when it took the change),
+// another change under way, and an AddVoter whose learner did not catch up, the only refusal
+// that comes after Queued.
+std::string refusal(const ChangeRequest& request) {
+  const raft::Configuration& config = request.before;
+  std::string replica = "replica " + std::to_string(request.replica);
+  bool voter = contains(config.voters, request.replica);
+  bool learner = contains(config.learners, request.replica);
+  if (request.queued)
+    return replica + " did not catch up with the leader's log in time: it stays a learner";
+  switch (request.change) {
+  case raft::MembershipChange::AddLearner:
+    if (voter || learner) return replica + " is a " + (voter ? "voter" : "learner") + " already";
+    break;
+  case raft::MembershipChange::AddVoter:
+    if (voter) return replica + " is a voter already";
+    break;
+  case raft::MembershipChange::Remove:
+    if (!voter && !learner) return replica + " is not a member";
+    if (voter && config.voters.size() == 1) return replica + " is the only voter";
+    break;
+  }
+  return "another membership change is under way: retry once it is done";
+}
+
+// The configuration an applied change made: the one it was measured against, changed.
+raft::Configuration changed(const ChangeRequest& request) {
+  raft::Configuration config = request.before;
+  auto remove = [&](std::vector<raft::ReplicaID>& ids) {
+    ids.erase(std::remove(ids.begin(), ids.end(), request.replica), ids.end());
+  };
+  remove(config.voters), remove(config.learners);
+  if (request.change != raft::MembershipChange::Remove) {
+    auto& ids =
+        request.change == raft::MembershipChange::AddVoter ? config.voters : config.learners;
+    ids.insert(std::upper_bound(ids.begin(), ids.end(), request.replica), request.replica);
+  }
+  return config;
+}
+
 } // namespace
 
-Machine::Machine(Inbox& inbox) : inbox_(inbox), next_id_(random_first_id()) {}
+Machine::Machine(Inbox& inbox)
+    : inbox_(inbox), next_id_(random_first_id()),
+      next_change_id_((std::uint64_t(1) << 62) + (random_first_id() >> 1)) {}
 
 // A GET is a ReadIndex read (the dissertation's §6.4): the Replica reports it Queued, and then
 // Applied once a majority has confirmed that this replica still leads and the store has applied
@@ -89,6 +168,18 @@ void Machine::take_requests(raft::Replica& replica) {
     log("handing the leadership to replica %llu", (unsigned long long)request->to);
     replica.transfer_leadership(request->to);
     request->outcome.set_value(TransferOutcome::Started);
+  }
+  for (std::shared_ptr<ChangeRequest>& request : inbox_.take_changes()) {
+    if (!replica.is_leader()) {
+      request->outcome.set_value(ChangeOutcome{ChangeOutcome::Kind::NotLeader, {}, {}});
+      continue;
+    }
+    std::uint64_t id = next_change_id_++;
+    request->before = replica.configuration();
+    log("asked to %s replica %llu", describe(request->change),
+        (unsigned long long)request->replica);
+    replica.change_membership(id, request->change, request->replica);
+    changes_.emplace(id, std::move(request));
   }
 }
 
@@ -115,6 +206,28 @@ void Machine::register_transition_state(std::uint64_t id, raft::TransitionState 
                     Outcome{Outcome::Kind::Applied, store_.get(read->second->command.key)});
     case raft::TransitionState::Abandoned: // no longer the leader: it cannot vouch for its store
       return finish(reads_, read, Outcome{Outcome::Kind::NotLeader, {}});
+    }
+  }
+  if (auto change = changes_.find(id); change != changes_.end()) {
+    ChangeRequest& request = *change->second;
+    switch (state) {
+    case raft::TransitionState::Queued: request.queued = true; return;
+    case raft::TransitionState::Committed: return; // keep waiting for Applied
+    case raft::TransitionState::Applied:
+      log("%s replica %llu: done", describe(request.change), (unsigned long long)request.replica);
+      return finish(changes_, change, {ChangeOutcome::Kind::Applied, {}, changed(request)});
+    case raft::TransitionState::Abandoned:
+      if (reason == raft::AbandonReason::Refused) {
+        std::string why = refusal(request);
+        log("%s replica %llu: refused: %s", describe(request.change),
+            (unsigned long long)request.replica, why.c_str());
+        return finish(changes_, change, {ChangeOutcome::Kind::Refused, why, {}});
+      }
+      return finish(changes_, change,
+                    {reason == raft::AbandonReason::NotLeader ? ChangeOutcome::Kind::NotLeader
+                                                              : ChangeOutcome::Kind::Lost,
+                     {},
+                     {}});
     }
   }
   auto request = in_flight_.find(id);
@@ -176,6 +289,8 @@ void Machine::forget_expired(raft::Clock::time_point now) {
   for (InFlight* requests : {&in_flight_, &reads_})
     while (!requests->empty() && requests->begin()->second->give_up < now)
       finish(*requests, requests->begin(), Outcome{});
+  while (!changes_.empty() && changes_.begin()->second->give_up < now)
+    finish(changes_, changes_.begin(), ChangeOutcome{});
 }
 
 void Machine::abandon_all() {
@@ -185,11 +300,19 @@ void Machine::abandon_all() {
   for (std::shared_ptr<Request>& request : inbox_.take_reads()) request->outcome.set_value({});
   for (std::shared_ptr<TransferRequest>& request : inbox_.take_transfers())
     request->outcome.set_value(TransferOutcome::Unknown);
+  while (!changes_.empty()) finish(changes_, changes_.begin(), ChangeOutcome{});
+  for (std::shared_ptr<ChangeRequest>& request : inbox_.take_changes())
+    request->outcome.set_value({});
 }
 
 void Machine::finish(InFlight& requests, InFlight::iterator request, Outcome outcome) {
   request->second->outcome.set_value(std::move(outcome));
   requests.erase(request);
+}
+
+void Machine::finish(Changes& changes, Changes::iterator change, ChangeOutcome outcome) {
+  change->second->outcome.set_value(std::move(outcome));
+  changes.erase(change);
 }
 
 void StatusBoard::publish(const raft::Replica& replica, const Store& store) {
@@ -203,6 +326,7 @@ void StatusBoard::publish(const raft::Replica& replica, const Store& store) {
   status.keys = store.size();
   status.revision = store.revision();
   status.digest = store.digest();
+  status.configuration = replica.configuration();
   std::lock_guard<std::mutex> lock(mutex_);
   status_ = status;
 }

@@ -18,6 +18,10 @@
 //   Inbox::transfer(to) ----- queue ------>   Machine::take_requests()
 //     <-------------- promise --------------    -> Replica::transfer_leadership(to)
 //
+//   Inbox::change(...) ------ queue ------>   Machine::take_requests()
+//     waits on a future                         -> Replica::change_membership(id, ...)
+//     <-------------- promise --------------  Machine::register_transition_state(Applied)
+//
 //   StatusBoard::read()    <-- a copy -----   StatusBoard::publish(), after every poll
 //
 // Both are guarded by a mutex. The Inbox also wakes the replica thread (a Waker), so that a new
@@ -70,6 +74,29 @@ struct TransferRequest {
   std::promise<TransferOutcome> outcome; // set once, by the replica thread
 };
 
+// What became of a membership change.
+struct ChangeOutcome {
+  enum class Kind {
+    Applied,   // the configuration it made is committed, and the leader applied it
+    NotLeader, // this replica was not the leader, or stopped leading first: nothing was done
+    Refused,   // the leader will not make this change now: `reason` says why
+    Lost,      // a new leader overwrote it: it will never take effect
+    Unknown,   // no answer in time: the configuration tells whether it took effect
+  };
+  Kind kind = Kind::Unknown;
+  std::string reason;                // Refused: why, in a few words
+  raft::Configuration configuration; // Applied: the configuration it made
+};
+
+struct ChangeRequest {
+  raft::MembershipChange change = raft::MembershipChange::AddVoter;
+  raft::ReplicaID replica = 0;
+  std::promise<ChangeOutcome> outcome; // set once, by the replica thread
+  raft::Clock::time_point give_up;     // when the HTTP thread stops waiting
+  raft::Configuration before;          // the leader's configuration when it took the change
+  bool queued = false;                 // the leader reported it Queued: it took the change on
+};
+
 // The queues from HTTP threads to the replica thread.
 class Inbox {
 public:
@@ -80,12 +107,17 @@ public:
   // Any thread: asks the replica to hand its leadership to `to`, and waits at most `timeout` for
   // the replica thread to take the request (not for the new leader).
   TransferOutcome transfer(raft::ReplicaID to, raft::Duration timeout);
+  // Any thread: asks the replica to change the membership, and waits for the outcome, at most
+  // `timeout`.
+  ChangeOutcome change(raft::MembershipChange change, raft::ReplicaID replica,
+                       raft::Duration timeout);
   // Refuses further requests (they answer Unknown at once): the replica is shutting down.
   void close();
   // The replica thread: everything submitted since the last call, oldest first.
   std::vector<std::shared_ptr<Request>> take_writes();
   std::vector<std::shared_ptr<Request>> take_reads();
   std::vector<std::shared_ptr<TransferRequest>> take_transfers();
+  std::vector<std::shared_ptr<ChangeRequest>> take_changes();
 
 private:
   Waker& waker_;
@@ -93,6 +125,7 @@ private:
   std::vector<std::shared_ptr<Request>> writes_;
   std::vector<std::shared_ptr<Request>> reads_;
   std::vector<std::shared_ptr<TransferRequest>> transfers_;
+  std::vector<std::shared_ptr<ChangeRequest>> changes_;
   bool closed_ = false;
 };
 
@@ -103,8 +136,8 @@ class Machine : public raft::StateMachine {
 public:
   explicit Machine(Inbox& inbox);
 
-  // Between polls: hands the Replica the reads and leader transfers the HTTP threads asked for.
-  // They take effect in the next poll.
+  // Between polls: hands the Replica the reads, leader transfers and membership changes the
+  // HTTP threads asked for. They take effect in the next poll.
   void take_requests(raft::Replica& replica);
 
   std::vector<raft::Transition> get_pending_transitions() override;
@@ -127,7 +160,9 @@ public:
 
 private:
   using InFlight = std::map<std::uint64_t, std::shared_ptr<Request>>;
+  using Changes = std::map<std::uint64_t, std::shared_ptr<ChangeRequest>>;
   static void finish(InFlight& requests, InFlight::iterator request, Outcome outcome);
+  static void finish(Changes& changes, Changes::iterator change, ChangeOutcome outcome);
 
   Inbox& inbox_;
   Store store_;
@@ -142,6 +177,12 @@ private:
   // so a read is never mistaken for a transition of any replica, or the other way round.
   InFlight reads_;
   std::uint64_t next_read_id_ = std::uint64_t(1) << 63;
+  // The membership changes handed to Replica::change_membership(), by change id. A change is
+  // reported under its id on every replica that applies it, as a transition is: change ids start
+  // at a random number from 2^62 to 2^62 + 2^61 and count up, above the transition ids of every
+  // replica and below the read ids.
+  Changes changes_;
+  std::uint64_t next_change_id_;
 };
 
 // What the HTTP threads may know of the replica: a copy of its state after the latest poll.
@@ -155,6 +196,7 @@ struct Status {
   std::size_t keys = 0;
   std::uint64_t revision = 0;
   std::uint64_t digest = 0;
+  raft::Configuration configuration; // the latest in the log
 };
 
 class StatusBoard {

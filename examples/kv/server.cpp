@@ -1,20 +1,22 @@
 // kv-server: one replica of a replicated key-value store, with an HTTP interface for clients.
 //
 //   kv-server --id 1 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data DIR
-//             [--client-port 8001] [--client-peers 1=127.0.0.1:8001,2=...,3=...]
+//             [--peer-base 127.0.0.1:7000] [--client-port 8001] [--client-peers 1=...,2=...]
+//   kv-server --id 4 --join --peer-base 127.0.0.1:7000 --data DIR    (then, to the leader:
+//             curl -d '' http://LEADER/admin/add-voter?id=4)
 //
 // The parts, each in its own file:
 //   store       the map and the commands that change it (no Raft, no threads)
 //   machine     the raft::StateMachine, and the two places where HTTP threads meet the replica
 //   tcp_cluster the raft::Cluster: messages over TCP, driven by poll(2)
-//   http_api    the HTTP interface (GET, PUT, DELETE on /kv/<key>, POST /admin/transfer), on
-//               cpp-httplib's threads
+//   http_api    the HTTP interface (GET, PUT, DELETE on /kv/<key>, POST /admin/transfer, the
+//               membership changes), on cpp-httplib's threads
 //   server      this file: the command line, and the replica's loop on the main thread
 //
 // Threads: the main thread runs the raft::Replica and owns everything Raft touches (the
 // Replica, the TcpCluster, the Machine and its Store). The HTTP threads reach them only through
-// the Inbox (commands, reads and transfers in, outcomes out) and the StatusBoard (a copy of the
-// replica's state).
+// the Inbox (commands, reads, transfers and membership changes in, outcomes out) and the
+// StatusBoard (a copy of the replica's state).
 #include "common.hpp"
 #include "http_api.hpp"
 #include "machine.hpp"
@@ -47,28 +49,51 @@ static_assert((kv::max_key_bytes + kv::max_value_bytes + kv::max_client_id_bytes
                       max_entries_per_message <
                   kv::max_frame_bytes,
               "an AppendEntries full of the largest commands must fit in one frame");
-constexpr std::uint16_t client_port_offset = 1000; // default client port: raft port + 1000
+constexpr std::uint16_t client_port_offset = kv::AddressBook::client_port_offset;
 
 // ---- The command line ----
 
 struct Flags {
   raft::ReplicaID id = 0;
-  std::map<raft::ReplicaID, Address> peers;        // raft addresses, this replica's included
-  std::map<raft::ReplicaID, Address> client_peers; // HTTP addresses, this replica's included
+  std::map<raft::ReplicaID, Address> peers;        // raft addresses
+  std::map<raft::ReplicaID, Address> client_peers; // HTTP addresses
+  std::optional<Address> peer_base;                // the others: raft on HOST:PORT+id
+  bool join = false;
   std::string data;
 };
 
 [[noreturn]] void usage(const char* problem) {
   if (problem) std::fprintf(stderr, "kv-server: %s\n", problem);
-  std::fprintf(stderr,
-               "usage: kv-server --id N --peers ID=HOST:PORT,... --data DIR\n"
-               "                 [--client-port PORT] [--client-peers ID=HOST:PORT,...]\n"
-               "  --peers         every replica's Raft address, this one's included\n"
-               "  --data          the directory for this replica's log and snapshot\n"
-               "  --client-port   the HTTP port (default: this replica's Raft port + %d)\n"
-               "  --client-peers  every replica's HTTP address, for redirects to the leader\n"
-               "                  (default: the host of --peers, each Raft port + %d)\n",
-               client_port_offset, client_port_offset);
+  std::fprintf(
+      stderr,
+      "usage: kv-server --id N (--peers ID=HOST:PORT,... | --join) --data DIR\n"
+      "                 [--peer-base HOST:PORT] [--client-port PORT]\n"
+      "                 [--client-peers ID=HOST:PORT,...]\n"
+      "  --id            this replica's id, a number from 1 up\n"
+      "  --peers         the first replicas' Raft addresses, this one's included. On its first\n"
+      "                  start a replica takes them as the cluster's members; from then on, the\n"
+      "                  members are in its data directory, changes included, and --peers only\n"
+      "                  says where replicas listen\n"
+      "  --join          start as no member, with no configuration, and wait for the leader to\n"
+      "                  add this replica (POST /admin/add-voter?id=N or add-learner, below).\n"
+      "                  --peers is then only a list of addresses. Restart a joined replica\n"
+      "                  with the same flags: it finds its membership in --data\n"
+      "  --peer-base     where the replicas that --peers does not list are: replica N (1 to\n"
+      "                  999) listens for Raft on HOST:PORT+N, and for clients on\n"
+      "                  HOST:PORT+%d+N. Give it, the same, to every replica: it is how they\n"
+      "                  all find a replica added later\n"
+      "  --data          the directory for this replica's log and snapshot\n"
+      "  --client-port   the HTTP port (default: this replica's Raft port + %d)\n"
+      "  --client-peers  replicas' HTTP addresses, for redirects to the leader\n"
+      "                  (default: each replica's Raft address, with the port + %d)\n"
+      "Example, on one host: replicas 1, 2 and 3, then a fourth added while they run:\n"
+      "  kv-server --id 1 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 \\\n"
+      "            --peer-base 127.0.0.1:7000 --data d1          (and so on for 2 and 3)\n"
+      "  kv-server --id 4 --join --peer-base 127.0.0.1:7000 --data d4\n"
+      "  curl -L -d '' 'http://127.0.0.1:8001/admin/add-voter?id=4'\n"
+      "Membership: POST /admin/add-voter?id=N, /admin/add-learner?id=N, /admin/remove?id=N on\n"
+      "any replica (a follower redirects to the leader); GET /admin/configuration.\n",
+      client_port_offset, client_port_offset, client_port_offset);
   std::exit(2);
 }
 
@@ -88,13 +113,22 @@ std::map<raft::ReplicaID, Address> parse_address_list(std::string_view text) {
   return result;
 }
 
+kv::AddressBook address_book(const Flags& flags) {
+  return kv::AddressBook(flags.peers, flags.client_peers, flags.peer_base);
+}
+
 Flags parse_flags(int argc, char** argv) {
   Flags flags;
   std::optional<std::uint64_t> client_port;
   for (int i = 1; i < argc; ++i) {
     std::string name = argv[i];
     if (name == "--help" || name == "-h") usage(nullptr);
-    const char* known[] = {"--id", "--peers", "--client-peers", "--data", "--client-port"};
+    if (name == "--join") {
+      flags.join = true;
+      continue;
+    }
+    const char* known[] = {"--id",   "--peers",       "--client-peers",
+                           "--data", "--client-port", "--peer-base"};
     if (std::find(std::begin(known), std::end(known), name) == std::end(known))
       usage(("unknown option " + name).c_str());
     if (i + 1 == argc) usage(("missing the value of " + name).c_str());
@@ -103,21 +137,32 @@ Flags parse_flags(int argc, char** argv) {
     if (name == "--peers") flags.peers = parse_address_list(value);
     if (name == "--client-peers") flags.client_peers = parse_address_list(value);
     if (name == "--data") flags.data = value;
+    if (name == "--peer-base") {
+      flags.peer_base = kv::parse_address(value);
+      if (!flags.peer_base) usage("--peer-base must look like 127.0.0.1:7000");
+    }
     if (name == "--client-port") {
       client_port = kv::parse_decimal(value);
       if (!client_port || *client_port == 0 || *client_port > 65535) usage("bad --client-port");
     }
   }
-  if (flags.id == 0 || flags.peers.empty() || flags.data.empty())
-    usage("--id, --peers and --data are required");
-  if (!flags.peers.count(flags.id)) usage("--peers must include this replica's --id");
+  if (flags.id == 0 || flags.data.empty()) usage("--id and --data are required");
+  if (!flags.join && flags.peers.empty()) usage("give --peers, or --join to be added later");
+  if (!flags.join && !flags.peers.count(flags.id))
+    usage("--peers must include this replica's --id");
+  kv::AddressBook book = address_book(flags);
+  if (!book.raft(flags.id))
+    usage("this replica has no Raft address: list it in --peers, or give --peer-base");
   for (const auto& [id, address] : flags.client_peers)
-    if (!flags.peers.count(id)) usage("--client-peers names a replica that --peers does not");
-  for (const auto& [id, address] : flags.peers) // the default client addresses
-    if (!flags.client_peers.count(id))
-      flags.client_peers[id] =
-          Address{address.host, std::uint16_t(address.port + client_port_offset)};
-  if (client_port) flags.client_peers[flags.id].port = std::uint16_t(*client_port);
+    if (!book.raft(id)) usage("--client-peers names a replica with no Raft address");
+  if (client_port) {
+    Address own =
+        flags.client_peers.count(flags.id) ? flags.client_peers[flags.id] : *book.raft(flags.id);
+    own.port = std::uint16_t(*client_port);
+    flags.client_peers[flags.id] = own;
+  } else if (!book.client(flags.id)) {
+    usage("this replica's Raft port + 1000 is not a port: give --client-port");
+  }
   return flags;
 }
 
@@ -144,46 +189,64 @@ private:
   static inline kv::TcpCluster* cluster_ = nullptr;
 };
 
+// Tells the transport of a new configuration, and says it in the log.
+void track(const raft::Configuration& configuration, kv::TcpCluster& cluster) {
+  auto list = [](const std::vector<raft::ReplicaID>& ids) {
+    std::string text;
+    for (raft::ReplicaID id : ids) text += (text.empty() ? "" : ", ") + std::to_string(id);
+    return text.empty() ? std::string("none") : text;
+  };
+  kv::log("configuration: voters %s; learners %s", list(configuration.voters).c_str(),
+          list(configuration.learners).c_str());
+  cluster.track(configuration);
+}
+
 // The host's loop: poll the replica, do the host's own work between polls, and sleep in the
 // cluster until the next deadline, a message, or a request from an HTTP thread. This is what
-// raft::Replica::start() does, plus the host's work: the reads and transfers the HTTP threads
-// asked for go to the replica before each poll (writes it takes itself, as pending transitions).
+// raft::Replica::start() does, plus the host's work: the reads, transfers and membership changes
+// the HTTP threads asked for go to the replica before each poll (writes it takes itself, as
+// pending transitions), and a new configuration goes to the transport after it.
 void run(raft::Replica& replica, kv::TcpCluster& cluster, kv::Machine& machine,
          kv::StatusBoard& board) {
+  raft::Configuration configuration; // none: a joining replica waits for one
   while (!cluster.halt()) {
     machine.take_requests(replica);
     replica.poll(raft::Clock::now());
     machine.forget_expired(raft::Clock::now());
     board.publish(replica, machine.store());
+    if (!(replica.configuration() == configuration))
+      track(configuration = replica.configuration(), cluster);
     cluster.wait_until(replica.next_deadline());
   }
 }
 
 int serve(const Flags& flags) {
-  std::vector<raft::ReplicaID> others;
+  std::vector<raft::ReplicaID> others; // the first configuration, unless --data holds one
   for (const auto& [id, address] : flags.peers)
-    if (id != flags.id) others.push_back(id);
+    if (id != flags.id && !flags.join) others.push_back(id);
 
   raft::FileStorage storage(flags.data);
   kv::Waker waker;
-  kv::TcpCluster cluster(flags.id, flags.peers, waker);
+  kv::AddressBook book = address_book(flags);
+  kv::TcpCluster cluster(flags.id, book, waker);
   kv::Inbox inbox(waker);
   kv::Machine machine(inbox);
   raft::Options options;
   options.storage = &storage;
   options.snapshot_delta = snapshot_every;
   options.max_entries_per_message = max_entries_per_message;
+  options.joining = flags.join;
   raft::Replica replica(flags.id, others, cluster, machine, raft::Transition{0, ""}, heartbeat,
                         election_timeout, options);
   kv::StatusBoard board;
   board.publish(replica, machine.store());
-  const Address& http_address = flags.client_peers.at(flags.id);
-  kv::HttpApi http(flags.id, http_address, flags.client_peers, inbox, machine, board);
+  Address http_address = *book.client(flags.id);
+  kv::HttpApi http(flags.id, http_address, book, inbox, machine, board);
 
   StopOnSignal stop_on_signal(cluster);
-  kv::log("replica %llu: raft on %s, clients on http://%s, data in %s",
-          (unsigned long long)flags.id, kv::to_string(flags.peers.at(flags.id)).c_str(),
-          kv::to_string(http_address).c_str(), flags.data.c_str());
+  kv::log("replica %llu: raft on %s, clients on http://%s, data in %s%s",
+          (unsigned long long)flags.id, kv::to_string(*book.raft(flags.id)).c_str(),
+          kv::to_string(http_address).c_str(), flags.data.c_str(), flags.join ? ", joining" : "");
   run(replica, cluster, machine, board);
   kv::log("stopping");
   return 0;

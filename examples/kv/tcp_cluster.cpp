@@ -29,6 +29,9 @@ constexpr std::size_t max_buffered_bytes = 64 << 20;
 // At most this many accepted connections; a new one beyond it closes the oldest, so idle or
 // hostile connections can never lock out a replica that reconnects.
 constexpr std::size_t max_incoming = 32;
+// A peer that is not in the configuration is forgotten once nothing was sent to it for this
+// long: a replica removed from the cluster is not dialed forever.
+constexpr raft::Duration idle_peer_lifetime = 10s;
 // At most this much is read from one connection per wake, so one busy peer cannot starve the
 // others or the replica.
 constexpr std::size_t max_read_per_wake = 4 << 20;
@@ -164,24 +167,67 @@ bool take_frames(std::string& in, std::vector<raft::Message>& messages) {
 
 // ---- TcpCluster ----
 
-TcpCluster::TcpCluster(raft::ReplicaID self, const std::map<raft::ReplicaID, Address>& addresses,
-                       Waker& waker)
-    : self_(self), waker_(waker) {
-  for (const auto& [id, address] : addresses) {
-    if (id == self) continue;
-    Peer peer;
-    peer.id = id;
-    peer.address = address;
-    peer.backoff = first_backoff;
-    peers_.push_back(std::move(peer));
-  }
-  listen_on(addresses.at(self));
+TcpCluster::TcpCluster(raft::ReplicaID self, AddressBook book, Waker& waker)
+    : self_(self), book_(std::move(book)), waker_(waker) {
+  for (const auto& [id, address] : book_.listed())
+    if (id != self) add_peer(id);
+  std::optional<Address> own = book_.raft(self);
+  if (!own) throw std::runtime_error("no address to listen on for Raft");
+  listen_on(*own);
 }
 
 TcpCluster::~TcpCluster() {
   close_fd(listener_);
   for (Peer& peer : peers_) close_fd(peer.link.fd);
   for (Connection& connection : incoming_) close_fd(connection.fd);
+}
+
+TcpCluster::Peer* TcpCluster::find_peer(raft::ReplicaID id) {
+  auto peer = std::find_if(peers_.begin(), peers_.end(), [&](const Peer& p) { return p.id == id; });
+  return peer == peers_.end() ? nullptr : &*peer;
+}
+
+// The new peer is dialed at the next wait_until.
+TcpCluster::Peer* TcpCluster::add_peer(raft::ReplicaID id) {
+  std::optional<Address> address = book_.raft(id);
+  if (id == self_ || !address) return nullptr;
+  Peer peer;
+  peer.id = id;
+  peer.address = *address;
+  peer.backoff = first_backoff;
+  peer.last_send = raft::Clock::now();
+  peers_.push_back(std::move(peer));
+  return &peers_.back();
+}
+
+void TcpCluster::track(const raft::Configuration& configuration) {
+  for (Peer& peer : peers_) peer.member = false;
+  for (const auto* ids : {&configuration.voters, &configuration.learners}) {
+    for (raft::ReplicaID id : *ids) {
+      if (id == self_) continue;
+      Peer* peer = find_peer(id);
+      if (!peer && !(peer = add_peer(id))) {
+        log("no address for replica %llu: start the servers with --peer-base, or list it in "
+            "--peers",
+            (unsigned long long)id);
+        continue;
+      }
+      peer->member = true;
+      peer->last_send = raft::Clock::now(); // once removed, it is kept a while longer
+    }
+  }
+}
+
+void TcpCluster::forget_idle_peers(raft::Clock::time_point now) {
+  auto idle = [&](Peer& peer) {
+    if (peer.member || now < peer.last_send + idle_peer_lifetime) return false;
+    if (peer.link.fd >= 0)
+      log("closing the connection to replica %llu, no longer a member",
+          (unsigned long long)peer.id);
+    close_fd(peer.link.fd);
+    return true;
+  };
+  peers_.erase(std::remove_if(peers_.begin(), peers_.end(), idle), peers_.end());
 }
 
 void TcpCluster::listen_on(const Address& address) {
@@ -197,9 +243,13 @@ void TcpCluster::listen_on(const Address& address) {
 
 // Sends are fire-and-forget, as the Cluster contract allows: a message to a peer we are not
 // connected to, or whose buffer is full, is dropped, and Raft's retries make up for it.
+// A message to a replica we do not know yet has it dialed, and is dropped like the others.
 void TcpCluster::send_message(raft::ReplicaID to, const raft::Message& message) {
-  auto peer = std::find_if(peers_.begin(), peers_.end(), [&](const Peer& p) { return p.id == to; });
-  if (peer == peers_.end() || !peer->connected) return;
+  Peer* peer = find_peer(to);
+  if (!peer) peer = add_peer(to);
+  if (!peer) return;
+  peer->last_send = raft::Clock::now();
+  if (!peer->connected) return;
   std::string bytes = raft::encode(message);
   if (bytes.size() > max_frame_bytes) {
     log("dropping a message of %zu bytes to replica %llu: over the frame limit", bytes.size(),
@@ -231,6 +281,7 @@ raft::Clock::time_point TcpCluster::next_wake(raft::Clock::time_point deadline) 
 }
 
 void TcpCluster::wait_until(raft::Clock::time_point deadline) {
+  forget_idle_peers(raft::Clock::now());
   // One pollfd per socket, in this order: the waker, the listener, our link to each peer (in
   // the order of peers_), then the accepted connections (in the order of incoming_).
   std::vector<pollfd> fds;

@@ -7,6 +7,12 @@
 // Every socket is non-blocking and all waiting happens in one place, wait_until(), which the
 // replica's thread calls between polls: a slow or dead peer can delay nothing but its own
 // messages, and Raft copes with a lost message by sending it again.
+//
+// The peers change with the configuration: track() is told each new one, and a replica that is
+// not a member is dialed when there is a message for it (a leader adding it, or a replica that
+// was removed and asks for votes). Addresses come from the AddressBook, so a replica added to a
+// running cluster is found by its id alone. A peer that is not a member, and was sent nothing
+// for a while, is forgotten.
 #ifndef KV_TCP_CLUSTER_HPP
 #define KV_TCP_CLUSTER_HPP
 
@@ -51,11 +57,10 @@ bool take_frames(std::string& in, std::vector<raft::Message>& messages);
 
 class TcpCluster : public raft::Cluster {
 public:
-  // `addresses` holds every replica, `self` included: its address is where this one listens.
-  // `waker` lets other threads cut wait_until short. Throws std::runtime_error if it cannot
+  // Listens on the Raft address of `self` in `book`, and dials at once every replica listed in
+  // it. `waker` lets other threads cut wait_until short. Throws std::runtime_error if it cannot
   // listen.
-  TcpCluster(raft::ReplicaID self, const std::map<raft::ReplicaID, Address>& addresses,
-             Waker& waker);
+  TcpCluster(raft::ReplicaID self, AddressBook book, Waker& waker);
   ~TcpCluster() override;
   TcpCluster(const TcpCluster&) = delete;
   TcpCluster& operator=(const TcpCluster&) = delete;
@@ -67,6 +72,10 @@ public:
   // Sleeps in poll(2) until the deadline, a socket is ready, or the waker fires; then does all
   // the socket work that is ready (accept, connect, read, write) without blocking.
   void wait_until(raft::Clock::time_point deadline) override;
+
+  // The replica's latest configuration: dials its members (those with an address) and keeps
+  // them; others are dropped once idle.
+  void track(const raft::Configuration& configuration);
 
   // Makes halt() true and wakes the loop. Async-signal-safe.
   void request_halt() {
@@ -89,8 +98,13 @@ private:
     bool connected = false; // false while connect() is in progress (or link.fd < 0)
     raft::Clock::time_point retry_at{};
     raft::Duration backoff{};
+    bool member = true;                  // in the latest configuration (or listed, until one)
+    raft::Clock::time_point last_send{}; // for a peer that is not a member: when to forget it
   };
 
+  Peer* find_peer(raft::ReplicaID id);
+  Peer* add_peer(raft::ReplicaID id); // nullptr if the book has no address for it
+  void forget_idle_peers(raft::Clock::time_point now);
   void listen_on(const Address& address);
   void accept_incoming();
   void read_incoming(Connection& connection);
@@ -102,6 +116,7 @@ private:
   raft::Clock::time_point next_wake(raft::Clock::time_point deadline) const;
 
   const raft::ReplicaID self_;
+  const AddressBook book_;
   Waker& waker_;
   int listener_ = -1;
   std::vector<Peer> peers_;

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The end-to-end test of examples/kv, run by `make test` (or `make kv-test`).
 
-It starts three kv-servers with examples/kv/cluster.sh on ports that are free at run time, and:
+It starts three kv-servers with examples/kv/cluster.sh on ports that are free at run time (and
+later three more, as the cluster grows), and:
   1. writes 1,000 keys;
   2. checks that GETs add nothing to the Raft log (the leader serves them as ReadIndex reads),
      that a follower redirects a GET to the leader, and that a GET answers the latest
@@ -16,8 +17,14 @@ It starts three kv-servers with examples/kv/cluster.sh on ports that are free at
   6. kills the leader with SIGKILL while four clients keep writing, and restarts it later;
   7. checks that every acknowledged write is readable from the new leader, that every write
      was applied exactly once, and that the three replicas converge to the same map;
-  8. stops all three, starts them again from their data directories, and checks they come back
-     with the same map.
+  8. membership: sends bad input to the membership endpoints of every replica, and to
+     cluster.sh add and remove; then, while four clients keep writing (and reading back), grows
+     the cluster from 3 voters to 5 (cluster.sh add 4, add 5), replaces the leader by a new
+     replica (cluster.sh add 6, remove), and removes a follower that it leaves running for 2 s
+     (it must not disturb the others); checks every acknowledged write is readable through the
+     leader, applied once, and that the remaining replicas hold the same map and configuration;
+  9. stops them all, starts them again from their data directories (those that joined too), and
+     checks they come back with the same map and configuration.
 The last line it prints says "passed" or "FAILED"; the exit status is 0 only if it passed.
 
 usage: tests/kv/e2e.py [path/to/kv-server]      (default: build/kv-server)
@@ -40,7 +47,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_SH = ROOT / "examples" / "kv" / "cluster.sh"
-IDS = (1, 2, 3)
+IDS = (1, 2, 3)  # the replicas that start the cluster
+MAX_ID = 6  # and those added later: 4, 5, 6
 TIME_LIMIT = 150  # seconds; the test normally takes well under a minute
 WRITERS = 4  # concurrent clients
 
@@ -55,7 +63,7 @@ def check(condition, message):
 
 
 def free_base_port():
-    """A base port B such that B+1..B+3 (Raft) and B+1001..B+1003 (HTTP) are free right now.
+    """A base port B such that B+1..B+6 (Raft) and B+1001..B+1006 (HTTP) are free right now.
 
     It is below the kernel's range of ephemeral ports (32768 and up), so that outgoing
     connections do not take these ports in the moment before the servers bind them.
@@ -65,7 +73,8 @@ def free_base_port():
         base = chooser.randrange(10000, 31000)
         sockets = []
         try:
-            for port in [base + n for n in IDS] + [base + 1000 + n for n in IDS]:
+            ids = range(1, MAX_ID + 1)
+            for port in [base + n for n in ids] + [base + 1000 + n for n in ids]:
                 probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 sockets.append(probe)
                 probe.bind(("127.0.0.1", port))
@@ -79,11 +88,13 @@ def free_base_port():
 
 
 class Cluster:
-    """The three servers, driven through examples/kv/cluster.sh."""
+    """The servers, driven through examples/kv/cluster.sh."""
 
     def __init__(self, server, base, directory):
         self.base = base
         self.directory = directory
+        self.ids = list(IDS)  # the replicas of the cluster now; replaced, never changed in place
+        self.started = set(IDS)  # every replica that ever ran, for the logs
         self.env = dict(os.environ, KV_SERVER=str(server), KV_BASE_PORT=str(base),
                         KV_DIR=str(directory))
 
@@ -113,7 +124,8 @@ class Cluster:
         except (OSError, http.client.HTTPException, ValueError):
             return None
 
-    def wait_for_leader(self, among=IDS, timeout=10):
+    def wait_for_leader(self, among=None, timeout=10):
+        among = among or self.ids
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for n in among:
@@ -124,12 +136,14 @@ class Cluster:
         raise Failure(f"no leader among replicas {list(among)} after {timeout} s")
 
     def wait_for_convergence(self, timeout=20):
-        """Waits until every replica has applied the same log and holds the same map."""
+        """Waits until every replica has applied the same log, holds the same map, and has the
+        same configuration."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            states = [self.state(n) for n in IDS]
+            states = [self.state(n) for n in self.ids]
             if all(states):
-                views = {(s["last_applied"], s["digest"], s["keys"], s["revision"]) for s in states}
+                views = {(s["last_applied"], s["digest"], s["keys"], s["revision"],
+                          tuple(s["voters"]), tuple(s["learners"])) for s in states}
                 if len(views) == 1:
                     return states[0]
             time.sleep(0.1)
@@ -139,11 +153,11 @@ class Cluster:
         """Waits until every replica names `target` as the leader; returns the time it took."""
         started = time.monotonic()
         while time.monotonic() < started + timeout:
-            if all((self.state(n) or {}).get("leader") == target for n in IDS):
+            if all((self.state(n) or {}).get("leader") == target for n in self.ids):
                 return time.monotonic() - started
             time.sleep(0.01)
         raise Failure(f"replica {target} does not lead after {timeout} s: "
-                      f"{[self.state(n) for n in IDS]}")
+                      f"{[self.state(n) for n in self.ids]}")
 
     def log_tail(self, n, lines=15):
         try:
@@ -161,7 +175,7 @@ class Client:
         self.cluster = cluster
         self.name = name
         self.sequence = 0
-        self.port = cluster.client_port(random.choice(IDS))
+        self.port = cluster.client_port(random.choice(cluster.ids))
         self.connection = None
         self.writes_applied = 0  # writes answered 200: each must bump the store's revision once
         self.retry_after = None  # the Retry-After header of the latest answer
@@ -176,6 +190,7 @@ class Client:
             headers.update({"X-Client-Id": self.name, "X-Sequence": str(self.sequence)})
         path = "/kv/" + urllib.parse.quote(key, safe="")
         deadline = time.monotonic() + timeout
+        unavailable = 0
         while time.monotonic() < deadline:
             try:
                 status, response, data = self._send(method, path, body, headers)
@@ -187,6 +202,9 @@ class Client:
                 self._move_to(urllib.parse.urlsplit(response.getheader("Location")).port)
             elif status == 503 and retry_unavailable:
                 time.sleep(0.05)  # Retry-After says 1 s; a test is in more of a hurry
+                unavailable += 1
+                if unavailable % 10 == 0:  # it may never know a leader: removed, say
+                    self._try_next_server()
             else:
                 if method != "GET" and status == 200:
                     self.writes_applied += 1
@@ -211,8 +229,9 @@ class Client:
             self.port = port
 
     def _try_next_server(self):
-        ports = [self.cluster.client_port(n) for n in IDS]
-        self._move_to(ports[(ports.index(self.port) + 1) % len(ports)])
+        ports = [self.cluster.client_port(n) for n in self.cluster.ids]
+        i = ports.index(self.port) if self.port in ports else -1  # or it left the cluster
+        self._move_to(ports[(i + 1) % len(ports)])
 
     def close(self):
         if self.connection is not None:
@@ -487,7 +506,7 @@ def check_reads(cluster, expected):
                 status, _, data = writers[i].call("GET", key)
                 check((status, data) == (200, value),
                       f"{writers[i].name} wrote {value!r} to {key}, then read {status} {data!r}")
-                other._move_to(cluster.client_port(random.choice(IDS)))
+                other._move_to(cluster.client_port(random.choice(cluster.ids)))
                 status, _, data = other.call("GET", key)
                 check((status, data) == (200, value),
                       f"{writers[i].name} wrote {value!r} to {key}; then {other.name} read "
@@ -603,6 +622,227 @@ def check_transfer_under_load(cluster, expected, notes):
     return applied
 
 
+def check_readable(cluster, expected):
+    """Every acknowledged write is readable from the leader."""
+    readers = [Client(cluster, f"reader-{i}") for i in range(WRITERS)]
+    keys = sorted(expected)
+    errors = []
+
+    def read(i):
+        try:
+            for key in keys[i::WRITERS]:
+                status, _, data = readers[i].call("GET", key)
+                if expected[key] is None:
+                    check(status == 404, f"GET {key}: {status} {data[:20]!r}, wanted 404")
+                else:
+                    check((status, data) == (200, expected[key]),
+                          f"GET {key}: {status} {data[:20]!r}, wanted {expected[key]!r}")
+        except Exception as error:
+            errors.append(error)
+        finally:
+            readers[i].close()
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(WRITERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+MEMBERSHIP_PATHS = ("/admin/add-voter", "/admin/add-learner", "/admin/remove")
+
+
+def check_membership_requests(cluster):
+    """Bad input to the membership endpoints is refused by every replica (400, before any
+    redirect; 405 for a wrong method); a good request on a follower is redirected to the leader
+    and not acted upon; the leader refuses what it cannot do (409, with the reason); cluster.sh
+    refuses bad ids. None of it changes the configuration or the log."""
+    leader = cluster.wait_for_leader()
+    before = cluster.state(leader)
+    bad = ["", "?id=", "?id=abc", "?id=0", "?id=-1", "?id=+4", "?id=4%20", "?id=4x",
+           "?id=" + "9" * 25, "?to=4", "?id=4&id=5"]
+    for n in cluster.ids:
+        for path in MEMBERSHIP_PATHS:
+            for query in bad + ([] if path == "/admin/remove" else ["?id=1000"]):  # no address
+                status, _, body = direct_call(cluster, n, "POST", path + query)
+                check(status == 400 and body.strip(),
+                      f"replica {n}: POST {path}{query}: {status} {body!r}, wanted 400")
+            for method in ("GET", "PUT", "DELETE"):
+                status, _, body = direct_call(cluster, n, method, path + "?id=4")
+                check(status == 405 and b"POST" in body,
+                      f"replica {n}: {method} {path}: {status} {body!r}, wanted 405")
+        for method in ("POST", "PUT", "DELETE"):
+            status, _, _ = direct_call(cluster, n, method, "/admin/configuration")
+            check(status == 405, f"replica {n}: {method} /admin/configuration: {status}")
+        status, _, body = direct_call(cluster, n, "GET", "/admin/configuration")
+        check(status == 200 and json.loads(body) == {"id": n, "leader": leader,
+                                                     "voters": [1, 2, 3], "learners": []},
+              f"replica {n}: GET /admin/configuration: {status} {body!r}")
+        if n != leader:
+            for path in MEMBERSHIP_PATHS:
+                status, response, _ = direct_call(cluster, n, "POST", path + "?id=4")
+                location = urllib.parse.urlsplit(response.getheader("Location") or "")
+                check(status == 307 and location.port == cluster.client_port(leader)
+                      and (location.path, location.query) == (path, "id=4"),
+                      f"replica {n}: POST {path}?id=4 on a follower: {status} "
+                      f"{response.getheader('Location')}, wanted 307 to the leader, {leader}")
+    follower = next(n for n in cluster.ids if n != leader)
+    for path, replica, reason in [("/admin/add-voter", follower, b"is a voter already"),
+                                  ("/admin/add-learner", follower, b"is a voter already"),
+                                  ("/admin/remove", 7, b"is not a member")]:
+        status, _, body = direct_call(cluster, leader, "POST", f"{path}?id={replica}")
+        check(status == 409 and reason in body,
+              f"POST {path}?id={replica} on the leader: {status} {body!r}, wanted 409 {reason}")
+    for arguments, status, message in [(("add", "x"), 2, "a number"),
+                                       (("add", 0), 2, "a number"),
+                                       (("add", 1000), 2, "a number"),
+                                       (("remove", "2x"), 2, "a number"),
+                                       (("remove", 7), 1, "replica 7 is not a member")]:
+        done = subprocess.run([str(CLUSTER_SH), *map(str, arguments)], env=cluster.env,
+                              capture_output=True, text=True, timeout=30)
+        check(done.returncode == status and message in done.stdout + done.stderr,
+              f"cluster.sh {' '.join(map(str, arguments))}: exit {done.returncode}, wanted "
+              f"{status} and '{message}': {done.stdout} {done.stderr}")
+    after = cluster.state(leader)
+    check((after["leader"], after["term"], after["last_log_index"], after["voters"])
+          == (leader, before["term"], before["last_log_index"], [1, 2, 3]),
+          f"refused membership requests changed something: {before} before, {after} after")
+
+
+def check_membership_changes(cluster, expected, notes):
+    """While WRITERS clients write new keys, and read each one back: replica 5 becomes a learner
+    before it even runs; `cluster.sh add 4` and `add 5` make 4 and 5 voters (3 to 5 voters);
+    `cluster.sh add 6` and `cluster.sh remove` of the leader replace a replica; and a follower
+    removed through HTTP but left running for 2 s disturbs no one (the leader and its term
+    stay), before `cluster.sh remove` stops it. Every write is retried until acknowledged.
+    Returns the writes applied.
+
+    The reads matter: a learner is promoted once it has answered a heartbeat round that began
+    after its catch-up round did, and raft::Replica begins rounds only when a heartbeat is due
+    or a read() asks for one. Under writes alone, AppendEntries go to every peer at every poll,
+    no heartbeat is ever due, and AddVoter of a learner that has caught up is refused after 10
+    election timeouts (raft.cpp's problem, not the kv server's)."""
+    stop = threading.Event()
+    errors, lock = [], threading.Lock()
+    acknowledged = [0]
+    clients = [Client(cluster, f"member-writer-{i}") for i in range(WRITERS)]
+
+    def run(i):
+        reader = Client(cluster, f"member-reader-{i}")
+        try:
+            for j in range(100000):
+                if stop.is_set():
+                    break
+                key, value = f"member-{i}-{j:05}", f"member-{i}-{j}".encode()
+                status, _, body = clients[i].call("PUT", key, value)
+                check(status == 200, f"PUT {key}: {status} {body!r}")
+                with lock:
+                    expected[key] = value
+                    acknowledged[0] += 1
+                status, _, data = reader.call("GET", key)
+                check((status, data) == (200, value),
+                      f"PUT {key} was acknowledged, then GET read {status} {data!r}")
+        except Exception as error:
+            errors.append(error)
+        finally:
+            clients[i].close()
+            reader.close()
+
+    def wait_for_writes(more, timeout=20):
+        count = acknowledged[0] + more
+        deadline = time.monotonic() + timeout
+        while acknowledged[0] < count and not errors:
+            check(time.monotonic() < deadline, f"only {acknowledged[0]} writes in {timeout} s")
+            time.sleep(0.005)
+
+    def wait_for_configuration(voters, timeout=5):
+        """Every replica of the cluster has `voters` and no learner."""
+        deadline = time.monotonic() + timeout
+        while True:
+            states = {n: cluster.state(n) for n in cluster.ids}
+            if all(s and (s["voters"], s["learners"]) == (voters, []) for s in states.values()):
+                return
+            check(time.monotonic() < deadline, f"wanted voters {voters} everywhere: {states}")
+            time.sleep(0.02)
+
+    def add(n):
+        cluster.started.add(n)
+        started = time.monotonic()
+        out = cluster.sh("add", n)
+        check(f"replica {n} is a voter" in out, f"cluster.sh add {n}: {out}")
+        cluster.ids = sorted(cluster.ids + [n])
+        return time.monotonic() - started
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(WRITERS)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_for_writes(100)
+        # 3 -> 5: 5 is a learner before it runs (it cannot answer yet: no harm done), 4 joins.
+        status, _, body = raw_call(cluster, "POST", "/admin/add-learner?id=5")
+        check(status == 200 and b"replica 5 is a learner: voters 1, 2, 3; learners 5" in body,
+              f"POST /admin/add-learner?id=5: {status} {body!r}")
+        took = [add(4), add(5)]
+        wait_for_configuration([1, 2, 3, 4, 5])
+        wait_for_writes(100)
+        notes.append(f"grew from 3 voters to 5 under {WRITERS} writers: cluster.sh add 4 took "
+                     f"{took[0]:.2f} s, add 5 (a learner already) {took[1]:.2f} s")
+
+        # A replacement: 6 joins, the leader (one of the first three) leaves.
+        add(6)
+        old = cluster.wait_for_leader()
+        if old not in IDS:
+            old = next(n for n in IDS if n in cluster.ids)
+        started = time.monotonic()
+        out = cluster.sh("remove", old)
+        check(f"replica {old} is removed" in out and f"replica {old} (pid" in out,
+              f"cluster.sh remove {old}: {out}")
+        cluster.ids = [n for n in cluster.ids if n != old]
+        voters = list(cluster.ids)
+        new_leader = cluster.wait_for_leader()
+        replaced_in = time.monotonic() - started
+        wait_for_configuration(voters)
+        wait_for_writes(100)
+
+        # A follower removed but left running: it hears from no leader, and must not depose one.
+        leader = cluster.wait_for_leader()
+        term = cluster.state(leader)["term"]
+        removed = next(n for n in cluster.ids if n != leader)
+        status, _, body = raw_call(cluster, "POST", f"/admin/remove?id={removed}")
+        check(status == 200 and f"replica {removed} is removed".encode() in body,
+              f"POST /admin/remove?id={removed}: {status} {body!r}")
+        cluster.ids = [n for n in cluster.ids if n != removed]
+        time.sleep(2)
+        wait_for_writes(50)
+        states = {n: cluster.state(n) for n in cluster.ids}
+        check(all(s and (s["leader"], s["term"]) == (leader, term) for s in states.values()),
+              f"after replica {removed} was removed, and kept running for 2 s, the others "
+              f"should still follow replica {leader} in term {term}: {states}")
+        # cluster.sh stops a replica of its own that the leader says is no member.
+        done = subprocess.run([str(CLUSTER_SH), "remove", str(removed)], env=cluster.env,
+                              capture_output=True, text=True, timeout=30)
+        check(done.returncode == 1 and "not a member" in done.stdout
+              and f"replica {removed} (pid" in done.stdout,
+              f"cluster.sh remove {removed}, removed already: exit {done.returncode}: "
+              f"{done.stdout} {done.stderr}")
+        wait_for_configuration(cluster.ids)
+        wait_for_writes(100)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    if errors:
+        raise errors[0]
+    notes.append(f"replaced replica {old}, the leader, by 6 in {replaced_in:.2f} s (replica "
+                 f"{new_leader} leads now); removed {removed} and kept it running 2 s: replica "
+                 f"{leader} led on in term {term}; {acknowledged[0]} writes meanwhile")
+    for n in (old, removed):
+        check(cluster.state(n) is None, f"replica {n} still answers after cluster.sh remove")
+    return sum(client.writes_applied for client in clients)
+
+
 def snapshots_since_start(cluster, n):
     """The indexes of the snapshots replica n restored since it last started, from its log."""
     lines = (cluster.directory / f"{n}.log").read_text(errors="replace").splitlines()
@@ -612,7 +852,7 @@ def snapshots_since_start(cluster, n):
 
 
 def check_logs_clean(cluster):
-    for n in IDS:
+    for n in sorted(cluster.started):
         text = (cluster.directory / f"{n}.log").read_text(errors="replace")
         for sign in ("AddressSanitizer", "LeakSanitizer", "runtime error:", "fatal:"):
             check(sign not in text, f"replica {n}'s log reports '{sign}'")
@@ -669,33 +909,11 @@ def run(cluster, notes):
                  f"restarted it after {restarted_at}; replica {new_leader} leads now")
 
     # 7. Every acknowledged write is readable from the leader, and was applied exactly once.
-    readers = [Client(cluster, f"reader-{i}") for i in range(WRITERS)]
-    keys = sorted(expected)
-    errors = []
-
-    def read(i):
-        try:
-            for key in keys[i::WRITERS]:
-                status, _, data = readers[i].call("GET", key)
-                if expected[key] is None:
-                    check(status == 404, f"GET {key}: {status} {data[:20]!r}, wanted 404")
-                else:
-                    check((status, data) == (200, expected[key]),
-                          f"GET {key}: {status} {data[:20]!r}, wanted {expected[key]!r}")
-        except Exception as error:
-            errors.append(error)
-
-    threads = [threading.Thread(target=read, args=(i,)) for i in range(WRITERS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
+    check_readable(cluster, expected)
     state = cluster.wait_for_convergence()
     check(state["revision"] == writes,
           f"the store counts {state['revision']} writes, the clients {writes} acknowledged")
-    notes.append(f"{writes} writes and {len(keys)} reads acknowledged, all applied once")
+    notes.append(f"{writes} writes and {len(expected)} reads acknowledged, all applied once")
     installed = snapshots_since_start(cluster, leader)
     check(installed and max(installed) > last_index,
           f"replica {leader} did not catch up through a snapshot past its index {last_index} "
@@ -703,7 +921,17 @@ def run(cluster, notes):
     notes.append(f"replica {leader} was at index {last_index} and caught up through a snapshot "
                  f"at index {max(installed)}")
 
-    # 8. Restart everything from the data directories.
+    # 8. Membership: bad requests; then, under writes, from 3 voters to 5 and a replacement.
+    check_membership_requests(cluster)
+    writes += check_membership_changes(cluster, expected, notes)
+    check_readable(cluster, expected)
+    state = cluster.wait_for_convergence()
+    check(state["revision"] == writes,
+          f"the store counts {state['revision']} writes, the clients {writes} acknowledged")
+    notes.append(f"{writes} writes, all applied once and on each of replicas {cluster.ids}")
+
+    # 9. Restart everything from the data directories: the first replicas and those that joined
+    # take their membership from there.
     cluster.sh("stop")
     cluster.sh("start")
     cluster.wait_for_leader()
@@ -714,6 +942,8 @@ def run(cluster, notes):
             break
         check(time.monotonic() < deadline, f"after a restart: {after}, before: {state}")
         time.sleep(0.1)
+    check(after["voters"] == cluster.ids and after["learners"] == [],
+          f"after a restart, the configuration is {after}; wanted voters {cluster.ids}")
     notes.append(f"{after['keys']} keys, digest {after['digest']} on all replicas before and "
                  "after a full restart")
     cluster.sh("stop")
@@ -737,7 +967,7 @@ def main():
         run(cluster, notes)
     except Exception as error:
         signal.alarm(0)
-        for n in IDS:
+        for n in sorted(cluster.started):
             print(f"--- the end of replica {n}'s log ({directory / f'{n}.log'}):")
             print("\n".join(cluster.log_tail(n)))
         try:
@@ -751,8 +981,8 @@ def main():
     shutil.rmtree(directory, ignore_errors=True)
     for note in notes:
         print(f"  {note}")
-    print(f"kv e2e: passed in {time.monotonic() - started:.1f} s (3 servers on ports "
-          f"{cluster.base + 1}-{cluster.base + 1003})")
+    print(f"kv e2e: passed in {time.monotonic() - started:.1f} s ({len(cluster.started)} servers "
+          f"on ports {cluster.base + 1}-{cluster.base + 1000 + MAX_ID})")
     return 0
 
 
