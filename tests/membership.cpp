@@ -124,6 +124,25 @@ TEST_SUITE("§4 Membership changes") {
     CHECK_FALSE(reported(group[1].machine(), 51, TransitionState::Committed));
   }
 
+  TEST_CASE("AddVoter under a steady write load: a catch-up round starts a heartbeat round") {
+    // Entries sent at least once per heartbeat keep every heartbeat from falling due, so the
+    // learner's answer to a round started for its catch-up (§4.2.1) must not wait for one.
+    Group group(3, 4);
+    group.elect(1);
+    group[1]->change_membership(100, MembershipChange::AddLearner, 4);
+    group[1].poll();
+    group.advance(3 * kHeartbeat);
+    group[1]->change_membership(101, MembershipChange::AddVoter, 4);
+    for (std::uint64_t id = 1;
+         id <= 100 && !reported(group[1].machine(), 101, TransitionState::Applied); ++id) {
+      group[1].propose({{id, "value"}});
+      for (auto& [replica, node] : group.nodes) node->advance(kHeartbeat / 2);
+      group.settle();
+    }
+    CHECK(reported(group[1].machine(), 101, TransitionState::Applied));
+    CHECK(group[1]->configuration() == Configuration{{1, 2, 3, 4}, {}});
+  }
+
   TEST_CASE("AddVoter of a learner that never answers is refused and it stays a learner") {
     Group group(3, 4);
     group.elect(1);
