@@ -103,16 +103,18 @@ Replica::Replica(ReplicaID id, std::vector<ReplicaID> peer_ids, Cluster& cluster
   if (!options.storage) owned_storage_ = std::make_unique<VolatileStorage>();
   storage_ = options.storage ? options.storage : owned_storage_.get();
 
+  // The constructor's configuration, unless the storage holds one (§4.1).
+  if (!options.joining) peer_ids.insert(std::upper_bound(peer_ids.begin(), peer_ids.end(), id), id);
   Storage::State state = storage_->load();
   storage_->sync(); // what was loaded may never have been synced: nothing may depend on it before
-  current_term_ = state.current_term;
-  voted_for_ = state.voted_for;
+  current_term_ = state.current_term, voted_for_ = state.voted_for;
   log_ = std::move(state.entries);
   if (state.snapshot) {
     snapshot_ = std::make_shared<const Snapshot>(std::move(*state.snapshot));
     state_machine_.set_snapshot(*snapshot_);
   } else if (std::optional<Snapshot> snapshot = state_machine_.get_snapshot()) {
     // A state the machine is already in: keep it and drop the log it covers.
+    if (snapshot->configuration.voters.empty()) snapshot->configuration.voters = peer_ids;
     log_.erase(log_.begin(),
                log_.begin() + std::min<Index>(log_.size(), snapshot->last_included_index));
     storage_->save_snapshot(*snapshot, log_.data(), log_.data() + log_.size());
@@ -121,10 +123,7 @@ Replica::Replica(ReplicaID id, std::vector<ReplicaID> peer_ids, Cluster& cluster
   } else {
     snapshot_ = std::make_shared<const Snapshot>();
   }
-  log_start_ = snapshot_->last_included_index;
-  log_start_term_ = snapshot_->last_included_term;
-  // The constructor's configuration, unless the storage holds one (§4.1).
-  if (!options.joining) peer_ids.insert(std::upper_bound(peer_ids.begin(), peer_ids.end(), id), id);
+  log_start_ = snapshot_->last_included_index, log_start_term_ = snapshot_->last_included_term;
   const Configuration& stored = snapshot_->configuration;
   configs_.assign(1, {log_start(), stored.voters.empty() ? Configuration{peer_ids, {}} : stored});
   track_configurations(log_start() + 1);

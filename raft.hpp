@@ -79,7 +79,9 @@ struct Snapshot {
 };
 
 // One slot of the replicated log: a transition and the term in which a leader appended it, or a
-// configuration (§4.1), which takes effect once in the log; its transition names the change.
+// configuration (§4.1), which takes effect once in the log. A configuration entry is never
+// applied: its transition's id is the change_id it completes (data "completes"), or, with empty
+// data, names the first step of an AddVoter, which is not reported.
 struct Entry {
   Term term = 0;
   Transition transition;
@@ -118,7 +120,8 @@ struct Message {
   Term prev_log_term = 0;
   std::vector<Entry> entries;
   Index leader_commit = 0;
-  std::uint64_t round = 0; // the leader's heartbeat round, echoed in the response (§6.4)
+  std::uint64_t round = 0; // the leader's heartbeat round (here and in InstallSnapshot), echoed
+                           // in the response (§6.4)
   // AppendEntriesResponse: success means the follower's log matches the leader's through
   // match_index. A rejection carries a hint (§5.3, the "optimization" paragraph): the term of the
   // follower's conflicting entry (0 if its log is too short) and the first index it holds for
