@@ -211,9 +211,7 @@ void Replica::become_leader() {
 }
 
 void Replica::set_leader(std::optional<ReplicaID> leader) {
-  if (leader == leader_) return;
-  leader_ = leader;
-  cluster_.register_leader(leader);
+  if (leader != std::exchange(leader_, leader)) cluster_.register_leader(leader);
 }
 
 // ---- §5.2 Leader election ----
@@ -474,10 +472,8 @@ void Replica::handle_install_snapshot(const Message& request) {
   if (request.term < current_term_) return send(std::move(response));
   if (request.last_included_term > request.term) return; // from no correct leader
   become_follower(request.term, request.from);
-  if (request.last_included_index <= commit_index_) { // we hold that state already
-    response.done = true;
-    return send(std::move(response));
-  }
+  response.done = request.last_included_index <= commit_index_; // we hold that state already
+  if (response.done) return send(std::move(response));
   bool same = incoming_term_ == request.term &&
               incoming_.last_included_index == request.last_included_index &&
               incoming_.last_included_term == request.last_included_term;
@@ -723,8 +719,9 @@ void Replica::take_changes() {
 // a learner makes it one first, then promotes it after a catch-up round (reaching our last index
 // as of the round's start) took less than an election timeout (§4.2.1).
 void Replica::advance_change() {
-  if (!change_ || term_at(commit_index_) != current_term_ || configs_.back().first > commit_index_)
-    return;
+  if (!change_ || transfer_to_ || term_at(commit_index_) != current_term_ ||
+      configs_.back().first > commit_index_)
+    return; // §3.10: during a transfer the target's log must stay current
   Change& change = *change_;
   Configuration next = configs_.back().second;
   auto& [voters, learners] = next;
