@@ -1,7 +1,10 @@
-// raft.cpp: the Replica, section by section of the Raft paper (§5.1 terms to §7 compaction), then
-// the dissertation's leadership extensions, the poll loop, and at the end the wire format and
-// FileStorage. Section numbers (§5.2) and figures refer to "In Search of an Understandable
-// Consensus Algorithm" (extended version); "the dissertation's §4.2.3" to Ongaro's Raft thesis.
+// raft.cpp: the Replica in the order of the Raft paper: construction and the log, role changes
+// (§5.1), election (§5.2), replication and commitment (§5.3, §5.4), transitions in and out, then
+// the dissertation's membership changes (chapter 4), check-quorum, reads and leader transfer
+// (§6.2, §6.4, §3.10), log compaction (§7) and the poll loop. Everything about bytes comes last,
+// past the banners: the wire format and FileStorage. Section numbers (§5.2) and figures refer to
+// "In Search of an Understandable Consensus Algorithm" (extended version); "the dissertation's
+// §4.2.3" to Ongaro's Raft thesis, "Consensus: Bridging Theory and Practice".
 #include "raft.hpp"
 
 #include <algorithm>
@@ -328,10 +331,10 @@ void Replica::replicate() {
 }
 
 void Replica::handle_append_entries(Message& request) {
+  if (request.term >= current_term_) become_follower(request.term, request.from); // §5.1, §5.2
   Message response = make_message(MessageType::AppendEntriesResponse, request.from);
   response.prev_log_index = request.prev_log_index, response.round = request.round;
   if (request.term < current_term_) return send(std::move(response)); // a stale leader learns
-  become_follower(request.term, request.from); // a candidate steps down (§5.2)
 
   Index prev = request.prev_log_index;
   if (prev > last_log_index()) { // our log is too short: tell the leader where it ends
@@ -413,133 +416,6 @@ void Replica::advance_commit_index() {
   if (majority > commit_index_ && term_at(majority) == current_term_) commit_index_ = majority;
 }
 
-// ---- §7 Log compaction ----
-
-// The state machine's state through lastApplied replaces the log up to there; only up to the
-// oldest snapshot still in flight, so that its follower goes on from there by AppendEntries.
-void Replica::take_snapshot() {
-  Snapshot snapshot = state_machine_.create_snapshot(last_applied_, term_at(last_applied_));
-  snapshot.last_included_index = last_applied_,
-  snapshot.last_included_term = term_at(last_applied_);
-  for (const auto& [index, configuration] : configs_)
-    if (index <= last_applied_) snapshot.configuration = configuration;
-  snapshot.term_starts = snapshot_->term_starts;
-  for (Index i = snapshot_->last_included_index + 1; i <= last_applied_; ++i)
-    if (snapshot.term_starts.empty() || snapshot.term_starts.back().second != term_at(i))
-      snapshot.term_starts.emplace_back(i, term_at(i));
-  Index keep = last_applied_; // not for a peer silent for an election timeout: it may be down
-  for (const Peer& peer : peers_)
-    if (peer.snapshot && now_ < peer.snapshot_progress + election_timeout_range_.second)
-      keep = std::min(keep, std::max(log_start(), peer.snapshot->last_included_index));
-  log_start_term_ = term_at(keep);
-  log_.erase(log_.begin(), log_.begin() + (keep - log_start()));
-  log_start_ = keep;
-  while (configs_.size() > 1 && configs_[1].first <= keep) configs_.erase(configs_.begin());
-  const Entry* after = log_.data() + (last_applied_ - keep);
-  storage_->save_snapshot(snapshot, after, log_.data() + log_.size());
-  snapshot_ = std::make_shared<const Snapshot>(std::move(snapshot));
-}
-
-// One chunk at a time, from the first byte the peer lacks. A transfer sends one snapshot to its
-// end, however many the leader takes meanwhile. A heartbeat while a chunk is in flight carries
-// no bytes: its answer shows whether the chunk arrived. A chunk is sent again only when no
-// progress was seen for a minimum election timeout.
-void Replica::send_snapshot_chunk(Peer& peer) {
-  if (!peer.snapshot) {
-    peer.snapshot = snapshot_, peer.snapshot_offset = 0;
-    peer.snapshot_progress = now_, peer.awaiting = false;
-  }
-  bool resend = !peer.awaiting || now_ >= peer.chunk_sent + election_timeout_range_.first;
-  const Snapshot& snapshot = *peer.snapshot;
-  Message request = make_message(MessageType::InstallSnapshot, peer.id);
-  request.last_included_index = snapshot.last_included_index;
-  request.last_included_term = snapshot.last_included_term;
-  request.configuration = snapshot.configuration, request.term_starts = snapshot.term_starts;
-  request.offset = peer.snapshot_offset, request.round = round_;
-  request.data = snapshot.data.substr(request.offset, resend ? options_.snapshot_chunk_bytes : 0);
-  request.done = request.offset + request.data.size() == snapshot.data.size();
-  if (resend) peer.chunk_sent = now_;
-  peer.awaiting = true, peer.heartbeat_due = now_ + heartbeat_timeout_;
-  send(std::move(request));
-}
-
-// Chunks are taken in order only, each from the leader that began the transfer; a chunk at 0
-// with bytes starts it again. The answer says how many bytes we hold.
-void Replica::handle_install_snapshot(const Message& request) {
-  Message response = make_message(MessageType::InstallSnapshotResponse, request.from);
-  response.last_included_index = request.last_included_index, response.offset = request.offset;
-  response.round = request.round;
-  if (request.term < current_term_) return send(std::move(response));
-  if (request.last_included_term > request.term) return; // from no correct leader
-  become_follower(request.term, request.from);
-  response.done = request.last_included_index <= commit_index_; // we hold that state already
-  if (response.done) return send(std::move(response));
-  bool same = incoming_term_ == request.term &&
-              incoming_.last_included_index == request.last_included_index &&
-              incoming_.last_included_term == request.last_included_term;
-  bool heartbeat = request.data.empty() && !request.done;
-  if (request.offset == 0 && (!same || !heartbeat)) {
-    incoming_ = Snapshot{request.last_included_index, request.last_included_term,
-                         request.configuration, "", request.term_starts};
-    incoming_term_ = request.term;
-    same = true;
-  }
-  if (same && request.offset == incoming_.data.size()) {
-    incoming_.data += request.data;
-    response.done = request.done;
-  }
-  response.received = same ? incoming_.data.size() : 0;
-  if (response.done) install_snapshot(std::exchange(incoming_, Snapshot{}));
-  send(std::move(response));
-}
-
-// §7: a log that agrees with the snapshot at its last index keeps what follows; any other log
-// is replaced by it. A queued transition the snapshot covers committed if the committed term at
-// its index is its own: known from our log where it agrees, else from the snapshot's term starts
-// (or, for a snapshot without them, known not to if its term is above the snapshot's).
-void Replica::install_snapshot(Snapshot snapshot) {
-  Index index = snapshot.last_included_index;
-  Term term = snapshot.last_included_term;
-  bool keep = index <= last_log_index() && term_at(index) == term;
-  auto covered = [&](const Queued& queued) {
-    Term committed = keep && queued.index > log_start() ? term_at(queued.index) : 0;
-    auto start = std::upper_bound(snapshot.term_starts.begin(), snapshot.term_starts.end(),
-                                  std::make_pair(queued.index, kMaxTerm + 1));
-    if (!committed && start != snapshot.term_starts.begin()) committed = std::prev(start)->second;
-    if (queued.index == index) committed = term;
-    bool lost = committed ? queued.term != committed : queued.term > term;
-    if (queued.index <= index && lost) abandon(queued.id);
-    return queued.index <= index;
-  };
-  queued_.erase(std::remove_if(queued_.begin(), queued_.end(), covered), queued_.end());
-  log_.erase(log_.begin(), keep ? log_.begin() + (index - log_start()) : log_.end());
-  log_start_ = index;
-  log_start_term_ = term;
-  if (!keep) configs_.assign(1, {index, snapshot.configuration});
-  track_configurations(last_log_index() + 1);
-  storage_->save_snapshot(snapshot, log_.data(), log_.data() + log_.size());
-  snapshot_ = std::make_shared<const Snapshot>(std::move(snapshot));
-  state_machine_.set_snapshot(*snapshot_);
-  commit_index_ = last_applied_ = index;
-  durable_index_ = std::min(durable_index_, last_log_index());
-}
-
-// Only an answer to the request in flight that names another offset moves the transfer: on, or
-// back to where a follower that restarted is. A late answer to an earlier chunk, or to a
-// heartbeat sent before the chunk arrived, changes nothing.
-void Replica::handle_install_snapshot_response(const Message& response, Peer& peer) {
-  if (role_ != Role::Leader || response.term != current_term_ || !peer.snapshot ||
-      response.last_included_index != peer.snapshot->last_included_index)
-    return; // about another transfer
-  peer.recent_active = true, peer.acked_round = std::max(peer.acked_round, response.round);
-  if (response.done) peer.snapshot.reset(); // it holds the snapshot's state
-  if (response.done) return record_match(peer, response.last_included_index);
-  if (response.offset != peer.snapshot_offset || response.received == peer.snapshot_offset) return;
-  peer.snapshot_offset = std::min<std::uint64_t>(response.received, peer.snapshot->data.size());
-  peer.snapshot_progress = now_;
-  peer.awaiting = false;
-}
-
 // ---- Transitions in, committed transitions out ----
 
 // A leader reports what it accepts Queued at once, but appends at most a window of it to its log
@@ -554,7 +430,7 @@ void Replica::take_pending_transitions() {
   if (leader) std::move(pending.begin(), pending.end(), std::back_inserter(accepted_));
   Index first = last_log_index() + 1;
   while (!transfer_to_ && !accepted_.empty() && last_log_index() + 1 - first < window_) {
-    queued_.push_back(Queued{last_log_index() + 1, current_term_, accepted_.front().id});
+    appended_.push_back(Appended{last_log_index() + 1, current_term_, accepted_.front().id});
     log_.push_back(Entry{current_term_, std::move(accepted_.front())});
     accepted_.pop_front();
   }
@@ -584,88 +460,14 @@ void Replica::apply_committed() {
   // entry of a later term is (terms never decrease along a log): then, if the entry at its index
   // is not its own, it is reported ConflictWithLeader, so a committed transition never is. The
   // queue is in order of term, then index: its front is settled first.
-  for (Term applied = term_at(last_applied_); !queued_.empty(); queued_.pop_front()) {
-    const Queued& queued = queued_.front();
+  for (Term applied = term_at(last_applied_); !appended_.empty(); appended_.pop_front()) {
+    const Appended& queued = appended_.front();
     if (queued.index > last_applied_ && queued.term >= applied) break;
     if (queued.index > last_applied_ || term_at(queued.index) != queued.term) abandon(queued.id);
   }
   if (options_.snapshot_delta &&
       last_applied_ - snapshot_->last_included_index >= options_.snapshot_delta)
     take_snapshot();
-}
-
-// ---- Leadership: check-quorum (§6.2), transfer (§3.10), reads (§6.4) ----
-
-// Once per maximum election timeout, a leader that has not heard from a majority steps down, so
-// that a leader cut off in a minority stops acting as one within two such timeouts.
-void Replica::check_quorum() {
-  if (now_ < quorum_deadline_) return;
-  bool active = agreed([](const Peer& peer) { return Index(peer.recent_active); }, 1);
-  for (Peer& peer : peers_) peer.recent_active = false;
-  quorum_deadline_ = now_ + election_timeout_range_.second;
-  if (options_.check_quorum && !active) become_follower(current_term_, std::nullopt);
-}
-
-void Replica::transfer_leadership(ReplicaID to) {
-  Peer* peer = find_peer(to);
-  if (role_ != Role::Leader || !peer || !peer->voter) return;
-  transfer_to_ = to, transfer_deadline_ = now_ + election_timeout_range_.second;
-  // The lease is given up for the rest of this term: a TimeoutNow still on its way after the
-  // transfer is given up could yet elect the target with votes that do not wait for the lease.
-  lease_round_ = UINT64_MAX;
-  send_timeout_now(*peer);
-}
-
-// The target of a transfer, once its log matches ours, is told to campaign; again with each
-// heartbeat while the transfer lasts, in case the message was lost.
-void Replica::send_timeout_now(Peer& peer) {
-  if (transfer_to_ == peer.id && peer.match_index == last_log_index())
-    send(make_message(MessageType::TimeoutNow, peer.id));
-}
-
-// A read waits for a heartbeat round that starts after it (or is served by the lease), and for
-// the read index: the commit index once an entry of this leader's term has committed (§6.4).
-void Replica::take_reads() {
-  bool lease = !reads_asked_.empty() && role_ == Role::Leader && has_lease();
-  Index index = term_at(commit_index_) == current_term_ ? commit_index_ : 0;
-  for (std::uint64_t id : std::exchange(reads_asked_, {})) {
-    if (role_ != Role::Leader) {
-      abandon(id, AbandonReason::NotLeader);
-      continue;
-    }
-    state_machine_.register_transition_state(id, TransitionState::Queued, AbandonReason::None);
-    lease = lease && !transfer_to_; // a callback may have started a transfer
-    reads_.push_back(Read{id, lease ? 0 : round_ + 1, index});
-    start_round_ |= !lease;
-  }
-}
-
-// The latest heartbeat round that a majority of voters (this leader among them) answered.
-std::uint64_t Replica::quorum_round() {
-  return agreed([](const Peer& peer) { return peer.acked_round; }, round_);
-}
-
-// A majority answered a round started less than 90% of the minimum election timeout ago: none
-// of them grants a vote before that timeout (§4.2.3), even if its clock runs 10% fast.
-bool Replica::has_lease() {
-  if (!options_.lease_reads || !options_.check_quorum || transfer_to_) return false;
-  std::uint64_t round = quorum_round(), oldest = round_ + 1 - round_starts_.size();
-  return round >= std::max(lease_round_, oldest) && round <= round_ &&
-         now_ < round_starts_[round - oldest] + election_timeout_range_.first * 9 / 10;
-}
-
-void Replica::serve_reads() {
-  if (reads_.empty()) return;
-  std::uint64_t confirmed = quorum_round();
-  bool own_term = term_at(commit_index_) == current_term_;
-  auto served = [&](Read& read) {
-    if (read.index == 0 && own_term) read.index = commit_index_;
-    if (read.round > confirmed || read.index == 0 || last_applied_ < read.index) return false;
-    state_machine_.register_transition_state(read.id, TransitionState::Applied,
-                                             AbandonReason::None);
-    return true;
-  };
-  reads_.erase(std::remove_if(reads_.begin(), reads_.end(), served), reads_.end());
 }
 
 // ---- §4 Membership changes, one replica at a time ----
@@ -748,10 +550,211 @@ void Replica::advance_change() {
     ids.insert(std::upper_bound(ids.begin(), ids.end(), change.replica), change.replica);
   bool completes = promote || change.change != MembershipChange::AddVoter;
   log_.push_back(Entry{current_term_, Transition{change.id, completes ? "completes" : ""}, next});
-  if (completes) queued_.push_back(Queued{last_log_index(), current_term_, change.id});
+  if (completes) appended_.push_back(Appended{last_log_index(), current_term_, change.id});
   if (completes) change_.reset();
   save_from(last_log_index());
   track_configurations(last_log_index());
+}
+
+// ---- Leadership: check-quorum (§6.2), transfer (§3.10), reads (§6.4) ----
+
+// Once per maximum election timeout, a leader that has not heard from a majority steps down, so
+// that a leader cut off in a minority stops acting as one within two such timeouts.
+void Replica::check_quorum() {
+  if (now_ < quorum_deadline_) return;
+  bool active = agreed([](const Peer& peer) { return Index(peer.recent_active); }, 1);
+  for (Peer& peer : peers_) peer.recent_active = false;
+  quorum_deadline_ = now_ + election_timeout_range_.second;
+  if (options_.check_quorum && !active) become_follower(current_term_, std::nullopt);
+}
+
+void Replica::transfer_leadership(ReplicaID to) {
+  Peer* peer = find_peer(to);
+  if (role_ != Role::Leader || !peer || !peer->voter) return;
+  transfer_to_ = to, transfer_deadline_ = now_ + election_timeout_range_.second;
+  // The lease is given up for the rest of this term: a TimeoutNow still on its way after the
+  // transfer is given up could yet elect the target with votes that do not wait for the lease.
+  lease_round_ = UINT64_MAX;
+  send_timeout_now(*peer);
+}
+
+// The target of a transfer, once its log matches ours, is told to campaign; again with each
+// heartbeat while the transfer lasts, in case the message was lost.
+void Replica::send_timeout_now(Peer& peer) {
+  if (transfer_to_ == peer.id && peer.match_index == last_log_index())
+    send(make_message(MessageType::TimeoutNow, peer.id));
+}
+
+// A read waits for a heartbeat round that starts after it (or is served by the lease), and for
+// the read index: the commit index once an entry of this leader's term has committed (§6.4).
+void Replica::take_reads() {
+  bool lease = !reads_asked_.empty() && role_ == Role::Leader && has_lease();
+  Index index = term_at(commit_index_) == current_term_ ? commit_index_ : 0;
+  for (std::uint64_t id : std::exchange(reads_asked_, {})) {
+    if (role_ != Role::Leader) {
+      abandon(id, AbandonReason::NotLeader);
+      continue;
+    }
+    state_machine_.register_transition_state(id, TransitionState::Queued, AbandonReason::None);
+    lease = lease && !transfer_to_; // a callback may have started a transfer
+    reads_.push_back(Read{id, lease ? 0 : round_ + 1, index});
+    start_round_ |= !lease;
+  }
+}
+
+// The latest heartbeat round that a majority of voters (this leader among them) answered.
+std::uint64_t Replica::quorum_round() {
+  return agreed([](const Peer& peer) { return peer.acked_round; }, round_);
+}
+
+// A majority answered a round started less than 90% of the minimum election timeout ago: none
+// of them grants a vote before that timeout (§4.2.3), even if its clock runs 10% fast.
+bool Replica::has_lease() {
+  if (!options_.lease_reads || !options_.check_quorum || transfer_to_) return false;
+  std::uint64_t round = quorum_round(), oldest = round_ + 1 - round_starts_.size();
+  return round >= std::max(lease_round_, oldest) && round <= round_ &&
+         now_ < round_starts_[round - oldest] + election_timeout_range_.first * 9 / 10;
+}
+
+void Replica::serve_reads() {
+  if (reads_.empty()) return;
+  std::uint64_t confirmed = quorum_round();
+  bool own_term = term_at(commit_index_) == current_term_;
+  auto served = [&](Read& read) {
+    if (read.index == 0 && own_term) read.index = commit_index_;
+    if (read.round > confirmed || read.index == 0 || last_applied_ < read.index) return false;
+    state_machine_.register_transition_state(read.id, TransitionState::Applied,
+                                             AbandonReason::None);
+    return true;
+  };
+  reads_.erase(std::remove_if(reads_.begin(), reads_.end(), served), reads_.end());
+}
+
+// ---- §7 Log compaction ----
+
+// The state machine's state through lastApplied replaces the log up to there; only up to the
+// oldest snapshot still in flight, so that its follower goes on from there by AppendEntries.
+void Replica::take_snapshot() {
+  Snapshot snapshot = state_machine_.create_snapshot(last_applied_, term_at(last_applied_));
+  snapshot.last_included_index = last_applied_,
+  snapshot.last_included_term = term_at(last_applied_);
+  for (const auto& [index, configuration] : configs_)
+    if (index <= last_applied_) snapshot.configuration = configuration;
+  snapshot.term_starts = snapshot_->term_starts;
+  for (Index i = snapshot_->last_included_index + 1; i <= last_applied_; ++i)
+    if (snapshot.term_starts.empty() || snapshot.term_starts.back().second != term_at(i))
+      snapshot.term_starts.emplace_back(i, term_at(i));
+  Index keep = last_applied_; // not for a peer silent for an election timeout: it may be down
+  for (const Peer& peer : peers_)
+    if (peer.snapshot && now_ < peer.snapshot_progress + election_timeout_range_.second)
+      keep = std::min(keep, std::max(log_start(), peer.snapshot->last_included_index));
+  log_start_term_ = term_at(keep);
+  log_.erase(log_.begin(), log_.begin() + (keep - log_start()));
+  log_start_ = keep;
+  while (configs_.size() > 1 && configs_[1].first <= keep) configs_.erase(configs_.begin());
+  const Entry* after = log_.data() + (last_applied_ - keep);
+  storage_->save_snapshot(snapshot, after, log_.data() + log_.size());
+  snapshot_ = std::make_shared<const Snapshot>(std::move(snapshot));
+}
+
+// One chunk at a time, from the first byte the peer lacks. A transfer sends one snapshot to its
+// end, however many the leader takes meanwhile. A heartbeat while a chunk is in flight carries
+// no bytes: its answer shows whether the chunk arrived. A chunk is sent again only when no
+// progress was seen for a minimum election timeout.
+void Replica::send_snapshot_chunk(Peer& peer) {
+  if (!peer.snapshot) {
+    peer.snapshot = snapshot_, peer.snapshot_offset = 0;
+    peer.snapshot_progress = now_, peer.awaiting = false;
+  }
+  bool resend = !peer.awaiting || now_ >= peer.chunk_sent + election_timeout_range_.first;
+  const Snapshot& snapshot = *peer.snapshot;
+  Message request = make_message(MessageType::InstallSnapshot, peer.id);
+  request.last_included_index = snapshot.last_included_index;
+  request.last_included_term = snapshot.last_included_term;
+  request.configuration = snapshot.configuration, request.term_starts = snapshot.term_starts;
+  request.offset = peer.snapshot_offset, request.round = round_;
+  request.data = snapshot.data.substr(request.offset, resend ? options_.snapshot_chunk_bytes : 0);
+  request.done = request.offset + request.data.size() == snapshot.data.size();
+  if (resend) peer.chunk_sent = now_;
+  peer.awaiting = true, peer.heartbeat_due = now_ + heartbeat_timeout_;
+  send(std::move(request));
+}
+
+// Chunks are taken in order only, each from the leader that began the transfer; a chunk at 0
+// with bytes starts it again. The answer says how many bytes we hold.
+void Replica::handle_install_snapshot(const Message& request) {
+  if (request.last_included_term > request.term) return; // from no correct leader
+  if (request.term >= current_term_) become_follower(request.term, request.from);
+  Message response = make_message(MessageType::InstallSnapshotResponse, request.from);
+  response.last_included_index = request.last_included_index, response.offset = request.offset;
+  response.round = request.round;
+  if (request.term < current_term_) return send(std::move(response));
+  response.done = request.last_included_index <= commit_index_; // we hold that state already
+  if (response.done) return send(std::move(response));
+  bool same = incoming_term_ == request.term &&
+              incoming_.last_included_index == request.last_included_index &&
+              incoming_.last_included_term == request.last_included_term;
+  bool heartbeat = request.data.empty() && !request.done;
+  if (request.offset == 0 && (!same || !heartbeat)) {
+    incoming_ = Snapshot{request.last_included_index, request.last_included_term,
+                         request.configuration, "", request.term_starts};
+    incoming_term_ = request.term;
+    same = true;
+  }
+  if (same && request.offset == incoming_.data.size()) {
+    incoming_.data += request.data;
+    response.done = request.done;
+  }
+  response.received = same ? incoming_.data.size() : 0;
+  if (response.done) install_snapshot(std::exchange(incoming_, Snapshot{}));
+  send(std::move(response));
+}
+
+// §7: a log that agrees with the snapshot at its last index keeps what follows; any other log
+// is replaced by it. A queued transition the snapshot covers committed if the committed term at
+// its index is its own: known from our log where it agrees, else from the snapshot's term starts
+// (or, for a snapshot without them, known not to if its term is above the snapshot's).
+void Replica::install_snapshot(Snapshot snapshot) {
+  Index index = snapshot.last_included_index;
+  Term term = snapshot.last_included_term;
+  bool keep = index <= last_log_index() && term_at(index) == term;
+  auto covered = [&](const Appended& queued) {
+    Term committed = keep && queued.index > log_start() ? term_at(queued.index) : 0;
+    auto start = std::upper_bound(snapshot.term_starts.begin(), snapshot.term_starts.end(),
+                                  std::make_pair(queued.index, kMaxTerm + 1));
+    if (!committed && start != snapshot.term_starts.begin()) committed = std::prev(start)->second;
+    if (queued.index == index) committed = term;
+    bool lost = committed ? queued.term != committed : queued.term > term;
+    if (queued.index <= index && lost) abandon(queued.id);
+    return queued.index <= index;
+  };
+  appended_.erase(std::remove_if(appended_.begin(), appended_.end(), covered), appended_.end());
+  log_.erase(log_.begin(), keep ? log_.begin() + (index - log_start()) : log_.end());
+  log_start_ = index;
+  log_start_term_ = term;
+  if (!keep) configs_.assign(1, {index, snapshot.configuration});
+  track_configurations(last_log_index() + 1);
+  storage_->save_snapshot(snapshot, log_.data(), log_.data() + log_.size());
+  snapshot_ = std::make_shared<const Snapshot>(std::move(snapshot));
+  state_machine_.set_snapshot(*snapshot_);
+  commit_index_ = last_applied_ = index;
+  durable_index_ = std::min(durable_index_, last_log_index());
+}
+
+// Only an answer to the request in flight that names another offset moves the transfer: on, or
+// back to where a follower that restarted is. A late answer to an earlier chunk, or to a
+// heartbeat sent before the chunk arrived, changes nothing.
+void Replica::handle_install_snapshot_response(const Message& response, Peer& peer) {
+  if (role_ != Role::Leader || response.term != current_term_ || !peer.snapshot ||
+      response.last_included_index != peer.snapshot->last_included_index)
+    return; // about another transfer
+  peer.recent_active = true, peer.acked_round = std::max(peer.acked_round, response.round);
+  if (response.done) peer.snapshot.reset(); // it holds the snapshot's state
+  if (response.done) return record_match(peer, response.last_included_index);
+  if (response.offset != peer.snapshot_offset || response.received == peer.snapshot_offset) return;
+  peer.snapshot_offset = std::min<std::uint64_t>(response.received, peer.snapshot->data.size());
+  peer.snapshot_progress = now_;
+  peer.awaiting = false;
 }
 
 // ---- The poll loop ----
@@ -785,13 +788,13 @@ void Replica::handle(Message& message) {
   if (message.type == MessageType::RequestVote && !message.pre_vote && !message.transfer &&
       options_.check_quorum && heard)
     return;
-  // §5.1: a higher term in any message but a pre-vote request makes us a follower in that term.
+  // §5.1: a higher term in any message but a pre-vote request makes us a follower in that term;
+  // a leader's requests, of their sender, once their handler checked them.
   bool from_leader =
       message.type == MessageType::AppendEntries || message.type == MessageType::InstallSnapshot;
-  if (message.term > current_term_ &&
-      !(message.type == MessageType::RequestVote && message.pre_vote))
-    become_follower(message.term,
-                    from_leader ? std::optional<ReplicaID>(message.from) : std::nullopt);
+  bool pre_vote_request = message.type == MessageType::RequestVote && message.pre_vote;
+  if (message.term > current_term_ && !pre_vote_request && !from_leader)
+    become_follower(message.term, std::nullopt);
   switch (message.type) {
   case MessageType::RequestVote: return handle_request_vote(message, heard);
   case MessageType::RequestVoteResponse: return handle_request_vote_response(message, *peer);

@@ -6,7 +6,8 @@
 // log; it leaves to you
 //   - the state machine (StateMachine): what a transition means and how to apply it,
 //   - the transport (Cluster): how a Message reaches another replica (it may be lost),
-//   - the disk, if you want one (Storage): MemoryStorage is the default.
+//   - the disk, if you want one (Storage): FileStorage, or MemoryStorage for tests; with none,
+//     a replica keeps its state only in its own memory.
 // Nothing here starts a thread, reads the clock inside poll(), or prints.
 //
 // Vendoring: copy raft.hpp and raft.cpp into your tree and compile raft.cpp as C++17.
@@ -148,11 +149,16 @@ struct Message {
 class StateMachine {
 public:
   virtual ~StateMachine() = default;
-  // Reports what became of a transition taken from get_pending_transitions. `reason` is None
-  // unless `state` is Abandoned. The no-op transition's states are not reported.
+  // Reports what became of a transition taken from get_pending_transitions (and of a read or a
+  // membership change, under its id). Only the leader accepts transitions: Queued there, before
+  // the poll that took them returns; Abandoned/NotLeader on every other replica. Committed, then
+  // Applied, come on every replica that applies the transition, in log order, in the poll that
+  // applies it. `reason` is None unless `state` is Abandoned. The no-op transition each new
+  // leader appends is applied like any other, but its states are not reported.
   virtual void register_transition_state(std::uint64_t transition_id, TransitionState state,
                                          AbandonReason reason) = 0;
-  // Called once per committed entry, in log order, on every replica.
+  // Called once per committed transition (the no-op too, never a configuration), in log order,
+  // on every replica, once per state machine lifetime.
   virtual void apply_transition(const Transition& transition) = 0;
   // Polled once per poll(): the transitions the user wants replicated, in order.
   virtual std::vector<Transition> get_pending_transitions() = 0;
@@ -242,8 +248,10 @@ public:
   Replica(ReplicaID id, std::vector<ReplicaID> peer_ids, Cluster& cluster,
           StateMachine& state_machine, Transition noop_transition, Duration heartbeat_timeout,
           std::pair<Duration, Duration> election_timeout_range, Options options = {});
-  void start();                            // polls until cluster.halt(); sleeps when idle
-  void poll(Clock::time_point now);        // one pass: messages, transitions, timers, apply
+  void start(); // polls until cluster.halt(); sleeps when idle
+  // One pass: messages, transitions, timers, apply. A `now` earlier than the last poll's counts
+  // as the last poll's: the replica's time never goes back.
+  void poll(Clock::time_point now);
   Clock::time_point next_deadline() const; // when poll() next has timer work to do
 
   // Leader transfer (the dissertation's §3.10): on a leader, with `to` another voter, bring `to`
@@ -278,7 +286,7 @@ public:
 private:
   enum class Role { Follower, PreCandidate, Candidate, Leader };
   Index log_start() const { return log_start_; } // the index just before log_[0]
-  struct Queued {                                // a transition this replica accepted as leader
+  struct Appended { // a transition this replica queued and appended to its log, as leader
     Index index;
     Term term;
     std::uint64_t id;
@@ -369,12 +377,12 @@ private:
   Role role_ = Role::Follower;
   std::optional<ReplicaID> leader_;
 
-  // Leader (and candidate) state, one record per peer.
+  // The other members, one record each (mostly leader state), and what this replica queued.
   std::vector<Peer> peers_;
   Index durable_index_ = 0;         // the last entry storage has synced
   std::vector<Index> matched_;      // advance_commit_index's scratch space
-  std::deque<Transition> accepted_; // queued here, not yet in our log
-  std::deque<Queued> queued_;       // queued here, fate not yet known; by term, then index
+  std::deque<Transition> accepted_; // reported Queued here, not yet appended to our log
+  std::deque<Appended> appended_;   // appended here, fate not yet known; by term, then index
 
   // Leadership: transfer, heartbeat rounds, reads (§3.10, §6.2, §6.4).
   struct Read {
