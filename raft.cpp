@@ -206,7 +206,7 @@ void Replica::campaign(bool pre_vote, bool transfer) {
 void Replica::become_leader() {
   role_ = Role::Leader;
   set_leader(id_);
-  for (Peer& peer : peers_) peer = Peer{peer.id, last_log_index() + 1};
+  for (Peer& peer : peers_) peer = Peer{peer.id, peer.voter, last_log_index() + 1};
   quorum_deadline_ = now_ + election_timeout_range_.second;
   lease_round_ = round_ + 1;
   log_.push_back(Entry{current_term_, noop_});
@@ -437,10 +437,6 @@ void Replica::take_pending_transitions() {
   if (last_log_index() >= first) save_from(first);
 }
 
-void Replica::abandon(std::uint64_t id, AbandonReason reason) {
-  state_machine_.register_transition_state(id, TransitionState::Abandoned, reason);
-}
-
 // Every replica applies committed entries in log order, each once per state machine lifetime.
 void Replica::apply_committed() {
   for (; last_applied_ < commit_index_;) {
@@ -483,7 +479,8 @@ void Replica::track_configurations(Index from) {
   for (const std::vector<ReplicaID>* ids : {&voters, &learners})
     for (ReplicaID id : *ids) {
       Peer* known = find_peer(id);
-      if (id != id_) peers.push_back(known ? std::move(*known) : Peer{id, last_log_index() + 1});
+      if (id != id_)
+        peers.push_back(known ? std::move(*known) : Peer{id, true, last_log_index() + 1});
       if (id != id_) peers.back().voter = ids == &voters;
     }
   peers_ = std::move(peers);
@@ -826,8 +823,14 @@ void Replica::poll(Clock::time_point now) {
     take_changes();
     take_pending_transitions();
     if (role_ == Role::Leader) check_quorum(), advance_change();
+    // A learner never campaigns, nor a replica that its latest configuration removed, unless that
+    // removal is not committed here (a leader that removed itself, then lost its leadership).
+    auto committed = std::find_if(configs_.rbegin(), configs_.rend(), [this](const auto& config) {
+      return config.first <= commit_index_;
+    });
+    bool voter = voter_ || has(committed->second.voters, id_);
     if (role_ != Role::Leader && now_ >= election_deadline_)
-      voter_ ? campaign(options_.pre_vote) : reset_election_timer(); // a learner never campaigns
+      voter ? campaign(options_.pre_vote) : reset_election_timer();
     if (role_ == Role::Leader) replicate();
     if (role_ == Role::Leader && !voter_ && configs_.back().first <= commit_index_)
       become_follower(current_term_, std::nullopt); // §4.2.2: removed, and that commit was sent

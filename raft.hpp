@@ -293,13 +293,13 @@ private:
   };
   struct Peer {
     ReplicaID id;
+    bool voter = true;     // in the latest configuration; else a learner
     Index next_index = 1;  // leader: the next entry to send
     Index match_index = 0; // leader: the last entry known to be replicated
     bool probing = true;   // leader: until a success, one AppendEntries at a time
     bool awaiting = false; // leader: a probe is in flight
     Index commit_sent = 0; // leader: the leaderCommit last sent
     Clock::time_point heartbeat_due{};
-    bool voter = true;
     bool vote_granted = false;     // candidate
     bool recent_active = false;    // leader: it answered since the last quorum check
     std::uint64_t acked_round = 0; // leader: the latest heartbeat round it answered
@@ -338,7 +338,9 @@ private:
   void install_snapshot(Snapshot snapshot);
   void handle_install_snapshot_response(const Message& response, Peer& peer);
   void take_pending_transitions();
-  void abandon(std::uint64_t id, AbandonReason reason = AbandonReason::ConflictWithLeader);
+  void abandon(std::uint64_t id, AbandonReason reason = AbandonReason::ConflictWithLeader) {
+    state_machine_.register_transition_state(id, TransitionState::Abandoned, reason);
+  }
   void apply_committed();
   Peer* find_peer(ReplicaID id);
   Message make_message(MessageType type, ReplicaID to) const;
