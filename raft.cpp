@@ -443,7 +443,7 @@ void Replica::apply_committed() {
     const Entry& entry = log_[last_applied_ - log_start()];
     const Transition& transition = entry.transition;
     auto report = [&](TransitionState state) {
-      if (entry.configuration ? !transition.data.empty() : !(transition == noop_))
+      if (!(transition == noop_)) // AddVoter's first step is a no-op too
         state_machine_.register_transition_state(transition.id, state, AbandonReason::None);
     };
     report(TransitionState::Committed);
@@ -546,7 +546,8 @@ void Replica::advance_change() {
   if (change.change != MembershipChange::Remove)
     ids.insert(std::upper_bound(ids.begin(), ids.end(), change.replica), change.replica);
   bool completes = promote || change.change != MembershipChange::AddVoter;
-  log_.push_back(Entry{current_term_, Transition{change.id, completes ? "completes" : ""}, next});
+  log_.push_back(
+      Entry{current_term_, completes ? Transition{change.id, "completes"} : noop_, next});
   if (completes) appended_.push_back(Appended{last_log_index(), current_term_, change.id});
   if (completes) change_.reset();
   save_from(last_log_index());

@@ -81,8 +81,8 @@ struct Snapshot {
 
 // One slot of the replicated log: a transition and the term in which a leader appended it, or a
 // configuration (§4.1), which takes effect once in the log. A configuration entry is never
-// applied: its transition's id is the change_id it completes (data "completes"), or, with empty
-// data, names the first step of an AddVoter, which is not reported.
+// applied: its transition is the change_id it completes (data "completes"), or the no-op for the
+// first step of an AddVoter, which is not reported.
 struct Entry {
   Term term = 0;
   Transition transition;

@@ -1274,7 +1274,9 @@ public:
 private:
   // raft.hpp: a replica sends requests only to members (voters and learners) of its latest
   // configuration, and answers to whoever asked; it asks for votes only if that configuration
-  // makes it a voter (one that is not never campaigns).
+  // makes it a voter (one that is not never campaigns), or while the entry of a latest
+  // configuration that removed it is not committed on it (a leader that removed itself and lost
+  // its leadership first, whose vote the others may need: README, Membership changes).
   void check_addressee(const Message& message) {
     if (!is_request(message.type)) {
       if (!requesters_.count(message.to))
@@ -1286,10 +1288,14 @@ private:
     if (!is_member(configuration, message.to))
       return fail(message, text("is a request to a replica outside its latest configuration ",
                                 show(configuration)));
-    if (message.type == raft::MessageType::RequestVote &&
-        role_in(configuration, id_) != Role::Voter)
-      fail(message, text("asks for a vote, but its latest configuration ", show(configuration),
-                         " does not make it a voter"));
+    if (message.type != raft::MessageType::RequestVote ||
+        role_in(configuration, id_) == Role::Voter)
+      return;
+    for (Index i = replica_->last_log_index(); i > replica_->commit_index(); --i)
+      if (const CheckedStorage::Written* entry = storage_.entry(i); entry && entry->configuration)
+        return; // the removal is not committed here
+    fail(message, text("asks for a vote, but its latest configuration ", show(configuration),
+                       ", committed here, does not make it a voter"));
   }
 
   // raft.hpp, Persistence: a message leaves only once the term, vote and entries it depends on
