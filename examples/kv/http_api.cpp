@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <stdexcept>
 
+#include <sys/socket.h>
+
 namespace kv {
 
 namespace {
@@ -19,6 +21,8 @@ constexpr raft::Duration request_timeout = 3s;
 // A membership change waits longer: adding a voter waits for it to catch up, which the leader
 // gives up on after 10 maximum election timeouts (5 s).
 constexpr raft::Duration change_timeout = 10s;
+// The HTTP threads: as many client connections are served at once; more wait for a thread.
+constexpr std::size_t http_threads = 256;
 
 // "1, 2, 3"
 std::string id_list(const std::vector<raft::ReplicaID>& ids) {
@@ -261,14 +265,24 @@ HttpApi::HttpApi(raft::ReplicaID self, const Address& address, AddressBook book,
   });
 
   // httplib gives each open connection a thread of the pool, and an idle keep-alive connection
-  // keeps its thread: have more than a few, and let idle connections go after a second.
-  server.new_task_queue = [] { return new httplib::ThreadPool(32); };
+  // keeps its thread: with fewer threads than busy connections, the others wait for a thread
+  // until one closes (up to the keep-alive timeout: 1 s at the tail). So many threads, mostly
+  // asleep, and idle connections let go after a second.
+  server.new_task_queue = [] { return new httplib::ThreadPool(http_threads); };
   server.set_keep_alive_timeout(1);
-  server.set_keep_alive_max_count(1000);
+  server.set_keep_alive_max_count(100000);
   server.set_read_timeout(5, 0);
   server.set_tcp_nodelay(true); // httplib writes head and body apart: don't wait for an ACK
   server.set_payload_max_length(max_value_bytes);
-  if (!server.bind_to_port(address.host, address.port))
+  // httplib listens with a backlog of 5: when more clients connect at once, the kernel drops
+  // their handshakes and they wait a retransmission (200 ms to seconds). Listen again, on the
+  // same socket, with the system's largest backlog.
+  int listening = -1;
+  server.set_socket_options([&listening](int fd) {
+    httplib::default_socket_options(fd);
+    listening = fd;
+  });
+  if (!server.bind_to_port(address.host, address.port) || ::listen(listening, SOMAXCONN) != 0)
     throw std::runtime_error("cannot listen for clients on " + to_string(address));
   thread_ = std::thread([&server] { server.listen_after_bind(); });
   // stop() does nothing to a server that has not started running, and the destructor would then
