@@ -8,9 +8,13 @@
 //   5. durable appends through FileStorage,
 //   6. a burst of 100,000 proposals at a 5 ms heartbeat, three threads running start(),
 //   7. examples/kv over TCP: three kv-server processes on loopback and concurrent clients that
-//      PUT new keys, then GET the keys written.
+//      PUT new keys, then GET the keys written,
+//   8. examples/kv against a 3-member etcd on the same machine, both loaded by wrk (bench/etcd.cpp;
+//      skipped, with a note, without etcd and wrk): writes and linearizable reads at 1, 16 and
+//      64 connections, and the ratios.
 // Every figure is measured when the program runs; nothing is hard-coded. Seeds are fixed, so
 // everything except wall-clock times and CPU use is the same from run to run.
+#include "etcd.hpp"
 #include "raft.hpp"
 #include "tcp.hpp"
 
@@ -1362,7 +1366,7 @@ void measure_tcp() {
   else
     notes.push_back("TCP: no tmpfs at /dev/shm, so no figure with fsync off");
   std::vector<tcp_bench::Result> results =
-      tcp_bench::run(server ? server : "build/bench-kv-server", places, {1, 16}, 3, 1.5, notes);
+      tcp_bench::run(server ? server : "build/kv-server", places, {1, 16}, 3, 1.5, notes);
   for (const tcp_bench::Result& r : results) {
     row(format("TCP kv, %s, %d client%s, %s (ops/s, p50/p99 ms)", r.op.c_str(), r.clients,
                r.clients == 1 ? "" : "s", r.storage.c_str()),
@@ -1506,7 +1510,7 @@ void print_methods() {
       "that times out and\n"
       "   asks for pre-votes stops naming a leader until it hears from it again); 3 runs.\n");
   std::printf(
-      "7. TCP: examples/kv, 3 kv-server processes (build/bench-kv-server, -O2) on loopback, "
+      "7. TCP: examples/kv, 3 kv-server processes (build/kv-server, -O2) on loopback, "
       "data in a fresh directory\n"
       "   under /tmp (fsync on) or /dev/shm (tmpfs: fdatasync costs nothing); each client "
       "is a thread with one\n"
@@ -1546,9 +1550,17 @@ int main(int argc, char** argv) {
   if (wanted("5")) measure_durable();
   if (wanted("6")) measure_burst();
   if (wanted("7")) measure_tcp();
+  std::string etcd_comparison;
+  if (wanted("8")) {
+    const char* server = std::getenv("KV_SERVER");
+    const char* seconds = std::getenv("BENCH_SECONDS");
+    etcd_comparison = etcd_bench::measure(server ? server : "build/kv-server",
+                                          seconds ? std::atof(seconds) : 10.0, notes);
+  }
   print_conditions(load_before);
   print_table();
   print_methods();
+  if (!etcd_comparison.empty()) std::printf("\n%s", etcd_comparison.c_str());
   if (!notes.empty()) {
     std::printf("\nnotes:\n");
     for (const std::string& note : notes) std::printf("- %s\n", note.c_str());

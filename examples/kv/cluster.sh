@@ -25,7 +25,8 @@
 # added later. DIR (default build/kv-data) holds, for replica N: its data directory N/, its log
 # N.log, N.pid, and N.joined if it was added with `add`; and `replicas`, the ids of the
 # replicas of the cluster. KV_BASE_PORT, KV_DIR and KV_SERVER (the binary, default
-# build/kv-server) may be set instead.
+# build/kv-server) may be set instead; KV_SNAPSHOT_EVERY, if set, is passed to every server as
+# --snapshot-every.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -93,6 +94,7 @@ start_one() {
     for i in "${first_ids[@]}"; do peers+="${peers:+,}$i=127.0.0.1:$(raft_port "$i")"; done
     membership=(--peers "$peers")
   fi
+  if [ -n "${KV_SNAPSHOT_EVERY:-}" ]; then membership+=(--snapshot-every "$KV_SNAPSHOT_EVERY"); fi
   mkdir -p "$dir/$n"
   "$server" --id "$n" "${membership[@]}" --peer-base "127.0.0.1:$base" --data "$dir/$n" \
     --client-port "$(client_port "$n")" </dev/null >>"$dir/$n.log" 2>&1 &
@@ -141,7 +143,7 @@ members_of() {
 }
 
 # POSTs to the leader (following a 307, should the leadership move meanwhile; -d '' makes it a
-# POST with "Content-Length: 0": without one, the server would wait for a body). Prints the
+# POST with "Content-Length: 0": without one, the server answers 411). Prints the
 # answer; sets `code` to its HTTP status.
 post_to_leader() {
   local answer

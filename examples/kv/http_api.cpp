@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <stdexcept>
 
+#include <sys/socket.h>
+
 namespace kv {
 
 namespace {
@@ -19,6 +21,8 @@ constexpr raft::Duration request_timeout = 3s;
 // A membership change waits longer: adding a voter waits for it to catch up, which the leader
 // gives up on after 10 maximum election timeouts (5 s).
 constexpr raft::Duration change_timeout = 10s;
+// The HTTP threads: as many client connections are served at once; more wait for a thread.
+constexpr std::size_t http_threads = 256;
 
 // "1, 2, 3"
 std::string id_list(const std::vector<raft::ReplicaID>& ids) {
@@ -38,6 +42,13 @@ std::string configuration_json(const raft::Configuration& config) {
   return "\"voters\": [" + id_list(config.voters) + "], \"learners\": [" +
          id_list(config.learners) + "]";
 }
+
+const char* const unknown_path =
+    "unknown path: use /kv/<key>, /debug/state, GET /admin/configuration, or POST "
+    "/admin/transfer?to=<id>, /admin/add-voter?id=<id>, /admin/add-learner?id=<id> or "
+    "/admin/remove?id=<id>\n";
+
+const char* const value_too_long = "the value is too long: at most 65536 bytes\n";
 
 void unavailable(httplib::Response& res, const char* why) {
   res.status = 503;
@@ -79,15 +90,34 @@ const char* parse_client(const httplib::Request& req, Command& command) {
   return nullptr;
 }
 
-// Turns a request into a command, or answers 400 and returns nullopt.
-std::optional<Command> parse_command(Op op, const httplib::Request& req, httplib::Response& res) {
+// Turns a request into a command, or answers 400 and returns nullopt. A PUT's value is read
+// here, through `content` (the body is not read before: see check_request).
+std::optional<Command> parse_command(Op op, const httplib::Request& req, httplib::Response& res,
+                                     const httplib::ContentReader* content) {
   Command command;
   command.op = op;
   command.key = req.matches[1];
-  if (op == Op::Put) command.value = req.body;
   const char* problem = nullptr;
-  if (command.key.size() > max_key_bytes) problem = "the key is too long\n";
-  if (command.value.size() > max_value_bytes) problem = "the value is too long\n";
+  if (command.key.size() > max_key_bytes) problem = "the key is too long: at most 1024 bytes\n";
+  if (op == Op::Put && content) {
+    // check_request has made sure of one Content-Length, a number of at most max_value_bytes.
+    std::size_t length = parse_decimal(req.get_header_value("Content-Length")).value_or(0);
+    command.value.reserve(length);
+    bool received = (*content)([&command](const char* data, std::size_t size) {
+      command.value.append(data, size);
+      return command.value.size() <= max_value_bytes;
+    });
+    // Too long (httplib skipped it), or not all of it came (the client stopped sending, or
+    // closed): nothing is applied.
+    if (!received || command.value.size() != length) {
+      bool too_long = res.status == 413 || length > max_value_bytes;
+      res.status = too_long ? 413 : 400;
+      res.set_content(too_long ? value_too_long
+                               : "the body ended before Content-Length bytes: nothing applied\n",
+                      "text/plain");
+      return std::nullopt;
+    }
+  }
   if (!problem) problem = parse_condition(req, command);
   if (!problem) problem = parse_client(req, command);
   if (!problem) return command;
@@ -96,7 +126,8 @@ std::optional<Command> parse_command(Op op, const httplib::Request& req, httplib
   return std::nullopt;
 }
 
-void reply(Op op, const Result& result, httplib::Response& res) {
+void reply(const Command& command, const Result& result, httplib::Response& res) {
+  Op op = command.op;
   if (result.revision != 0) res.set_header("ETag", '"' + std::to_string(result.revision) + '"');
   switch (result.status) {
   case Result::Status::Ok:
@@ -108,27 +139,93 @@ void reply(Op op, const Result& result, httplib::Response& res) {
     return res.set_content("no such key\n", "text/plain");
   case Result::Status::PreconditionFailed:
     res.status = 412;
-    return res.set_content("the key's revision does not match\n", "text/plain");
+    return res.set_content(command.if_revision == 0 ? "the key exists (If-None-Match: *)\n"
+                                                    : "the key's revision is not the one of "
+                                                      "If-Match\n",
+                           "text/plain");
   case Result::Status::StaleSequence:
     res.status = 409;
     return res.set_content("this client has made a newer write already\n", "text/plain");
   }
 }
 
-// httplib answers its own errors (unknown path, malformed request, body too large) with an
-// empty body; say what went wrong. Our own error answers have a body already.
+// httplib answers its own errors (a request it cannot parse, a request line too long, a body
+// that does not arrive) with an empty body; say what went wrong. Our own error answers have a
+// body already.
 void explain_error(httplib::Response& res) {
   if (!res.body.empty()) return;
   switch (res.status) {
-  case 404:
-    return res.set_content("unknown path: use /kv/<key>, /debug/state, GET /admin/configuration, "
-                           "or POST /admin/transfer?to=<id>, /admin/add-voter?id=<id>, "
-                           "/admin/add-learner?id=<id> or /admin/remove?id=<id>\n",
+  case 400:
+    return res.set_content("malformed HTTP/1.1 request: the request line or a header could not be "
+                           "read, or the body did not arrive (methods: GET, PUT, DELETE, POST)\n",
                            "text/plain");
-  case 405: return res.set_content("use GET, PUT or DELETE\n", "text/plain");
-  case 413: return res.set_content("the value is too long\n", "text/plain");
-  default: return res.set_content("bad request\n", "text/plain");
+  case 404: return res.set_content(unknown_path, "text/plain");
+  case 413: return res.set_content(value_too_long, "text/plain");
+  case 414:
+    return res.set_content("the request line is too long: a key has at most 1024 bytes\n",
+                           "text/plain");
+  default:
+    return res.set_content("refused with status " + std::to_string(res.status) + "\n",
+                           "text/plain");
   }
+}
+
+// The paths, and the methods each takes.
+const char* allowed_methods(const std::string& path) {
+  if (path.size() > 4 && path.compare(0, 4, "/kv/") == 0) return "GET, PUT, DELETE";
+  if (path == "/debug/state" || path == "/admin/configuration") return "GET";
+  for (const char* post :
+       {"/admin/transfer", "/admin/add-voter", "/admin/add-learner", "/admin/remove"})
+    if (path == post) return "POST";
+  return nullptr;
+}
+
+bool allows(const char* methods, const std::string& method) {
+  std::string list = std::string(", ") + methods + ",";
+  return list.find(" " + (method == "HEAD" ? std::string("GET") : method) + ",") !=
+         std::string::npos;
+}
+
+// Runs before httplib reads a body: what is wrong with the request line and headers is answered
+// here, so that nothing is read, let alone applied, of a request refused. Handled: answered.
+httplib::Server::HandlerResponse check_request(const httplib::Request& req,
+                                               httplib::Response& res) {
+  auto refuse = [&res](int status, const std::string& why) {
+    res.status = status;
+    res.set_content(why, "text/plain");
+    return httplib::Server::HandlerResponse::Handled;
+  };
+  const char* methods = allowed_methods(req.path);
+  if (!methods) return refuse(404, unknown_path);
+  if (!allows(methods, req.method)) {
+    res.set_header("Allow", methods);
+    return refuse(405, req.path + " takes " + methods + ", not " + req.method + "\n");
+  }
+  if (req.method != "PUT" && req.method != "POST")
+    return httplib::Server::HandlerResponse::Unhandled;
+  // A body must say its length: without Content-Length httplib would read until the client
+  // closes the connection, and apply what came by then.
+  if (req.has_header("Transfer-Encoding"))
+    return refuse(411, "send the body with Content-Length, not Transfer-Encoding\n");
+  if (!req.has_header("Content-Length"))
+    return refuse(411, req.method + " needs a Content-Length header (curl -d sends one)\n");
+  std::optional<std::uint64_t> length = parse_decimal(req.get_header_value("Content-Length"));
+  if (!length || req.get_header_value_count("Content-Length") != 1) {
+    return refuse(400, "Content-Length must be one number of bytes\n");
+  }
+  // A value over the limit: 413 without reading it if the client waits for "100 Continue" (curl
+  // does, for large bodies); otherwise httplib reads the body to skip it and answers 413.
+  if (req.method == "PUT" && *length > max_value_bytes &&
+      req.get_header_value("Expect") == "100-continue")
+    return refuse(413, value_too_long);
+  if (req.has_header("Content-Encoding") && req.get_header_value("Content-Encoding") != "identity")
+    return refuse(415, "send the value as it is, with no Content-Encoding\n");
+  // httplib would parse these; the value is the body's bytes, whatever their type says.
+  if (req.get_header_value("Content-Type").find("multipart/form-data") == 0)
+    return refuse(415,
+                  "send the value as the body (curl --data-binary), not as multipart/form-data "
+                  "(curl -F)\n");
+  return httplib::Server::HandlerResponse::Unhandled;
 }
 
 } // namespace
@@ -138,13 +235,18 @@ HttpApi::HttpApi(raft::ReplicaID self, const Address& address, AddressBook book,
     : self_(self), book_(std::move(book)), inbox_(inbox), machine_(machine), board_(board),
       server_(std::make_unique<httplib::Server>()) {
   httplib::Server& server = *server_;
-  server.Get("/kv/(.+)", [this](const auto& req, auto& res) { serve(Op::Get, req, res); });
-  server.Put("/kv/(.+)", [this](const auto& req, auto& res) { serve(Op::Put, req, res); });
-  server.Delete("/kv/(.+)", [this](const auto& req, auto& res) { serve(Op::Delete, req, res); });
-  server.Post("/kv/(.+)", [](const auto&, auto& res) {
-    res.status = 405;
-    res.set_header("Allow", "GET, PUT, DELETE");
+  // check_request answers a wrong method or an unknown path, and a bad Content-Length, before
+  // any of these runs; PUT reads its body itself, as a content reader, so that httplib does not
+  // parse it by its Content-Type (a form would be limited to 8 KiB).
+  server.set_pre_routing_handler(check_request);
+  server.set_expect_100_continue_handler([](const auto& req, auto& res) {
+    return check_request(req, res) == httplib::Server::HandlerResponse::Handled ? res.status : 100;
   });
+  server.Get("/kv/(.+)", [this](const auto& req, auto& res) { serve(Op::Get, req, res); });
+  server.Put("/kv/(.+)",
+             [this](const httplib::Request& req, httplib::Response& res,
+                    const httplib::ContentReader& content) { serve(Op::Put, req, res, &content); });
+  server.Delete("/kv/(.+)", [this](const auto& req, auto& res) { serve(Op::Delete, req, res); });
   server.Get("/debug/state", [this](const auto&, auto& res) { show_state(res); });
   server.Post("/admin/transfer", [this](const auto& req, auto& res) { transfer(req, res); });
   using raft::MembershipChange;
@@ -156,25 +258,6 @@ HttpApi::HttpApi(raft::ReplicaID self, const Address& address, AddressBook book,
   server.Post("/admin/remove",
               [this](const auto& req, auto& res) { change(MembershipChange::Remove, req, res); });
   server.Get("/admin/configuration", [this](const auto&, auto& res) { show_configuration(res); });
-  for (std::string path : {"transfer?to", "add-voter?id", "add-learner?id", "remove?id"}) {
-    auto post_only = [path](const auto&, auto& res) {
-      res.status = 405;
-      res.set_header("Allow", "POST");
-      res.set_content("use POST /admin/" + path + "=<id>\n", "text/plain");
-    };
-    std::string pattern = "/admin/" + path.substr(0, path.find('?'));
-    server.Get(pattern, post_only);
-    server.Put(pattern, post_only);
-    server.Delete(pattern, post_only);
-  }
-  auto get_only = [](const auto&, auto& res) {
-    res.status = 405;
-    res.set_header("Allow", "GET");
-    res.set_content("use GET /admin/configuration\n", "text/plain");
-  };
-  server.Post("/admin/configuration", get_only);
-  server.Put("/admin/configuration", get_only);
-  server.Delete("/admin/configuration", get_only);
   server.set_error_handler([](const auto&, auto& res) { explain_error(res); });
   server.set_exception_handler([](const auto&, auto& res, std::exception_ptr) {
     res.status = 500;
@@ -182,14 +265,24 @@ HttpApi::HttpApi(raft::ReplicaID self, const Address& address, AddressBook book,
   });
 
   // httplib gives each open connection a thread of the pool, and an idle keep-alive connection
-  // keeps its thread: have more than a few, and let idle connections go after a second.
-  server.new_task_queue = [] { return new httplib::ThreadPool(32); };
+  // keeps its thread: with fewer threads than busy connections, the others wait for a thread
+  // until one closes (up to the keep-alive timeout: 1 s at the tail). So many threads, mostly
+  // asleep, and idle connections let go after a second.
+  server.new_task_queue = [] { return new httplib::ThreadPool(http_threads); };
   server.set_keep_alive_timeout(1);
-  server.set_keep_alive_max_count(1000);
+  server.set_keep_alive_max_count(100000);
   server.set_read_timeout(5, 0);
   server.set_tcp_nodelay(true); // httplib writes head and body apart: don't wait for an ACK
-  server.set_payload_max_length(max_value_bytes + 1);
-  if (!server.bind_to_port(address.host, address.port))
+  server.set_payload_max_length(max_value_bytes);
+  // httplib listens with a backlog of 5: when more clients connect at once, the kernel drops
+  // their handshakes and they wait a retransmission (200 ms to seconds). Listen again, on the
+  // same socket, with the system's largest backlog.
+  int listening = -1;
+  server.set_socket_options([&listening](int fd) {
+    httplib::default_socket_options(fd);
+    listening = fd;
+  });
+  if (!server.bind_to_port(address.host, address.port) || ::listen(listening, SOMAXCONN) != 0)
     throw std::runtime_error("cannot listen for clients on " + to_string(address));
   thread_ = std::thread([&server] { server.listen_after_bind(); });
   // stop() does nothing to a server that has not started running, and the destructor would then
@@ -207,12 +300,15 @@ HttpApi::~HttpApi() {
 
 // Runs on an HTTP thread: everything it learns of the replica comes from the board and the
 // outcome of its command.
-void HttpApi::serve(Op op, const httplib::Request& req, httplib::Response& res) {
-  std::optional<Command> command = parse_command(op, req, res);
+void HttpApi::serve(Op op, const httplib::Request& req, httplib::Response& res,
+                    const httplib::ContentReader* content) {
+  std::optional<Command> command = parse_command(op, req, res, content);
   if (!command || !route_to_leader(req, res, op != Op::Get)) return;
+  Command sent = *command; // for the answer: the store's result says what, this says why
+  sent.value.clear();
   Outcome outcome = inbox_.submit(std::move(*command), request_timeout);
   switch (outcome.kind) {
-  case Outcome::Kind::Applied: return reply(op, outcome.result, res);
+  case Outcome::Kind::Applied: return reply(sent, outcome.result, res);
   case Outcome::Kind::NotLeader: // a transfer is under way, or the leadership moved meanwhile
     if (route_to_leader(req, res, op != Op::Get))
       unavailable(res, op == Op::Get ? "the leadership is changing: retry\n"

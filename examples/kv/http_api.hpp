@@ -22,11 +22,17 @@
 //                         <id> is not a replica id (a number from 1 up), or, to add, one with
 //                         no known address. A new voter must be running (kv-server --join) at
 //                         its address, the one of --peers or of --peer-base, to catch up.
-//                         Send "Content-Length: 0" (curl -d '' ...) with every POST: httplib
-//                         reads a POST without it until the connection closes
+//                         Send "Content-Length: 0" (curl -d '' ...) with every POST
 //   GET    /admin/configuration
 //                         this replica's view of the membership, in JSON: its id, the leader,
 //                         the voters and the learners of the latest configuration in its log
+//
+// Strict HTTP: a PUT's value is its body's bytes, whatever its Content-Type (a form too), at
+// most max_value_bytes (413 above). A PUT or POST needs one Content-Length, a number: 411
+// without it (or with Transfer-Encoding), 400 if it is not a number; a body that does not all
+// arrive (within the 5 s read timeout, or before the client closes) is answered 400 and nothing
+// is applied. A known path with another method is 405 with Allow; an unknown path 404. Every
+// 4xx answer says in its body what was wrong.
 //
 // Compare-and-set: a PUT or DELETE with `If-Match: "<revision>"` applies only if the key still
 // has that revision, and with `If-None-Match: *` only if the key is absent; otherwise 412.
@@ -57,6 +63,7 @@ namespace httplib {
 class Server;
 struct Request;
 struct Response;
+class ContentReader;
 } // namespace httplib
 
 namespace kv {
@@ -80,7 +87,8 @@ public:
   HttpApi& operator=(const HttpApi&) = delete;
 
 private:
-  void serve(Op op, const httplib::Request& req, httplib::Response& res);
+  void serve(Op op, const httplib::Request& req, httplib::Response& res,
+             const httplib::ContentReader* content = nullptr);
   void transfer(const httplib::Request& req, httplib::Response& res);
   void change(raft::MembershipChange change, const httplib::Request& req, httplib::Response& res);
   bool route_to_leader(const httplib::Request& req, httplib::Response& res,

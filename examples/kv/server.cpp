@@ -40,7 +40,11 @@ using kv::Address;
 
 constexpr raft::Duration heartbeat = 50ms;
 constexpr std::pair<raft::Duration, raft::Duration> election_timeout{250ms, 500ms};
-constexpr raft::Index snapshot_every = 1000; // entries: bounds the log on disk and in memory
+// Entries between snapshots (--snapshot-every). A snapshot serializes the whole store and
+// FileStorage rewrites its log with it, inside the poll, so every request waits for it; its cost
+// grows with the store, so taking one rarely is what keeps it off the tail: 100,000 entries, as
+// etcd does. The log holds that many entries in memory and on disk between two snapshots.
+constexpr raft::Index default_snapshot_every = 100000;
 // With at most 256 entries in one AppendEntries, the largest message stays under the frame
 // limit, so the transport never has to drop a message for its size (Raft would send it again
 // and again, and the follower would never catch up).
@@ -60,6 +64,7 @@ struct Flags {
   std::optional<Address> peer_base;                // the others: raft on HOST:PORT+id
   bool join = false;
   std::string data;
+  raft::Index snapshot_every = default_snapshot_every;
 };
 
 [[noreturn]] void usage(const char* problem) {
@@ -68,7 +73,7 @@ struct Flags {
       stderr,
       "usage: kv-server --id N (--peers ID=HOST:PORT,... | --join) --data DIR\n"
       "                 [--peer-base HOST:PORT] [--client-port PORT]\n"
-      "                 [--client-peers ID=HOST:PORT,...]\n"
+      "                 [--client-peers ID=HOST:PORT,...] [--snapshot-every N]\n"
       "  --id            this replica's id, a number from 1 up\n"
       "  --peers         the first replicas' Raft addresses, this one's included. On its first\n"
       "                  start a replica takes them as the cluster's members; from then on, the\n"
@@ -86,6 +91,8 @@ struct Flags {
       "  --client-port   the HTTP port (default: this replica's Raft port + %d)\n"
       "  --client-peers  replicas' HTTP addresses, for redirects to the leader\n"
       "                  (default: each replica's Raft address, with the port + %d)\n"
+      "  --snapshot-every  entries applied between two snapshots (default %llu): fewer\n"
+      "                  snapshots cost less, a longer log takes more memory and disk\n"
       "Example, on one host: replicas 1, 2 and 3, then a fourth added while they run:\n"
       "  kv-server --id 1 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 \\\n"
       "            --peer-base 127.0.0.1:7000 --data d1          (and so on for 2 and 3)\n"
@@ -93,7 +100,8 @@ struct Flags {
       "  curl -L -d '' 'http://127.0.0.1:8001/admin/add-voter?id=4'\n"
       "Membership: POST /admin/add-voter?id=N, /admin/add-learner?id=N, /admin/remove?id=N on\n"
       "any replica (a follower redirects to the leader); GET /admin/configuration.\n",
-      client_port_offset, client_port_offset, client_port_offset);
+      client_port_offset, client_port_offset, client_port_offset,
+      (unsigned long long)default_snapshot_every);
   std::exit(2);
 }
 
@@ -127,8 +135,8 @@ Flags parse_flags(int argc, char** argv) {
       flags.join = true;
       continue;
     }
-    const char* known[] = {"--id",   "--peers",       "--client-peers",
-                           "--data", "--client-port", "--peer-base"};
+    const char* known[] = {"--id",          "--peers",     "--client-peers",  "--data",
+                           "--client-port", "--peer-base", "--snapshot-every"};
     if (std::find(std::begin(known), std::end(known), name) == std::end(known))
       usage(("unknown option " + name).c_str());
     if (i + 1 == argc) usage(("missing the value of " + name).c_str());
@@ -137,6 +145,10 @@ Flags parse_flags(int argc, char** argv) {
     if (name == "--peers") flags.peers = parse_address_list(value);
     if (name == "--client-peers") flags.client_peers = parse_address_list(value);
     if (name == "--data") flags.data = value;
+    if (name == "--snapshot-every") {
+      flags.snapshot_every = kv::parse_decimal(value).value_or(0);
+      if (flags.snapshot_every == 0) usage("--snapshot-every must be a number from 1 up");
+    }
     if (name == "--peer-base") {
       flags.peer_base = kv::parse_address(value);
       if (!flags.peer_base) usage("--peer-base must look like 127.0.0.1:7000");
@@ -233,7 +245,7 @@ int serve(const Flags& flags) {
   kv::Machine machine(inbox);
   raft::Options options;
   options.storage = &storage;
-  options.snapshot_delta = snapshot_every;
+  options.snapshot_delta = flags.snapshot_every;
   options.max_entries_per_message = max_entries_per_message;
   options.joining = flags.join;
   raft::Replica replica(flags.id, others, cluster, machine, raft::Transition{0, ""}, heartbeat,

@@ -95,8 +95,10 @@ class Cluster:
         self.directory = directory
         self.ids = list(IDS)  # the replicas of the cluster now; replaced, never changed in place
         self.started = set(IDS)  # every replica that ever ran, for the logs
+        # Snapshots every 1,000 entries (the servers' default is 100,000), so that a replica
+        # restarted after 1,100 writes catches up through one.
         self.env = dict(os.environ, KV_SERVER=str(server), KV_BASE_PORT=str(base),
-                        KV_DIR=str(directory))
+                        KV_DIR=str(directory), KV_SNAPSHOT_EVERY="1000")
 
     def sh(self, *arguments, status=0):
         done = subprocess.run([str(CLUSTER_SH), *map(str, arguments)], env=self.env,
@@ -389,19 +391,41 @@ def check_bad_raft_input(cluster):
 
 
 def check_bad_http_input(cluster):
-    """Bad requests get an error status (or a closed connection); nothing else changes."""
+    """Bad requests get an error status that says what was wrong (or a closed connection), and
+    apply nothing; a value at the limit is taken whatever its content type. Returns the writes
+    it made."""
     for n in IDS:
         port = cluster.client_port(n)
         answer = send_raw(port, b"\x00\xff\x13 garbage \x7f\r\n\r\n", http_reply=True)
         check(answer is not None and (answer == b"" or answer.startswith(b"HTTP/1.1 4")),
               f"replica {n} answered garbage with {answer[:40] if answer else answer!r}")
+        if answer:
+            reason = send_raw(port, b"\x00\xff\x13 garbage \x7f\r\n\r\n", wait=2)
+            check(reason and b"malformed" in reason, f"replica {n}: garbage: {reason!r}")
         long_header = b"GET /kv/x HTTP/1.1\r\nX-Long: " + b"a" * 20000 + b"\r\n\r\n"
         answer = send_raw(port, long_header, http_reply=True)
         check(answer is not None and (answer == b"" or answer.startswith(b"HTTP/1.1 4")),
               f"replica {n} answered a 20 KB header with {answer[:40] if answer else answer!r}")
+    # A body that stops coming: answered 400 once the server stops waiting (5 s), not applied.
+    # It runs while the rest is checked.
+    leader_port = cluster.client_port(cluster.wait_for_leader())
+    stalled = {}
+    stall = threading.Thread(target=lambda: stalled.setdefault("answer", send_raw(
+        leader_port, b"PUT /kv/stalled HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc",
+        wait=10, http_reply=True)))
+    stall.start()
+    form = {"Content-Type": "application/x-www-form-urlencoded"}  # what curl -d sends
     bad = [
         ("GET", "/nope", None, {}, 404),
         ("POST", "/kv/x", b"v", {}, 405),
+        ("PATCH", "/kv/x", b"v", {}, 405),
+        ("OPTIONS", "/kv/x", None, {}, 405),
+        ("DELETE", "/debug/state", None, {}, 405),
+        ("PUT", "/kv/x", b"v" * 65537, form, 413),
+        ("PUT", "/kv/x", b"v" * 65537, {"Expect": "100-continue"}, 413),
+        ("PUT", "/kv/x", b"v", {"Content-Type": "multipart/form-data; boundary=b"}, 415),
+        ("PUT", "/kv/x", b"v", {"Content-Encoding": "gzip"}, 415),
+        ("GET", "/kv/" + "k" * 70000, None, {}, 414),
         ("BREW", "/kv/x", None, {}, 400),
         ("PUT", "/kv/x", b"v", {"X-Client-Id": "c", "X-Sequence": "abc"}, 400),
         ("PUT", "/kv/x", b"v", {"X-Client-Id": "c"}, 400),
@@ -422,12 +446,44 @@ def check_bad_http_input(cluster):
     ]
     for method, path, body, headers, wanted in bad:
         try:
-            status = raw_call(cluster, method, path, body, headers)[0]
+            status, _, answer = raw_call(cluster, method, path, body, headers)
         except (OSError, http.client.HTTPException):
-            status = "closed"  # allowed for a body too large, refused before it is read
+            status, answer = "closed", b""  # allowed for a body too large, refused unread
         check(status == wanted or (wanted == 413 and status == "closed"),
               f"{method} {path[:20]}: status {status}, wanted {wanted}")
+        check(status == "closed" or len(answer.strip()) > 10,
+              f"{method} {path[:20]}: {status} does not say what was wrong: {answer!r}")
+    # The value limit is the same whatever the content type; If-None-Match names its failure.
+    value = b"v" * 65536
+    check(raw_call(cluster, "PUT", "/kv/form-value", value, form)[0] == 200, "a 64 KiB form PUT")
+    check(raw_call(cluster, "GET", "/kv/form-value")[2] == value, "a 64 KiB form value read back")
+    status, _, answer = raw_call(cluster, "PUT", "/kv/form-value", b"x", {"If-None-Match": "*"})
+    check(status == 412 and b"exists" in answer, f"If-None-Match: * on a key: {status} {answer!r}")
+    # Bodies without a usable length: refused, and nothing applied.
+    head = b"PUT /kv/%s HTTP/1.1\r\nHost: x\r\n"
+    raw = [
+        (b"no-length", b"\r\n", b"HTTP/1.1 411"),
+        (b"bad-length", b"Content-Length: abc\r\n\r\nhello", b"HTTP/1.1 400"),
+        (b"two-lengths", b"Content-Length: 1\r\nContent-Length: 2\r\n\r\nab", b"HTTP/1.1 400"),
+        (b"chunked", b"Transfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n", b"HTTP/1.1 411"),
+        (b"cut-short", b"Content-Length: 10\r\n\r\nabc", None),  # then the client closes
+    ]
+    for key, rest, wanted in raw:
+        if wanted:
+            answer = send_raw(leader_port, head % key + rest, wait=3)  # closed after 1 s idle
+            check(answer and answer.startswith(wanted) and answer.split(b"\r\n\r\n", 1)[1],
+                  f"PUT /kv/{key.decode()}: {answer!r}, wanted {wanted!r} and a reason")
+        else:
+            with socket.create_connection(("127.0.0.1", leader_port), timeout=3) as connection:
+                connection.sendall(head % key + rest)
+    stall.join()
+    answer = stalled.get("answer")
+    check(answer and answer.startswith(b"HTTP/1.1 400"), f"a stalled body: {answer!r}")
+    for key in [key for key, _, _ in raw] + [b"stalled"]:
+        status = raw_call(cluster, "GET", "/kv/" + key.decode())[0]
+        check(status == 404, f"PUT /kv/{key.decode()} was refused, but the key exists ({status})")
     check_transfer_requests(cluster)
+    return 1  # the 64 KiB form value
 
 
 def direct_call(cluster, n, method, path, body=None, headers=None):
@@ -880,7 +936,7 @@ def run(cluster, notes):
 
     # 4. Bad input on every port.
     writes += check_bad_raft_input(cluster)
-    check_bad_http_input(cluster)
+    writes += check_bad_http_input(cluster)
 
     # 5. A leader transfer under load.
     writes += check_transfer_under_load(cluster, expected, notes)
