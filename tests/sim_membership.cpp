@@ -645,11 +645,11 @@ TEST_SUITE("simulator") {
   // It stalled for good when a replica campaigned only if its latest configuration made it a
   // voter, as L's latest ({O}, uncommitted) does not; O needs L's vote, which L refuses as O's
   // log is behind. Nothing changed either log again. Now a replica also campaigns while the
-  // entry of a latest configuration that removed it is not committed on it. The random runs hit it with a leader
-  // that appended its own removal and crashed or stepped down before it committed (SIM_SEED=247
-  // and 898), and (SIM_SEED=647) through a voter whose uncommitted latest configuration removes
-  // it and whose term is behind: it never campaigns, so never learns the newer term, and a
-  // pre-candidate does not count the pre-vote it grants in its older term.
+  // entry of a latest configuration that removed it is not committed on it. The random runs hit it
+  // with a leader that appended its own removal and crashed or stepped down before it committed
+  // (SIM_SEED=247 and 898), and (SIM_SEED=647) through a voter whose uncommitted latest
+  // configuration removes it and whose term is behind: it never campaigns, so never learns the
+  // newer term, and a pre-candidate does not count the pre-vote it grants in its older term.
   TEST_CASE("simulator: membership: a leader that removed itself and lost leadership before the "
             "removal committed does not stall the cluster") {
     for (std::uint64_t seed : scenario_seeds()) {
