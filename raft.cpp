@@ -546,8 +546,8 @@ void Replica::advance_change() {
   if (change.change != MembershipChange::Remove)
     ids.insert(std::upper_bound(ids.begin(), ids.end(), change.replica), change.replica);
   bool completes = promote || change.change != MembershipChange::AddVoter;
-  log_.push_back(
-      Entry{current_term_, completes ? Transition{change.id, "completes"} : noop_, next});
+  log_.push_back(Entry{current_term_, completes ? Transition{change.id, "completes"} : noop_,
+                       std::make_shared<Configuration>(std::move(next))});
   if (completes) appended_.push_back(Appended{last_log_index(), current_term_, change.id});
   if (completes) change_.reset();
   save_from(last_log_index());
@@ -636,8 +636,7 @@ void Replica::take_snapshot() {
   Snapshot snapshot = state_machine_.create_snapshot(last_applied_, term_at(last_applied_));
   snapshot.last_included_index = last_applied_,
   snapshot.last_included_term = term_at(last_applied_);
-  for (const auto& [index, configuration] : configs_)
-    if (index <= last_applied_) snapshot.configuration = configuration;
+  snapshot.configuration = configuration_at(last_applied_);
   snapshot.term_starts = snapshot_->term_starts;
   for (Index i = snapshot_->last_included_index + 1; i <= last_applied_; ++i)
     if (snapshot.term_starts.empty() || snapshot.term_starts.back().second != term_at(i))
@@ -826,10 +825,7 @@ void Replica::poll(Clock::time_point now) {
     if (role_ == Role::Leader) check_quorum(), advance_change();
     // A learner never campaigns, nor a replica that its latest configuration removed, unless that
     // removal is not committed here (a leader that removed itself, then lost its leadership).
-    auto committed = std::find_if(configs_.rbegin(), configs_.rend(), [this](const auto& config) {
-      return config.first <= commit_index_;
-    });
-    bool voter = voter_ || has(committed->second.voters, id_);
+    bool voter = voter_ || has(configuration_at(commit_index_).voters, id_);
     if (role_ != Role::Leader && now_ >= election_deadline_)
       voter ? campaign(options_.pre_vote) : reset_election_timer();
     if (role_ == Role::Leader) replicate();
@@ -883,7 +879,7 @@ struct Writer {
   void operator()(std::string_view bytes) { (*this)(std::uint64_t{bytes.size()}), out += bytes; }
   void operator()(const Entry& entry) {
     (*this)(entry.term), (*this)(entry.transition.id), (*this)(entry.transition.data);
-    (*this)(entry.configuration.has_value());
+    (*this)(entry.configuration != nullptr);
     if (entry.configuration) (*this)(*entry.configuration);
   }
   void operator()(const Configuration& config) { (*this)(config.voters), (*this)(config.learners); }
@@ -933,8 +929,9 @@ struct Reader {
     (*this)(entry.term), (*this)(entry.transition.id), (*this)(entry.transition.data);
     (*this)(entry.configuration);
   }
-  void operator()(std::optional<Configuration>& config) { // a boolean, then the configuration
-    if (bool present = false; (*this)(present), present) (*this)(config.emplace());
+  void operator()(std::shared_ptr<Configuration>& config) { // a boolean, then the configuration
+    if (bool present = false; (*this)(present), present)
+      (*this)(*(config = std::make_shared<Configuration>()));
   }
   void operator()(Configuration& config) { (*this)(config.voters), (*this)(config.learners); }
   void operator()(Snapshot& s) { // a log written before term starts or learners ends early

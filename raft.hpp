@@ -86,7 +86,7 @@ struct Snapshot {
 struct Entry {
   Term term = 0;
   Transition transition;
-  std::optional<Configuration> configuration = std::nullopt;
+  std::shared_ptr<Configuration> configuration = nullptr; // shared by the copies; never changed
 };
 
 enum class MessageType : std::uint8_t {
@@ -322,6 +322,10 @@ private:
   void reset_election_timer();
   template <class Value> Index agreed(Value value, Index own);
   void track_configurations(Index from);
+  const Configuration& configuration_at(Index at) const { // in effect at that index (>= log start)
+    for (auto config = configs_.rbegin();; ++config)
+      if (config->first <= at) return config->second;
+  }
   void take_changes();
   void advance_change();
   void handle_request_vote(const Message& request, bool heard);

@@ -208,7 +208,8 @@ TEST_SUITE("§4 Membership changes") {
 
   TEST_CASE("a configuration takes effect when appended and is rolled back when truncated") {
     Node follower(2, {1, 3});
-    Entry change{1, Transition{60, ""}, Configuration{{1, 2, 3}, {4}}};
+    Entry change{1, Transition{60, ""},
+                 std::make_shared<Configuration>(Configuration{{1, 2, 3}, {4}})};
     follower.receive(append_entries(1, 2, 1, 0, 0, {entry(1, 1), change}));
     CHECK(follower->configuration() == Configuration{{1, 2, 3}, {4}});
     follower.receive(append_entries(3, 2, 2, 1, 1, {entry(2, 2)})); // a new leader overwrites
@@ -255,7 +256,8 @@ TEST_SUITE("§4 Membership changes") {
       return options;
     }());
     learner.cluster.peers_extra = {1, 2, 3};
-    Entry change{1, Transition{60, ""}, Configuration{{1, 2, 3}, {4}}};
+    Entry change{1, Transition{60, ""},
+                 std::make_shared<Configuration>(Configuration{{1, 2, 3}, {4}})};
     learner.receive(append_entries(1, 4, 1, 0, 0, {change}));
     learner.advance(kElectionMax + 1ms);
     CHECK(of_type(learner.take_sent(), MessageType::RequestVote).empty()); // never campaigns

@@ -364,7 +364,9 @@ public:
 private:
   void outline(const raft::Entry* begin, const raft::Entry* end) {
     for (const raft::Entry* entry = begin; entry != end; ++entry) {
-      log_.push_back(Written{entry->term, entry->transition.id, entry->configuration});
+      log_.push_back(
+          Written{entry->term, entry->transition.id,
+                  entry->configuration ? std::optional(*entry->configuration) : std::nullopt});
       if (entry->configuration) configurations_.push_back(snapshot_index_ + log_.size());
     }
   }
