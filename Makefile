@@ -1,5 +1,6 @@
 # make test   builds everything under AddressSanitizer and UBSan, runs the tests and the demo
 # make demo   runs the in-memory 5-replica example
+# make quickstart   builds and runs examples/quickstart.cpp, the README's quick start
 # make sim SEED=n   replays one simulator seed with a trace (SIM_TRACE=2: every message too)
 # make fuzz   runs the libFuzzer target for decode (needs clang) for FUZZ_SECONDS
 # make size   counts lines of code (cloc): the Replica, FileStorage and the wire, both files
@@ -13,7 +14,7 @@ SIM_TRACE ?= 1
 FUZZ_SECONDS ?= 60
 FORMATTED := raft.hpp raft.cpp $(wildcard tests/*.cpp tests/*.hpp tests/fuzz/*.cpp examples/*.cpp)
 
-.PHONY: test demo sim fuzz fuzz-if-clang deps format clean size
+.PHONY: test demo quickstart sim fuzz fuzz-if-clang deps format clean size
 
 test: deps kv-deps
 	@$(MAKE) --no-print-directory -j2 $(BUILD)/tests $(BUILD)/in-memory $(BUILD)/quickstart \
@@ -29,7 +30,12 @@ test: deps kv-deps
 	@$(MAKE) --no-print-directory visualize-test
 	SIM_SEEDS=$(SIM_SEEDS) $(BUILD)/tests
 
+# As root, with clang++ present, libFuzzer is installed too, so that make test fuzzes decode.
 deps:
+	@if [ "$$(id -u)" = 0 ] && command -v clang++ >/dev/null; then \
+	  v=$$(clang++ --version | sed -n 's/.*clang version \([0-9]*\).*/\1/p' | head -n 1); \
+	  dpkg -s libfuzzer-$$v-dev >/dev/null 2>&1 || apt-get install -y -q libfuzzer-$$v-dev || \
+	  { apt-get update -q && apt-get install -y -q libfuzzer-$$v-dev; } || true; fi
 	@if [ ! -f /usr/include/doctest/doctest.h ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q doctest-dev; \
 	  else echo "doctest is missing: run 'sudo apt-get install doctest-dev'"; exit 1; fi; fi
@@ -50,6 +56,9 @@ $(BUILD)/%: examples/%.cpp $(BUILD)/raft.o
 
 demo: $(BUILD)/in-memory
 	$(BUILD)/in-memory
+
+quickstart: $(BUILD)/quickstart
+	$(BUILD)/quickstart
 
 sim: deps $(BUILD)/tests
 	SIM_SEED=$(SEED) SIM_TRACE=$(SIM_TRACE) $(BUILD)/tests -tc='*simulator*'

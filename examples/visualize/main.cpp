@@ -7,7 +7,7 @@
 //
 //   build/visualize                                      play with the keys
 //   build/visualize examples/visualize/scenarios/figure8.scenario    watch a scenario
-//   build/visualize figure8.scenario --headless --record figure8.html   run it to the end, in
+//   build/visualize figure8.scenario --headless --record build/figure8.html   run it to the end, in
 //                                                        text, and draw its timeline
 //
 // Keys: space pauses, '.' steps one event, + and - change the speed, c crashes a replica, r
