@@ -440,10 +440,11 @@ private:
 // ================================================================================================
 
 // Durable storage in a directory, in one file: `log`, an append-only file of CRC-checked
-// records (entries, term and vote, and the snapshot), rewritten at each compaction (format in
-// README.md). sync() writes and fdatasyncs everything buffered: one poll costs one sync. The
-// constructor creates the directory if needed and recovers: a torn last record is cut off, what
-// remains is synced; any other damage throws std::runtime_error naming the file and offset.
+// records (entries, term and vote, and the snapshot), rewritten at each compaction (format at the
+// head of FileStorage's section in raft.cpp). sync() writes and fdatasyncs everything buffered:
+// one poll costs one sync. The constructor creates the directory if needed and recovers: a torn
+// last record is cut off, what remains is synced; any other damage throws std::runtime_error
+// naming the file and offset.
 // load() reads the file again at every call, so a Replica rebuilt over this object recovers what
 // was synced. After an I/O error every call throws until a new FileStorage opens the directory.
 class FileStorage : public Storage {
