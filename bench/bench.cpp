@@ -127,26 +127,6 @@ double percentile(std::vector<double> values, double p) {
   return values[std::clamp<std::size_t>(rank, 1, values.size()) - 1];
 }
 
-std::string format(const char* pattern, ...) {
-  char buffer[256];
-  va_list arguments;
-  va_start(arguments, pattern);
-  std::vsnprintf(buffer, sizeof buffer, pattern, arguments);
-  va_end(arguments);
-  return buffer;
-}
-
-// 1234567.8 -> "1,234,568"
-std::string grouped(double value) {
-  if (!std::isfinite(value)) return "n/a";
-  std::string digits = format("%.0f", std::fabs(value)), out;
-  for (std::size_t i = 0; i < digits.size(); ++i) {
-    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
-    out += digits[i];
-  }
-  return value < 0 ? "-" + out : out;
-}
-
 struct Row {
   std::string label, three, five;
 };

@@ -1,6 +1,7 @@
 // bench/etcd.cpp: item 8, examples/kv against a 3-member etcd on the same machine, both loaded
 // by wrk over loopback, point by point, one system after the other.
 #include "etcd.hpp"
+#include "tcp.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -33,25 +34,6 @@ using namespace std::chrono_literals;
 
 constexpr int members = 3;
 const int connection_counts[] = {1, 16, 64};
-
-std::string format(const char* pattern, ...) {
-  char buffer[512];
-  va_list args;
-  va_start(args, pattern);
-  std::vsnprintf(buffer, sizeof buffer, pattern, args);
-  va_end(args);
-  return buffer;
-}
-
-// 1234567.8 -> "1,234,568"
-std::string grouped(double value) {
-  std::string digits = format("%.0f", value), out;
-  for (std::size_t i = 0; i < digits.size(); ++i) {
-    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
-    out += digits[i];
-  }
-  return out;
-}
 
 // The first line a command prints, or "" if it does not run.
 std::string first_line_of(const std::string& command) {
@@ -139,17 +121,7 @@ public:
       }
   }
   void start(std::vector<std::string> args, const std::string& log) {
-    std::vector<char*> argv; // built before fork: the child only makes system calls
-    for (std::string& arg : args) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-    pid_t pid = ::fork();
-    if (pid == 0) {
-      int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      if (out >= 0) ::dup2(out, 1), ::dup2(out, 2);
-      ::execvp(argv[0], argv.data());
-      ::_exit(127);
-    }
-    if (pid > 0) pids_.push_back(pid);
+    if (pid_t pid = spawn(std::move(args), log); pid > 0) pids_.push_back(pid);
   }
 
 private:

@@ -6,6 +6,9 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -21,6 +24,40 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+std::string format(const char* pattern, ...) {
+  char buffer[512];
+  va_list arguments;
+  va_start(arguments, pattern);
+  std::vsnprintf(buffer, sizeof buffer, pattern, arguments);
+  va_end(arguments);
+  return buffer;
+}
+
+// 1234567.8 -> "1,234,568"
+std::string grouped(double value) {
+  if (!std::isfinite(value)) return "n/a";
+  std::string digits = format("%.0f", std::fabs(value)), out;
+  for (std::size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return value < 0 ? "-" + out : out;
+}
+
+pid_t spawn(std::vector<std::string> args, const std::string& log) {
+  std::vector<char*> argv; // built before fork: the child only makes system calls
+  for (std::string& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (out >= 0) ::dup2(out, 1), ::dup2(out, 2);
+    ::execvp(argv[0], argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
 
 namespace tcp_bench {
 namespace {
@@ -146,17 +183,7 @@ public:
       std::vector<std::string> args = {server,    "--id",          std::to_string(n),
                                        "--peers", peers,           "--data",
                                        data,      "--client-port", std::to_string(base + 1000 + n)};
-      std::vector<char*> argv; // built before fork: the child only makes system calls
-      for (std::string& arg : args) argv.push_back(arg.data());
-      argv.push_back(nullptr);
-      pid_t pid = ::fork();
-      if (pid == 0) {
-        int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (out >= 0) ::dup2(out, 1), ::dup2(out, 2);
-        ::execv(argv[0], argv.data());
-        ::_exit(127);
-      }
-      if (pid > 0) pids_.push_back(pid);
+      if (pid_t pid = spawn(std::move(args), log); pid > 0) pids_.push_back(pid);
     }
   }
   ~Servers() {

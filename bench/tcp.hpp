@@ -5,6 +5,15 @@
 #include <string>
 #include <vector>
 
+#include <sys/types.h>
+
+// Helpers the items share (defined in tcp.cpp): printf into a string; 1234567.8 -> "1,234,568"
+// ("n/a" if not finite); a child process that runs `args` (the PATH searched), its output to
+// `log`, whose pid is returned (-1 if fork failed).
+std::string format(const char* pattern, ...);
+std::string grouped(double value);
+pid_t spawn(std::vector<std::string> args, const std::string& log);
+
 namespace tcp_bench {
 
 // One configuration: `clients` threads, each with its own keep-alive HTTP connection to the
