@@ -8,7 +8,8 @@
 //   - the transport (Cluster): how a Message reaches another replica (it may be lost),
 //   - the disk, if you want one (Storage): FileStorage, or MemoryStorage for tests; with none,
 //     a replica keeps its state only in its own memory.
-// Nothing here starts a thread, reads the clock inside poll(), or prints.
+// Nothing here starts a thread, reads the clock inside poll(), or prints. What a user relies on
+// is said beside each declaration below; how it is done, in raft.cpp.
 //
 // Vendoring: copy raft.hpp and raft.cpp into your tree and compile raft.cpp as C++17.
 //
@@ -75,7 +76,9 @@ struct Snapshot {
   Configuration configuration; // the one in effect at last_included_index
   std::string data;
   // The first index of each term in the log it covers, as (index, term): a replica that queued a
-  // transition the snapshot covers learns from it whether that transition committed.
+  // transition the snapshot covers learns from it whether that transition committed (if not, it
+  // is reported ConflictWithLeader; if so, the snapshot holds it). A snapshot written before term
+  // starts existed tells only the terms after its own apart.
   std::vector<std::pair<Index, Term>> term_starts = {};
 };
 
@@ -151,10 +154,16 @@ public:
   virtual ~StateMachine() = default;
   // Reports what became of a transition taken from get_pending_transitions (and of a read or a
   // membership change, under its id). Only the leader accepts transitions: Queued there, before
-  // the poll that took them returns; Abandoned/NotLeader on every other replica. Committed, then
-  // Applied, come on every replica that applies the transition, in log order, in the poll that
-  // applies it. `reason` is None unless `state` is Abandoned. The no-op transition each new
-  // leader appends is applied like any other, but its states are not reported.
+  // the poll that took them returns; Abandoned/NotLeader on every other replica (a one-replica
+  // cluster too, until its first election timeout makes it leader). Committed, then Applied, come
+  // on every replica that applies the transition, in log order, in the poll that applies it; not
+  // for those a replica receives inside an installed snapshot. `reason` is None unless `state` is
+  // Abandoned. A queued transition whose log position a new leader filled with another entry is
+  // reported Abandoned/ConflictWithLeader by the replica that queued it once that position
+  // commits (an entry overwritten here may still commit from another log); a committed one never
+  // is. One accepted but not yet appended when leadership is lost is Abandoned/NotLeader. The
+  // no-op each new leader appends is applied like any other, but its states are not reported:
+  // give it an id no client uses.
   virtual void register_transition_state(std::uint64_t transition_id, TransitionState state,
                                          AbandonReason reason) = 0;
   // Called once per committed transition (the no-op too, never a configuration), in log order,
@@ -164,7 +173,10 @@ public:
   virtual std::vector<Transition> get_pending_transitions() = 0;
   // Snapshots. The defaults mean "this state machine does not snapshot": get_snapshot returns
   // nullopt, create_snapshot and set_snapshot throw std::logic_error. Set snapshot_delta only
-  // with a state machine that implements all three.
+  // with a state machine that implements all three. At start-up a replica whose storage holds a
+  // snapshot calls set_snapshot with it; one whose storage holds none calls get_snapshot once,
+  // for a state the machine is already in. Either way it applies the committed log after it once
+  // a leader tells it the commit index.
   virtual std::optional<Snapshot> get_snapshot();
   virtual Snapshot create_snapshot(Index last_included_index, Term last_included_term);
   virtual void set_snapshot(const Snapshot& snapshot); // state replaced wholesale
@@ -186,7 +198,12 @@ public:
 // Durable state (Figure 2, §7): currentTerm and votedFor, the log, the latest snapshot. Writes
 // may be buffered; sync() makes every earlier write durable. The Replica calls sync() before it
 // sends anything that depends on those writes, so one poll needs at most one sync (group commit),
-// and once right after load(), whose state may hold writes that were never synced.
+// and once right after load(), whose state may hold writes that were never synced. So term and
+// vote (saved together) are durable before any message of their poll leaves, a vote above all;
+// entries before they are acknowledged, and before a leader counts its own copy toward a commit;
+// a snapshot before the log it covers is dropped. To recover from a crash, build a new Replica
+// over the same storage (or a new FileStorage on the same directory) with a fresh StateMachine:
+// load() returns the durable state at every call.
 // A method that cannot do its work throws; the Replica then must be rebuilt, as after a crash.
 class Storage {
 public:
@@ -225,17 +242,42 @@ struct Options {
   Index snapshot_delta = 0;   // 0: never compact; N: snapshot every N applied entries
   std::size_t max_entries_per_message = 1024; // entries in one AppendEntries
   std::size_t max_messages_in_flight = 8;     // full AppendEntries unacknowledged per follower
+  // Once a follower is known to match, a leader pipelines that many; after a rejection it probes,
+  // one at a time. A new commit index goes out at once: followers apply within a round trip.
   // A window, max_entries_per_message * max_messages_in_flight, is also the most a leader
-  // appends to its log in one poll; the rest of a burst waits, already Queued, for the next.
+  // appends to its log in one poll; the rest of a burst waits, already Queued, for the next, and
+  // next_deadline() is now meanwhile, so no poll (nor the heartbeats after it) waits long. That
+  // queue has no bound of its own: a host that proposes faster than the cluster commits, for
+  // long, should hold back (count what it was told is Queued and not yet Applied).
+  // Snapshots (§7) go in chunks, one in flight per follower, sent again after a minimum election
+  // timeout without progress. The leader keeps its log from a snapshot in flight on (to a
+  // follower heard from within an election timeout), so that the follower goes on by
+  // AppendEntries once it has installed it, however fast the leader compacts.
+  // A follower keeps its log after the snapshot if its entry at the snapshot's index has the
+  // snapshot's term, and otherwise drops it.
   std::size_t snapshot_chunk_bytes = 1 << 20; // bytes of snapshot in one InstallSnapshot
+  // Pre-Vote (the dissertation's §9.6, with the check of its §4.2.3), which changes no term or
+  // vote anywhere: a replica cut off, or too busy to hear the leader in time, cannot depose on
+  // its return a leader the others still hear. A pre-vote is granted to a log at least as up to
+  // date (§5.4.1). Beyond the dissertation, a replica asking for pre-votes itself grants one only
+  // to a better claim (a more up-to-date log, or an equal one and a lower id), then stands back,
+  // so two that time out together do not split the vote. false: §5.2 elections alone.
   bool pre_vote = true; // campaign only after a pre-vote majority, which is withheld by anyone
                         // that heard from a leader within the minimum election timeout
-  // A leader that has not heard from a majority of voters within an election timeout steps down,
-  // and a replica that heard from a leader within the minimum election timeout refuses its vote
-  // to others (the dissertation's §4.2.3 and §6.2).
+  // Check-quorum (the dissertation's §6.2): once per maximum election timeout, a leader that has
+  // not heard from a majority of voters since the last check steps down (same term, no leader),
+  // so one cut off in a minority stops leading within two maximum election timeouts. With it, the
+  // vote check of §4.2.3: a replica that heard from a leader within the minimum election timeout,
+  // or leads, ignores a RequestVote (unless a transfer sent it) without raising its term.
+  // Pre-Vote alone can livelock (a leader that reaches one follower of five keeps it from
+  // granting pre-votes, committing nothing); check-quorum deposes that leader.
   bool check_quorum = true;
   // read() may answer at once while a majority of voters answered heartbeats sent less than 90%
-  // of the minimum election timeout ago (needs check_quorum; set it on every replica alike).
+  // of the minimum election timeout ago: by §4.2.3 they grant no other vote for that timeout
+  // (needs check_quorum; set it on every replica alike). It assumes that no replica's clock runs
+  // more than 10% faster than the leader's over an election timeout. With it, a replica that
+  // starts up refuses votes for a minimum election timeout, so a restart forgets no lease it
+  // helped grant. A leader gives its lease up for the rest of its term when it starts a transfer.
   bool lease_reads = false;
   // Start with no configuration (and empty peer_ids) and wait for a leader to add this replica.
   bool joining = false;
@@ -243,34 +285,68 @@ struct Options {
 
 class Replica {
 public:
-  // `peer_ids` are the other replicas. `noop_transition` is appended by each new leader (§8) and
-  // must leave the state machine unchanged. Throws std::invalid_argument on bad arguments.
+  // `peer_ids` are the other replicas: the initial configuration, used while the storage holds
+  // none (then it comes from the log or snapshot). `noop_transition` is appended by each new
+  // leader (§8) and must leave the state machine unchanged. The heartbeat must be positive and
+  // below the election timeout's minimum, itself below the maximum; as in §5.6, a heartbeat a
+  // small fraction of the minimum (50 ms against 150 to 300 ms) keeps followers from timing out
+  // on a late message, and a range wide next to a message's delay keeps split votes rare.
+  // Throws std::invalid_argument naming the problem: own id among the peers, a duplicate peer,
+  // those timeouts, a zero max_entries_per_message or max_messages_in_flight, or joining with
+  // peer_ids.
   Replica(ReplicaID id, std::vector<ReplicaID> peer_ids, Cluster& cluster,
           StateMachine& state_machine, Transition noop_transition, Duration heartbeat_timeout,
           std::pair<Duration, Duration> election_timeout_range, Options options = {});
   void start(); // polls until cluster.halt(); sleeps when idle
-  // One pass: messages, transitions, timers, apply. A `now` earlier than the last poll's counts
-  // as the last poll's: the replica's time never goes back.
+  // One pass: takes the messages and pending transitions, runs the timers against `now`, syncs
+  // the storage once, sends what the pass produced, applies what is committed. Never blocks or
+  // reads the clock: the same Options::seed, inputs and `now` values give the same run. A `now`
+  // earlier than the last poll's counts as the last poll's: the replica's time never goes back.
+  // Polling when next_deadline() passes, a message arrives or a transition is pending loses
+  // nothing. If a storage call or a callback throws, the exception leaves poll, nothing more of
+  // that pass is sent, and later polls throw std::logic_error: rebuild the replica over the same
+  // storage, as after a crash (a half-finished pass is never resumed, so nothing applies twice).
   void poll(Clock::time_point now);
   Clock::time_point next_deadline() const; // when poll() next has timer work to do
 
-  // Leader transfer (the dissertation's §3.10): on a leader, with `to` another voter, bring `to`
-  // up to date, then tell it to campaign at once. Transitions taken meanwhile are reported
-  // Abandoned/NotLeader. Given up after a maximum election timeout. Elsewhere it does nothing.
+  // Leader transfer (the dissertation's §3.10), before a restart or an upgrade: on a leader,
+  // with `to` another voter, stop appending (transitions taken meanwhile are reported
+  // Abandoned/NotLeader) and, once `to`'s log matches, send it TimeoutNow, again with each
+  // heartbeat: `to` campaigns at once, skipping Pre-Vote, and voters grant it even though they
+  // hear from a leader. Given up, the leader carrying on, if `to` does not lead within a maximum
+  // election timeout. Elsewhere it does nothing. register_leader tells the outcome.
   void transfer_leadership(ReplicaID to);
-  // A linearizable read (ReadIndex, §6.4), reported under read_id: Queued on a leader, then
-  // Applied once a majority confirmed this replica still leads and the state machine applied
-  // everything committed when the read arrived; the host then reads its state machine. On a
-  // non-leader, or if leadership is lost first, Abandoned/NotLeader. Never written to the log.
+  // A linearizable read (ReadIndex, §6.4), reported under read_id (ids shared with transitions:
+  // keep them apart): Queued on a leader, then Applied (never Committed) once (1) an entry of its
+  // term has committed, (2) a majority of voters answered a heartbeat round started after the
+  // read (the reads of one poll share one, sent at once), and (3) the state machine applied
+  // through the read index, the commit index at the call (or when (1) came true); the host then
+  // reads its state machine. On a non-leader, or if leadership is lost first,
+  // Abandoned/NotLeader. Never written to the log.
   void read(std::uint64_t read_id) { reads_asked_.push_back(read_id); }
   // A membership change, one replica at a time (§4.1), reported under change_id as a transition
   // is: Queued on the leader, then Committed and Applied on every replica that applies the entry
-  // completing it; Abandoned/NotLeader off the leader or if leadership is lost before that entry
-  // is appended; Abandoned/Refused if another change is not yet committed, the replica already
-  // has that role, is not a member (Remove), or no voter would be left. AddVoter of a replica that
-  // is not a caught-up learner adds it as a learner first and promotes it once it keeps up
-  // (§4.2.1); given up (Refused, it stays a learner) after 10 rounds that each took longer than an
-  // election timeout, or one round of 10 maximum election timeouts.
+  // completing it (never passed to apply_transition, though counted in the indexes);
+  // Abandoned/NotLeader off the leader, during a transfer, or if leadership is lost before that
+  // entry is appended; Abandoned/Refused if another change is under way or not yet committed, the
+  // replica already has that role (AddLearner of a voter too: no demotion), is not a member
+  // (Remove), or no voter would be left. A configuration takes effect on a replica once its entry
+  // is in that replica's log, and stops if the entry is truncated. The leader appends a change
+  // only once an entry of its own term has committed (the fix posted to raft-dev in July 2015:
+  // else two changes from leaders of different terms can form disjoint majorities).
+  // AddVoter of a replica that is not a caught-up learner adds it as a learner first and promotes
+  // it once it keeps up (§4.2.1): in rounds, each replicating the log as it was at the round's
+  // start and awaiting a heartbeat answer sent after it; one under a maximum election timeout
+  // promotes. Given up (Refused, it stays a learner) after 10 rounds that each took longer, or
+  // one round of 10 maximum election timeouts. One report covers both steps.
+  // A leader that removes itself leads until that commits, not counting itself, sends the commit
+  // index, then steps down (§4.2.2; transfer first to avoid the election). A replica that is not
+  // a voter in its latest configuration never campaigns, except while that configuration's entry
+  // is uncommitted on it (the README says why). A removed replica left running does not disrupt
+  // (§4.2.3): voters that hear a leader refuse its pre-votes and, with check_quorum, its votes
+  // (with pre_vote and check_quorum both off, it can raise the term).
+  // A replica that believes it is a learner still votes when asked: its promotion may have
+  // committed before it heard of it.
   void change_membership(std::uint64_t change_id, MembershipChange change, ReplicaID replica);
   Configuration configuration() const { return configs_.back().second; } // the latest in the log
 
@@ -447,6 +523,8 @@ private:
 // naming the file and offset.
 // load() reads the file again at every call, so a Replica rebuilt over this object recovers what
 // was synced. After an I/O error every call throws until a new FileStorage opens the directory.
+// Compaction renames a new file over the log: a crash leaves the old or the new one, complete.
+// The head of FileStorage's section in raft.cpp says how to recover by hand from damage.
 class FileStorage : public Storage {
 public:
   explicit FileStorage(std::string directory);
@@ -476,7 +554,10 @@ private:
 // ================================================================================================
 
 // The wire format: compact, versioned, little-endian, explicit lengths. decode returns nullopt
-// for anything that is not exactly encode(m) for some message.
+// for anything that is not exactly encode(m) for some message (a prefix, a trailing byte, an
+// overlong varint, an unknown version or type, a length beyond the input), and never allocates
+// more than the input's size justifies. A transport adds its own framing. Format and versions:
+// at the head of the wire format's section in raft.cpp.
 std::string encode(const Message& message);
 std::optional<Message> decode(std::string_view bytes);
 
