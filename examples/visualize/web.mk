@@ -33,8 +33,16 @@ $(WEB)/%: examples/visualize/web/%
 	@mkdir -p $(WEB)
 	cp $< $@
 
-# The browser test needs build/visualize too: the page's narration must be the terminal's.
+# The browser test needs build/visualize too: the page's narration must be the terminal's. It is
+# skipped, with a message, without Chromium, or without emcc when it cannot be installed.
+WEB_SKIP := $(shell if [ ! -x /usr/bin/chromium ]; then \
+  echo "/usr/bin/chromium is not installed (apt-get install chromium)"; \
+  elif ! command -v emcc >/dev/null && [ "$$(id -u)" != 0 ]; then \
+  echo "emcc is not installed (apt-get install emscripten node-acorn)"; fi)
+ifeq ($(WEB_SKIP),)
 web-test: web $(BUILD)/visualize
-	@if [ -x /usr/bin/chromium ]; then \
-	  node tests/visualize/web.js $(WEB) $(BUILD)/visualize; \
-	else echo "web-test: skipped, /usr/bin/chromium is not installed (apt-get install chromium)"; fi
+	node tests/visualize/web.js $(WEB) $(BUILD)/visualize
+else
+web-test:
+	@echo "web-test: skipped, $(WEB_SKIP)"
+endif

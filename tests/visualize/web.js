@@ -68,7 +68,7 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 async function until(expression, seconds, what) {
   const limit = Date.now() + seconds * 1000;
   while (Date.now() < limit) {
-    if (await evaluate(expression)) return true;
+    if (await evaluate(expression)) return check(true, what) || true;
     await sleep(50);
   }
   check(false, what, "not within " + seconds + " s");
@@ -99,9 +99,9 @@ async function main() {
   await send("Page.enable", {}, session);
   await send("Emulation.setDeviceMetricsOverride", { width: 1400, height: 1250, deviceScaleFactor: 1, mobile: false }, session);
   await send("Page.navigate", { url: "file://" + path.join(web, "index.html") }, session);
-  if (!await until("document.body && document.body.getAttribute('data-ready') === '1'", 30, "the page loads"))
+  if (!await until("document.body && document.body.getAttribute('data-ready') === '1'", 30,
+    "the page loads from the file system and its WebAssembly starts"))
     return;
-  check(true, "the page loads from the file system and its WebAssembly starts");
 
   // The menu, and each scenario's film: the page's narration is the terminal's.
   const names = fs.readdirSync("examples/visualize/scenarios").filter((f) => f.endsWith(".scenario"))
@@ -145,8 +145,8 @@ async function main() {
   if (next) check(next.id !== old.id && next.term > old.term,
     `crash: S${next.id} leads term ${next.term}, after S${old.id} in term ${old.term}`);
   await evaluate("document.querySelector('button[data-verb=restart]').click(); true");
-  if (await until(`raftPage.state().replicas[${old.id - 1}].role === 'follower'`, 10, "restart"))
-    check(true, "restart: the old leader is back, a follower");
+  await until(`raftPage.state().replicas[${old.id - 1}].role === 'follower'`, 10,
+    "restart: the old leader is back, a follower");
 
   // A partition that leaves the leader in the minority, then a heal.
   const leader = await evaluate(`${leaders}[0]`);
@@ -168,14 +168,43 @@ async function main() {
     "document.getElementById('violation').style.display === 'none'"), "no safety violation shown");
   check(await evaluate("document.querySelectorAll('#rules .ok').length === 3"), "the three safety rules show as kept");
 
+  // Free play: leadership transfer, a read, a replica added and one removed, with the buttons.
+  const click = (id) => evaluate(`document.getElementById('${id}').click(); true`);
+  const verb = (name, target) => evaluate(`document.getElementById('target').value = '${target}';
+    document.getElementById('target').onchange(); document.querySelector('button[data-verb=${name}]').click(); true`);
+  await click("free");
+  await evaluate("raftPage.play(false); raftPage.fastForward(1000); true");
+  const first = await evaluate(`${leaders}[0]`);
+  const heir = first.id % 5 + 1;
+  await verb("transfer", heir);
+  await evaluate("raftPage.fastForward(300); true");
+  check(await evaluate(`${leaders}.length === 1 && ${leaders}[0].id === ${heir}`),
+    `transfer: S${first.id} hands leadership to S${heir}`);
+  await click("read");
+  await evaluate("raftPage.fastForward(300); true");
+  check(await evaluate(`raftPage.narration().some(line => line.includes('S${heir} answers read'))`),
+    "read: the leader answers a linearizable read");
+  await click("add");
+  await evaluate("raftPage.fastForward(2000); true");
+  check(await evaluate("raftPage.state().replicas.length === 6 && raftPage.state().replicas[5].member === 'voter' && " +
+    "document.querySelectorAll('#cluster .replica').length === 6"), "add: S6 joins, and becomes a voter");
+  check(await evaluate(`raftPage.state().replicas[5].commit === raftPage.state().replicas[${heir - 1}].commit`),
+    "add: S6 has caught up with the leader's commit index");
+  const leaving = heir % 5 + 1;
+  await verb("remove", leaving);
+  await evaluate("raftPage.fastForward(1000); true");
+  check(await evaluate(`raftPage.state().replicas[${leaving - 1}].member === 'none'`),
+    `remove: S${leaving} leaves the configuration`);
+  check(await evaluate("raftPage.state().violations.length === 0"), "membership changes: no safety violation");
+
   // A bad command is answered, not run.
   await evaluate("document.getElementById('command').value = 'crash 12'; document.getElementById('run').click(); true");
   check(/no replica 12/.test(await evaluate("document.getElementById('message').textContent")),
     "a bad command is answered with what is wrong");
 
-  // The screenshot for the README: leader-crash, a moment after the crash.
+  // The screenshot for the README: leader-crash, as two candidates ask for votes.
   await evaluate(`document.getElementById('scenario').value = 'leader-crash';
-    document.getElementById('load').click(); raftPage.play(false); raftPage.fastForward(1020); true`);
+    document.getElementById('load').click(); raftPage.play(false); raftPage.fastForward(958); true`);
   const shot = await send("Page.captureScreenshot", { format: "png" }, session);
   fs.writeFileSync(path.join(out, "page.png"), Buffer.from(shot.data, "base64"));
   check(fs.statSync(path.join(out, "page.png")).size > 20000, "a screenshot: " + path.join(out, "page.png"));

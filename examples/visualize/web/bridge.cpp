@@ -62,9 +62,22 @@ void check_end() {
   r.simulation->finish();
 }
 
+// What a replica is in the configuration of the leader (or, with none, in its own): "voter",
+// "learner" or "none"; "" while it is down with no leader to ask.
+std::string membership(const Simulation& simulation, ReplicaID id) {
+  std::optional<raft::Configuration> configuration =
+      simulation.configuration(simulation.leader().value_or(id));
+  if (!configuration) return "";
+  auto has = [id](const std::vector<ReplicaID>& ids) {
+    return std::find(ids.begin(), ids.end(), id) != ids.end();
+  };
+  return has(configuration->voters) ? "voter" : has(configuration->learners) ? "learner" : "none";
+}
+
 std::string view_json(const Simulation& simulation, ReplicaID id) {
   View view = simulation.view(id);
   std::string out = "{\"id\":" + std::to_string(id) + ",\"role\":" + quoted(role_name(view.role)) +
+                    ",\"member\":" + quoted(membership(simulation, id)) +
                     ",\"term\":" + std::to_string(view.term) +
                     ",\"vote\":" + (view.vote ? std::to_string(*view.vote) : "null") +
                     ",\"leader\":" + (view.leader ? std::to_string(*view.leader) : "null") +

@@ -32,7 +32,9 @@
     const events = next.events;
     next.events = (state && narrated > 0 ? state.events : []).concat(events);
     narrated = next.events_total;
+    const grown = state && state.replicas.length !== next.replicas.length;
     state = next;
+    if (grown) fillTargets();
     draw(events);
   }
 
@@ -145,7 +147,8 @@
     for (const replica of state.replicas) {
       const p = position(replica.id, count);
       const down = replica.role === "down";
-      const g = svg("g", { class: "replica", "data-id": replica.id }, root);
+      const member = replica.member === "" || replica.member === "voter";
+      const g = svg("g", { class: "replica", "data-id": replica.id, opacity: member ? 1 : 0.5 }, root);
       g.addEventListener("click", () => { selected = replica.id; fillTargets(); drawLogs(); drawCluster(); });
       if (replica.id === selected)
         svg("circle", { cx: p.x, cy: p.y, r: 44, fill: "none", stroke: "#2563eb", "stroke-width": 2,
@@ -160,7 +163,8 @@
       svg("text", { x: p.x, y: p.y - 8, "text-anchor": "middle", "font-size": 15,
         "font-weight": "bold" }, g).textContent = "S" + replica.id;
       svg("text", { x: p.x, y: p.y + 7, "text-anchor": "middle", "font-size": 11 }, g).textContent =
-        replica.role + (down ? "" : " t" + replica.term);
+        (member ? replica.role : replica.member === "learner" ? "learner" : "not a member") +
+        (down ? "" : " t" + replica.term);
       svg("text", { x: p.x, y: p.y + 20, "text-anchor": "middle", "font-size": 10 }, g).textContent =
         replica.vote !== null ? "voted S" + replica.vote : "no vote";
     }
@@ -174,7 +178,8 @@
       row.className = (replica.role === "down" ? "down" : "") + (replica.id === selected ? " selected" : "");
       const who = row.insertCell();
       who.className = "who";
-      who.textContent = "S" + replica.id + " " + replica.role.padEnd(9) + " t" + replica.term +
+      const role = replica.member === "learner" ? "learner" : replica.member === "none" ? "removed" : replica.role;
+      who.textContent = "S" + replica.id + " " + role.padEnd(9) + " t" + replica.term +
         "  commit " + replica.commit;
       replica.log.forEach(([term, noop], i) => {
         const cell = row.insertCell();
@@ -269,6 +274,8 @@
     $("cut").onclick = () => command("cut " + $("target").value + "-" + $("other").value);
     $("partition").onclick = () => command("partition " + $("sides").value);
     $("heal").onclick = () => command("heal");
+    $("read").onclick = () => command("read");
+    $("add").onclick = () => command("add");
     $("propose").onclick = () => command("propose " + $("count").value);
     $("run").onclick = () => command($("command").value);
     $("command").onkeydown = (event) => { if (event.key === "Enter") command($("command").value); };
