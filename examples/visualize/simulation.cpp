@@ -43,7 +43,7 @@ const char* role_name(Role role) {
 bool operator==(const View& a, const View& b) {
   auto cells = [](const std::vector<Cell>& x, const std::vector<Cell>& y) {
     return std::equal(x.begin(), x.end(), y.begin(), y.end(), [](const Cell& p, const Cell& q) {
-      return p.term == q.term && p.noop == q.noop;
+      return p.term == q.term && p.noop == q.noop && p.configuration == q.configuration;
     });
   };
   return a.role == b.role && a.term == b.term && a.vote == b.vote && a.leader == b.leader &&
@@ -96,7 +96,8 @@ void WatchedStorage::save_term_and_vote(Term current_term, std::optional<Replica
 void WatchedStorage::save_entries(Index first, const raft::Entry* begin, const raft::Entry* end) {
   log.resize(std::min<std::size_t>(log.size(), first > 0 ? first - 1 : 0));
   for (const raft::Entry* entry = begin; entry != end; ++entry)
-    log.push_back(Cell{entry->term, entry->transition == kNoop});
+    log.push_back(Cell{entry->term, entry->transition == kNoop && !entry->configuration,
+                       entry->configuration != nullptr});
   MemoryStorage::save_entries(first, begin, end);
 }
 

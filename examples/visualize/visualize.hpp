@@ -125,7 +125,8 @@ const char* role_name(Role role);
 
 struct Cell { // one log entry, as the picture shows it
   Term term = 0;
-  bool noop = false; // the no-op a new leader appends (§8)
+  bool noop = false;          // the no-op a new leader appends (§8)
+  bool configuration = false; // a membership change (§4.1)
 };
 
 // A replica seen from outside. raft.hpp does not expose the role, vote or log: the vote and the

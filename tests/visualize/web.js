@@ -197,12 +197,21 @@ async function main() {
     `remove: S${leaving} leaves the configuration`);
   check(await evaluate("raftPage.state().violations.length === 0"), "membership changes: no safety violation");
 
+  // A violation, as the simulation would report it, is flagged red.
+  await evaluate("raftPage.state().violations.push('two leaders in term 9: S1, S2'); raftPage.redraw(); true");
+  check(await evaluate("document.getElementById('violation').style.display === 'block' && " +
+    "getComputedStyle(document.getElementById('violation')).backgroundColor === 'rgb(185, 28, 28)' && " +
+    "document.querySelector('#rules .bad').textContent.includes('two leaders in term 9')"),
+    "a safety violation is flagged red, beside the rule it breaks");
+  await evaluate("raftPage.state().violations.length = 0; raftPage.redraw(); true");
+
   // A bad command is answered, not run.
   await evaluate("document.getElementById('command').value = 'crash 12'; document.getElementById('run').click(); true");
   check(/no replica 12/.test(await evaluate("document.getElementById('message').textContent")),
     "a bad command is answered with what is wrong");
 
   // The screenshot for the README: leader-crash, as two candidates ask for votes.
+  await evaluate("document.getElementById('command').value = ''; true");
   await evaluate(`document.getElementById('scenario').value = 'leader-crash';
     document.getElementById('load').click(); raftPage.play(false); raftPage.fastForward(958); true`);
   const shot = await send("Page.captureScreenshot", { format: "png" }, session);

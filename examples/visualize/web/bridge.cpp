@@ -85,7 +85,10 @@ std::string view_json(const Simulation& simulation, ReplicaID id) {
                     ",\"applied\":" + std::to_string(view.applied) + ",\"log\":[";
   for (std::size_t i = 0; i < view.log.size(); ++i)
     out += (i ? ",[" : "[") + std::to_string(view.log[i].term) + "," +
-           (view.log[i].noop ? "1" : "0") + "]";
+           (view.log[i].noop            ? "1"
+            : view.log[i].configuration ? "2"
+                                        : "0") +
+           "]";
   return out + "]}";
 }
 

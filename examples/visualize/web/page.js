@@ -181,14 +181,16 @@
       const role = replica.member === "learner" ? "learner" : replica.member === "none" ? "removed" : replica.role;
       who.textContent = "S" + replica.id + " " + role.padEnd(9) + " t" + replica.term +
         "  commit " + replica.commit;
-      replica.log.forEach(([term, noop], i) => {
+      replica.log.forEach(([term, kind], i) => {
+        const noop = kind === 1, change = kind === 2;
         const cell = row.insertCell();
         const colour = api.colour(term);
         cell.className = "cell" + (i < replica.commit ? " committed" : "");
         cell.style.borderColor = colour;
         cell.style.background = i < replica.commit ? colour : "#fff";
-        cell.textContent = term + (noop ? "*" : "");
+        cell.textContent = term + (noop ? "*" : change ? "c" : "");
         cell.title = "index " + (i + 1) + ", term " + term + (noop ? ", a leader's no-op" : "") +
+          (change ? ", a configuration (a membership change)" : "") +
           (i < replica.commit ? ", committed" : "");
       });
     }
@@ -279,6 +281,12 @@
     $("propose").onclick = () => command("propose " + $("count").value);
     $("run").onclick = () => command($("command").value);
     $("command").onkeydown = (event) => { if (event.key === "Enter") command($("command").value); };
+    // The terminal's keys for the two used most: space pauses, '.' steps (outside the inputs).
+    document.addEventListener("keydown", (event) => {
+      if (/^(INPUT|SELECT|TEXTAREA)$/.test(event.target.tagName)) return;
+      if (event.key === " ") { event.preventDefault(); $("play").click(); }
+      if (event.key === ".") $("step").click();
+    });
   }
 
   function main() {
@@ -310,6 +318,7 @@
       },
       narration: () => state.events.map((event) => (event.time + " ms").padStart(9) + "  " + event.text),
       timer: () => timer,
+      redraw: () => draw([]), // after a test changed state(), to see how the page shows it
     };
     document.body.setAttribute("data-ready", "1");
   }
