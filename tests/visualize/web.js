@@ -9,6 +9,7 @@
 "use strict";
 const { spawn, execFileSync } = require("child_process");
 const fs = require("fs");
+const http = require("http");
 const os = require("os");
 const path = require("path");
 
@@ -220,6 +221,20 @@ async function main() {
 
   const remote = requests.filter((url) => !url.startsWith("file:") && !url.startsWith("data:"));
   check(remote.length === 0, "the page asks for nothing but its own files", remote.join(" "));
+
+  // The same folder from a static server.
+  const server = http.createServer((request, response) => {
+    const file = path.join(web, path.normalize(decodeURIComponent(request.url.split("?")[0])).replace(/^(\.\.[/\\])+/, ""));
+    fs.readFile(file.endsWith("/") ? file + "index.html" : file, (error, data) => {
+      response.writeHead(error ? 404 : 200);
+      response.end(error ? "" : data);
+    });
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  await send("Page.navigate", { url: `http://127.0.0.1:${server.address().port}/` }, session);
+  await until("document.body && document.body.getAttribute('data-ready') === '1' && location.protocol === 'http:'",
+    30, "the page runs from a static server too");
+  server.close();
 }
 
 main().catch((error) => check(false, "the test ran", error.stack)).finally(async () => {
