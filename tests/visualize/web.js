@@ -98,7 +98,7 @@ async function main() {
   });
   await send("Network.enable", {}, session);
   await send("Page.enable", {}, session);
-  await send("Emulation.setDeviceMetricsOverride", { width: 1400, height: 1250, deviceScaleFactor: 1, mobile: false }, session);
+  await send("Emulation.setDeviceMetricsOverride", { width: 1400, height: 1080, deviceScaleFactor: 1, mobile: false }, session);
   await send("Page.navigate", { url: "file://" + path.join(web, "index.html") }, session);
   if (!await until("document.body && document.body.getAttribute('data-ready') === '1'", 30,
     "the page loads from the file system and its WebAssembly starts"))
@@ -210,6 +210,19 @@ async function main() {
   await evaluate("document.getElementById('command').value = 'crash 12'; document.getElementById('run').click(); true");
   check(/no replica 12/.test(await evaluate("document.getElementById('message').textContent")),
     "a bad command is answered with what is wrong");
+
+  // Space pauses; "Step one event" moves to the next event and no further.
+  await evaluate(`document.getElementById('scenario').value = 'first-election';
+    document.getElementById('load').click(); document.dispatchEvent(new KeyboardEvent('keydown', { key: ' ' })); true`);
+  check(await evaluate("document.getElementById('play').textContent === 'Play'"), "space pauses");
+  const before = await evaluate("raftPage.state().now");
+  await click("step");
+  await click("step");
+  const after = await evaluate("raftPage.state()");
+  const candidates = after.replicas.filter((r) => r.role === "candidate").map((r) => "S" + r.id);
+  check(before === 0 && after.now === 203 && candidates.join() === "S2",
+    "two steps: the scenario's words at 0 ms, then S2's timer at 203 ms (as the terminal narrates)",
+    `${before} ms to ${after.now} ms, candidates ${candidates}`);
 
   // The screenshot for the README: leader-crash, as two candidates ask for votes.
   await evaluate("document.getElementById('command').value = ''; true");
