@@ -173,8 +173,7 @@ async function main() {
   const click = (id) => evaluate(`document.getElementById('${id}').click(); true`);
   const verb = (name, target) => evaluate(`document.getElementById('target').value = '${target}';
     document.getElementById('target').onchange(); document.querySelector('button[data-verb=${name}]').click(); true`);
-  await click("free");
-  await evaluate("raftPage.play(false); raftPage.fastForward(1000); true");
+  await evaluate("document.getElementById('free').click(); raftPage.play(false); raftPage.fastForward(1000); true");
   const first = await evaluate(`${leaders}[0]`);
   const heir = first.id % 5 + 1;
   await verb("transfer", heir);
@@ -193,9 +192,13 @@ async function main() {
     "add: S6 has caught up with the leader's commit index");
   const leaving = heir % 5 + 1;
   await verb("remove", leaving);
-  await evaluate("raftPage.fastForward(1000); true");
+  await evaluate("raftPage.fastForward(100); true");
   check(await evaluate(`raftPage.state().replicas[${leaving - 1}].member === 'none'`),
     `remove: S${leaving} leaves the configuration`);
+  await verb("crash", leaving); // shut down, or its election timer would depose the leader (§4.2.3)
+  await evaluate("raftPage.fastForward(1000); true");
+  check(await evaluate(`${leaders}.length === 1 && ${leaders}[0].id === ${heir}`),
+    `remove: S${leaving} shut down, S${heir} leads on`);
   check(await evaluate("raftPage.state().violations.length === 0"), "membership changes: no safety violation");
 
   // A violation, as the simulation would report it, is flagged red.

@@ -94,12 +94,11 @@ std::string view_json(const Simulation& simulation, ReplicaID id) {
 
 std::string flight_json(const Flight& flight) {
   const raft::Message& message = flight.message;
-  bool empty = message.type == MessageType::AppendEntries && message.entries.empty();
   return "{\"type\":" + quoted(type_name(message.type)) +
          ",\"from\":" + std::to_string(message.from) + ",\"to\":" + std::to_string(message.to) +
          ",\"term\":" + std::to_string(message.term) +
          ",\"entries\":" + std::to_string(message.entries.size()) +
-         ",\"heartbeat\":" + (empty ? "true" : "false") +
+         ",\"granted\":" + (message.vote_granted ? "true" : "false") +
          ",\"sent\":" + std::to_string(ms(flight.sent)) +
          ",\"arrives\":" + std::to_string(ms(flight.arrives)) +
          ",\"lost\":" + (flight.lost ? "true" : "false") + "}";

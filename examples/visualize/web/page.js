@@ -110,7 +110,7 @@
   function label(flight) {
     switch (flight.type) {
       case "RequestVote": return "RV";
-      case "RequestVoteResponse": return flight.heartbeat ? "" : "V";
+      case "RequestVoteResponse": return flight.granted ? "V" : "no";
       case "AppendEntries": return flight.entries > 0 ? "AE+" + flight.entries : "";
       case "TimeoutNow": return "TN";
       case "InstallSnapshot": return "IS";
@@ -133,14 +133,12 @@
       const f = Math.min(Math.max((state.now - flight.sent) / span, 0), 1);
       const x = p.x + (q.x - p.x) * f, y = p.y + (q.y - p.y) * f;
       const text = label(flight);
-      const granted = flight.type === "RequestVoteResponse";
       const g = svg("g", { class: "message" }, root);
       svg("title", {}, g).textContent = flight.type + " S" + flight.from + " to S" + flight.to +
         ", term " + flight.term + (flight.entries ? ", " + flight.entries + " entries" : "") +
         (flight.lost ? " (will be lost)" : "");
       svg("circle", { cx: x, cy: y, r: text ? 11 : 5, fill: api.colour(flight.term),
-        stroke: flight.lost ? "#dc2626" : "#333", "stroke-width": text ? 1.5 : 1,
-        "stroke-dasharray": granted ? "" : "" }, g);
+        stroke: flight.lost ? "#dc2626" : "#333", "stroke-width": text ? 1.5 : 1 }, g);
       if (text) svg("text", { x: x, y: y + 4, "text-anchor": "middle", "font-size": 9,
         "font-weight": "bold" }, g).textContent = text;
     }
