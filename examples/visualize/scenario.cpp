@@ -205,6 +205,9 @@ std::string strip_comment(const std::string& line) {
 //   delay 10ms[..30ms] | loss 10%    the network's delay and loss from now on
 //   say "text"                   a line of narration for the class
 //   pause                        playback stops here (ignored by --headless)
+//   transfer 3                   the leader hands leadership to replica 3 (§3.10)
+//   read [at 2]                  a client's linearizable read at the leader (or at replica 2)
+//   add | remove 3               a new replica joins through the leader | replica 3 leaves (§4.1)
 Command parse_command(const std::string& text, std::size_t replicas) {
   std::vector<std::string> words = split(text);
   if (words.empty()) throw std::runtime_error("empty command");
@@ -273,10 +276,22 @@ Command parse_command(const std::string& text, std::size_t replicas) {
   } else if (verb == "pause") {
     command.verb = Verb::Pause;
     expect_words(words, 1, "pause");
+  } else if (verb == "transfer" || verb == "remove") {
+    command.verb = verb == "transfer" ? Verb::Transfer : Verb::Remove;
+    expect_words(words, 2, verb == "transfer" ? "transfer N" : "remove N");
+    command.replica = replica(words[1], replicas);
+  } else if (verb == "read") {
+    command.verb = Verb::Read;
+    if (words.size() != 1 && (words.size() != 3 || words[1] != "at"))
+      throw std::runtime_error("usage: read [at R]");
+    if (words.size() == 3) command.replica = replica(words[2], replicas);
+  } else if (verb == "add") {
+    command.verb = Verb::Add;
+    expect_words(words, 1, "add");
   } else {
     throw std::runtime_error("unknown command '" + verb +
                              "': crash, restart, timeout, isolate, partition, cut, heal, propose, "
-                             "delay, loss, say, pause");
+                             "delay, loss, say, pause, transfer, read, add, remove");
   }
   return command;
 }

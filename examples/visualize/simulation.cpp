@@ -43,7 +43,7 @@ const char* role_name(Role role) {
 bool operator==(const View& a, const View& b) {
   auto cells = [](const std::vector<Cell>& x, const std::vector<Cell>& y) {
     return std::equal(x.begin(), x.end(), y.begin(), y.end(), [](const Cell& p, const Cell& q) {
-      return p.term == q.term && p.noop == q.noop;
+      return p.term == q.term && p.noop == q.noop && p.configuration == q.configuration;
     });
   };
   return a.role == b.role && a.term == b.term && a.vote == b.vote && a.leader == b.leader &&
@@ -96,7 +96,8 @@ void WatchedStorage::save_term_and_vote(Term current_term, std::optional<Replica
 void WatchedStorage::save_entries(Index first, const raft::Entry* begin, const raft::Entry* end) {
   log.resize(std::min<std::size_t>(log.size(), first > 0 ? first - 1 : 0));
   for (const raft::Entry* entry = begin; entry != end; ++entry)
-    log.push_back(Cell{entry->term, entry->transition == kNoop});
+    log.push_back(Cell{entry->term, entry->transition == kNoop && !entry->configuration,
+                       entry->configuration != nullptr});
   MemoryStorage::save_entries(first, begin, end);
 }
 
@@ -113,6 +114,7 @@ struct Simulation::Node {
   std::optional<Term> campaign;           // the term of the last RequestVote it sent
   std::set<ReplicaID> votes;              // the votes granted to it in that term
   std::uint64_t lives = 0;                // how many times it was started
+  bool joining = false;                   // added by `add`: a leader brings it in (§4.1)
   View seen;                              // as of the last step
   std::vector<Segment> segments;
 };
@@ -179,8 +181,8 @@ raft::Clock::time_point Simulation::local_time(const Node& node) const {
 // Starts a replica over its storage with a fresh state machine, as after a crash, and polls it
 // once so that its election timer starts now.
 void Simulation::boot(Node& node) {
-  std::vector<ReplicaID> peers;
-  for (ReplicaID id = 1; id <= nodes_.size(); ++id)
+  std::vector<ReplicaID> peers; // the first configuration: the replicas the run started with
+  for (ReplicaID id = 1; id <= settings_.replicas && !node.joining; ++id)
     if (id != node.id) peers.push_back(id);
   node.machine = std::make_unique<Machine>(*this, node.id);
   node.port = std::make_unique<Port>(*this, node);
@@ -193,6 +195,7 @@ void Simulation::boot(Node& node) {
   options.max_entries_per_message = settings_.batch;
   options.pre_vote = false;     // the elections of §5.2, which the scenarios narrate
   options.check_quorum = false; // and leaders of §5 alone: a cut-off leader leads on
+  options.joining = node.joining;
   node.replica = std::make_unique<raft::Replica>(
       node.id, peers, *node.port, *node.machine, kNoop, settings_.heartbeat,
       std::make_pair(settings_.election_min, settings_.election_max), options);
@@ -415,7 +418,61 @@ void Simulation::apply(const Command& command) {
   case Verb::Loss: loss_ = command.loss; return done(command.text, "the network: " + command.text);
   case Verb::Say: return narrate(command.text, Event::Kind::Say);
   case Verb::Pause: pause_requested_ = true; return done("pause", "pause");
+  case Verb::Transfer: {
+    std::optional<ReplicaID> current = leader();
+    if (!current) return done(command.text, command.text + ": there is no leader");
+    if (*current == target) return done(command.text, name(target) + " leads already");
+    node(*current).replica->transfer_leadership(target);
+    return done("transfer to " + name(target),
+                name(*current) + " hands over to " + name(target) + ": it brings " + name(target) +
+                    "'s log up to date, then tells it to campaign at once (TimeoutNow)");
   }
+  case Verb::Read: return read(target);
+  case Verb::Add: return add_replica();
+  case Verb::Remove:
+    return change_membership(raft::MembershipChange::Remove, target,
+                             name(target) + " leaves the configuration");
+  }
+}
+
+// A client asks `at`, or the leader, or (with none) S1, for a read (ReadIndex, §6.4).
+void Simulation::read(ReplicaID at) {
+  if (at == 0) at = leader().value_or(1);
+  std::uint64_t id = next_transition_++;
+  reads_.insert(id);
+  Node& node = this->node(at);
+  if (node.replica) node.replica->read(id);
+  narrate("a client asks " + name(at) + " for a linearizable read #" + std::to_string(id) +
+              (node.replica ? "" : ", but it is down"),
+          Event::Kind::Command, "read #" + std::to_string(id) + " at " + name(at));
+}
+
+// A new replica starts empty, knowing no configuration, and the leader adds it: a learner first,
+// a voter once it has caught up (§4.2.1).
+void Simulation::add_replica() {
+  if (nodes_.size() >= 9) return narrate("add: a cluster has at most 9 replicas");
+  nodes_.push_back(std::make_unique<Node>());
+  Node& added = *nodes_.back();
+  added.id = nodes_.size();
+  added.joining = true;
+  boot(added);
+  added.seen = view(added.id);
+  added.segments.push_back(Segment{now_, added.seen.role, added.seen.term});
+  narrate(name(added.id) + " starts, empty, with no configuration: it waits for a leader");
+  change_membership(raft::MembershipChange::AddVoter, added.id,
+                    name(added.id) + " joins, a learner until it catches up, then a voter");
+}
+
+// A membership change (§4.1), asked of the leader; what becomes of it is told in flush_reports.
+void Simulation::change_membership(raft::MembershipChange change, ReplicaID replica,
+                                   std::string what) {
+  std::optional<ReplicaID> current = leader();
+  std::uint64_t id = next_transition_++;
+  std::string label = "change #" + std::to_string(id) + " (" + what + ")";
+  if (!current) return narrate(label + ": there is no leader to ask", Event::Kind::Command, label);
+  changes_[id] = what;
+  node(*current).replica->change_membership(id, change, replica);
+  narrate("a client asks " + name(*current) + " for " + label, Event::Kind::Command, label);
 }
 
 // A client sends `count` transitions to `to`, or to the leader, or (with none) to S1.
@@ -544,7 +601,7 @@ void Simulation::flush_reports() {
   for (ReplicaID id = 1; id <= nodes_.size(); ++id) {
     std::vector<std::uint64_t> queued, refused, overwritten;
     for (const Report& report : reports) {
-      if (report.replica != id) continue;
+      if (report.replica != id || told_as_request(report)) continue;
       if (report.state == TransitionState::Queued) queued.push_back(report.transition);
       if (report.state == TransitionState::Abandoned) {
         ++abandoned_;
@@ -559,6 +616,32 @@ void Simulation::flush_reports() {
       narrate(name(id) + " reports " + transition_list(overwritten) +
               " abandoned: another leader's entries took their place");
   }
+}
+
+// A read's or a membership change's report, narrated here; false for a transition's.
+bool Simulation::told_as_request(const Report& report) {
+  using raft::TransitionState;
+  const std::string who = name(report.replica), id = "#" + std::to_string(report.transition);
+  const char* why = report.reason == raft::AbandonReason::NotLeader ? "it is not the leader"
+                    : report.reason == raft::AbandonReason::Refused
+                        ? "refused: another change is not yet committed, or it changes nothing"
+                        : "another leader's entries took its place";
+  if (reads_.count(report.transition)) {
+    if (report.state == TransitionState::Applied)
+      narrate(who + " answers read " + id + ": a majority confirmed that it still leads");
+    if (report.state == TransitionState::Abandoned)
+      narrate(who + " cannot serve read " + id + ": " + why);
+    return true;
+  }
+  auto change = changes_.find(report.transition);
+  if (change == changes_.end()) return false;
+  if (report.state == TransitionState::Queued)
+    narrate(who + " appends change " + id + " to its log: " + change->second);
+  if (report.state == TransitionState::Abandoned)
+    narrate(who + " gives up change " + id + " (" + change->second + "): " + why);
+  if (report.state == TransitionState::Applied && changes_told_.insert(report.transition).second)
+    narrate("change " + id + " is committed: " + change->second);
+  return true;
 }
 
 void Simulation::narrate(std::string text, Event::Kind kind, std::string label) {
@@ -607,6 +690,12 @@ std::optional<ReplicaID> Simulation::leader() const {
 }
 
 const std::vector<Segment>& Simulation::segments(ReplicaID id) const { return node(id).segments; }
+
+std::optional<raft::Configuration> Simulation::configuration(ReplicaID id) const {
+  const Node& node = this->node(id);
+  if (!node.replica) return std::nullopt;
+  return node.replica->configuration();
+}
 
 bool Simulation::failed() const {
   return !violations_.empty() ||

@@ -62,7 +62,11 @@ struct Command {
     Delay,
     Loss,
     Say,
-    Pause
+    Pause,
+    Transfer, // leadership, to `replica`
+    Read,     // a linearizable read, at `replica` or the leader
+    Add,      // a new replica, S(N+1), joins through the leader
+    Remove    // `replica` leaves the configuration
   };
   Verb verb = Verb::Say;
   ReplicaID replica = 0;                     // the target; 0 means "the leader" (or "all")
@@ -121,7 +125,8 @@ const char* role_name(Role role);
 
 struct Cell { // one log entry, as the picture shows it
   Term term = 0;
-  bool noop = false; // the no-op a new leader appends (§8)
+  bool noop = false;          // the no-op a new leader appends (§8)
+  bool configuration = false; // a membership change (§4.1)
 };
 
 // A replica seen from outside. raft.hpp does not expose the role, vote or log: the vote and the
@@ -235,6 +240,8 @@ public:
   // The history.
   const std::vector<Event>& events() const { return events_; }
   const std::vector<Segment>& segments(ReplicaID id) const;
+  // The latest configuration in a live replica's log (§4.1); none while it is down.
+  std::optional<raft::Configuration> configuration(ReplicaID id) const;
   const std::vector<Delivery>& deliveries() const { return deliveries_; }
   const std::vector<CommitMark>& commits() const { return commits_; }
   const std::vector<CheckResult>& results() const { return results_; }
@@ -255,6 +262,9 @@ private:
   void observe_majority(ReplicaID leader, const View& view);
   void apply(const Command& command);
   void propose(std::uint64_t count, ReplicaID to);
+  void read(ReplicaID at);
+  void add_replica();
+  void change_membership(raft::MembershipChange change, ReplicaID replica, std::string what);
   void narrate(std::string text, Event::Kind kind = Event::Kind::Story, std::string label = "");
   void violation(std::string text);
   void run_checks_until(Time limit, bool inclusive);
@@ -299,6 +309,10 @@ private:
     raft::AbandonReason reason;
   };
   std::vector<Report> reports_;
+  bool told_as_request(const Report& report);    // a read's or a membership change's, narrated
+  std::set<std::uint64_t> reads_;                // the ids of reads, told apart from transitions
+  std::map<std::uint64_t, std::string> changes_; // membership changes asked for: what each does
+  std::set<std::uint64_t> changes_told_;         // those told committed
 };
 
 // ---- Output ----
