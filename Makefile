@@ -4,6 +4,7 @@
 # make sim SEED=n   replays one simulator seed with a trace (SIM_TRACE=2: every message too)
 # make fuzz   runs the libFuzzer target for decode (needs clang) for FUZZ_SECONDS
 # make size   counts lines of code (cloc): the Replica, FileStorage and the wire, both files
+# make web    builds build/web/, the visualizer in a browser page (examples/visualize/web)
 CXX ?= g++
 FLAGS := -std=c++17 -Wall -Wextra -Werror -g -I.
 SAN := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -28,6 +29,7 @@ test: deps kv-deps
 	  echo "clang-format: clean"; else echo "clang-format: not installed, not checked"; fi
 	@$(MAKE) --no-print-directory kv-test
 	@$(MAKE) --no-print-directory visualize-test
+	@$(MAKE) --no-print-directory web-test
 	SIM_SEEDS=$(SIM_SEEDS) $(BUILD)/tests
 
 # As root, with clang++ present, libFuzzer is installed too, so that make test fuzzes decode.
@@ -174,3 +176,5 @@ $(BUILD)/visualize: $(patsubst examples/visualize/%.cpp,$(BUILD)/visualize-objec
 
 visualize-test: $(BUILD)/visualize
 	sh tests/visualize/run.sh $(BUILD)/visualize
+
+include examples/visualize/web.mk
