@@ -112,11 +112,6 @@ bool all_applied(raft::Index index) {
   return true;
 }
 
-void deposit(raft::ReplicaID at, int count, std::uint64_t& next_id) {
-  for (int i = 0; i < count; ++i, ++next_id)
-    nodes[at].account->pending.push_back({next_id, "deposit " + std::to_string(10 * (i + 1))});
-}
-
 void show() {
   for (auto& [id, node] : nodes)
     std::printf("  replica %llu: %-9s term %llu, log up to %llu, committed %llu, balance %ld\n",
@@ -127,6 +122,15 @@ void show() {
                 (unsigned long long)node.replica->current_term(),
                 (unsigned long long)node.replica->last_log_index(),
                 (unsigned long long)node.replica->commit_index(), node.account->balance);
+}
+
+// A client sends `count` deposits to the leader `at`; runs until every live replica applied them.
+void deposit(raft::ReplicaID at, int count, std::uint64_t& next_id, const char* what) {
+  for (int i = 0; i < count; ++i, ++next_id)
+    nodes[at].account->pending.push_back({next_id, "deposit " + std::to_string(10 * (i + 1))});
+  raft::Index target = nodes[at].replica->last_log_index() + count;
+  run([&] { return all_applied(target); }, what);
+  show();
 }
 
 int main() {
@@ -145,10 +149,7 @@ int main() {
   std::printf("\nA client sends 5 deposits to the leader. The leader appends them to its log,\n"
               "sends them to every follower, and commits them once a majority has stored them.\n");
   std::uint64_t next_id = 1;
-  deposit(first, 5, next_id);
-  raft::Index target = nodes[first].replica->last_log_index() + 5;
-  run([&] { return all_applied(target); }, "every replica has applied the deposits");
-  show();
+  deposit(first, 5, next_id, "every replica has applied the deposits");
 
   std::printf("\nThe leader, replica %llu, crashes. Its followers stop hearing heartbeats; after\n"
               "an election timeout one of them wins a pre-vote and becomes a candidate for a\n"
@@ -164,10 +165,7 @@ int main() {
 
   std::printf("\nThe client sends 3 more deposits, now to the new leader; four replicas are a\n"
               "majority of five, so they commit without the crashed one.\n");
-  deposit(second, 3, next_id);
-  target = nodes[second].replica->last_log_index() + 3;
-  run([&] { return all_applied(target); }, "the four live replicas have applied them");
-  show();
+  deposit(second, 3, next_id, "the four live replicas have applied them");
 
   std::printf("\nReplica %llu restarts with an empty state machine. It recovers its term, vote\n"
               "and log from its storage, learns of the new leader, receives the entries it\n"
@@ -175,7 +173,7 @@ int main() {
               (unsigned long long)first);
   network.down[first] = false;
   boot(first);
-  target = nodes[second].replica->last_log_index();
+  raft::Index target = nodes[second].replica->last_log_index();
   run([&] { return all_applied(target); }, "all five replicas have applied everything");
   show();
 

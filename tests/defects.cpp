@@ -5,7 +5,6 @@
 
 #include <cerrno>
 #include <csignal>
-#include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <limits>
@@ -41,25 +40,10 @@ namespace {
 
 using raft::FileStorage;
 
-// A fresh directory under /tmp, removed with everything in it when the test ends.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char name[] = "/tmp/raft-defects-XXXXXX";
-    path = ::mkdtemp(name);
-  }
-  ~TempDir() { std::system(("rm -rf '" + path + "'").c_str()); }
-  std::string file(const std::string& name) const { return path + "/" + name; }
-};
-
 std::size_t file_size(const std::string& path) {
   struct stat status {};
   REQUIRE(::stat(path.c_str(), &status) == 0);
   return static_cast<std::size_t>(status.st_size);
-}
-
-void append(raft::Storage& storage, Index first, std::vector<Entry> entries) {
-  storage.save_entries(first, entries.data(), entries.data() + entries.size());
 }
 
 // A FakeCluster that also runs `check` on every message the replica sends.

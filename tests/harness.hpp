@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <optional>
 #include <string>
@@ -79,24 +80,26 @@ inline raft::MemoryStorage stored(Term term, std::vector<Entry> log = {},
 
 // ---- Messages ----
 
-inline Message request_vote(ReplicaID from, ReplicaID to, Term term, Index last_log_index,
-                            Term last_log_term) {
+// The fields every message has; the builders below fill in the rest.
+inline Message message(MessageType type, ReplicaID from, ReplicaID to, Term term) {
   Message m;
-  m.type = MessageType::RequestVote;
+  m.type = type;
   m.from = from;
   m.to = to;
   m.term = term;
+  return m;
+}
+
+inline Message request_vote(ReplicaID from, ReplicaID to, Term term, Index last_log_index,
+                            Term last_log_term) {
+  Message m = message(MessageType::RequestVote, from, to, term);
   m.last_log_index = last_log_index;
   m.last_log_term = last_log_term;
   return m;
 }
 
 inline Message vote(ReplicaID from, ReplicaID to, Term term, bool granted) {
-  Message m;
-  m.type = MessageType::RequestVoteResponse;
-  m.from = from;
-  m.to = to;
-  m.term = term;
+  Message m = message(MessageType::RequestVoteResponse, from, to, term);
   m.vote_granted = granted;
   return m;
 }
@@ -104,11 +107,7 @@ inline Message vote(ReplicaID from, ReplicaID to, Term term, bool granted) {
 inline Message append_entries(ReplicaID from, ReplicaID to, Term term, Index prev_log_index,
                               Term prev_log_term, std::vector<Entry> entries = {},
                               Index leader_commit = 0) {
-  Message m;
-  m.type = MessageType::AppendEntries;
-  m.from = from;
-  m.to = to;
-  m.term = term;
+  Message m = message(MessageType::AppendEntries, from, to, term);
   m.prev_log_index = prev_log_index;
   m.prev_log_term = prev_log_term;
   m.entries = std::move(entries);
@@ -120,11 +119,7 @@ inline Message append_entries(ReplicaID from, ReplicaID to, Term term, Index pre
 inline Message append_response(ReplicaID from, ReplicaID to, Term term, bool success,
                                Index match_index, Term conflict_term = 0,
                                Index conflict_index = 0) {
-  Message m;
-  m.type = MessageType::AppendEntriesResponse;
-  m.from = from;
-  m.to = to;
-  m.term = term;
+  Message m = message(MessageType::AppendEntriesResponse, from, to, term);
   m.success = success;
   m.match_index = match_index;
   m.conflict_term = conflict_term;
@@ -259,6 +254,30 @@ public:
     return found;
   }
 };
+
+// Whether `machine` was told that transition `id` reached `state` (for `reason`).
+inline bool reported(const RecordingStateMachine& machine, std::uint64_t id, TransitionState state,
+                     AbandonReason reason = AbandonReason::None) {
+  return std::count(machine.reports.begin(), machine.reports.end(), Report{id, state, reason}) > 0;
+}
+
+// ---- Files ----
+
+// A fresh directory under /tmp, removed with everything in it when the test ends.
+struct TempDir {
+  std::string path;
+  TempDir() {
+    char name[] = "/tmp/raft-test-XXXXXX";
+    path = ::mkdtemp(name);
+  }
+  ~TempDir() { std::system(("rm -rf '" + path + "'").c_str()); }
+  std::string file(const std::string& name) const { return path + "/" + name; }
+};
+
+// Saves `entries` from index `first` on.
+inline void append(raft::Storage& storage, Index first, std::vector<Entry> entries) {
+  storage.save_entries(first, entries.data(), entries.data() + entries.size());
+}
 
 // ---- Node: one replica with its clock, transport, state machine and storage ----
 

@@ -33,11 +33,17 @@ struct Three {
       settle();
     }
   }
+  // The leader's next heartbeat round, answered.
+  void heartbeat_round() {
+    a.advance(kHeartbeat);
+    settle();
+  }
 };
 
-bool reported(RecordingStateMachine& machine, std::uint64_t id, TransitionState state,
-              AbandonReason reason = AbandonReason::None) {
-  return std::count(machine.reports.begin(), machine.reports.end(), Report{id, state, reason}) > 0;
+raft::Options lease_reads() {
+  raft::Options options = paper_elections();
+  options.lease_reads = true;
+  return options;
 }
 
 } // namespace
@@ -211,8 +217,7 @@ TEST_SUITE("§6.4 Linearizable reads") {
     cluster.b.poll();
     deliver(cluster.b, cluster.a);
     CHECK_FALSE(reported(cluster.a.machine(), 42, TransitionState::Applied));
-    cluster.a.advance(kHeartbeat); // the next round confirms it
-    cluster.settle();
+    cluster.heartbeat_round(); // the next round confirms it
     CHECK(reported(cluster.a.machine(), 42, TransitionState::Applied));
   }
 
@@ -249,11 +254,8 @@ TEST_SUITE("§6.4 Linearizable reads") {
   }
 
   TEST_CASE("lease reads: a read within the lease needs no round; none after a transfer starts") {
-    raft::Options options = paper_elections();
-    options.lease_reads = true;
-    Three cluster(options);
-    cluster.a.advance(kHeartbeat);
-    cluster.settle();
+    Three cluster(lease_reads());
+    cluster.heartbeat_round();
     cluster.a->read(45);
     cluster.a.poll();
     CHECK(reported(cluster.a.machine(), 45, TransitionState::Applied)); // in the same poll
@@ -265,11 +267,8 @@ TEST_SUITE("§6.4 Linearizable reads") {
   }
 
   TEST_CASE("lease reads: the lease runs out 90% of the minimum election timeout after the round") {
-    raft::Options options = paper_elections();
-    options.lease_reads = true;
-    Three cluster(options);
-    cluster.a.advance(kHeartbeat);
-    cluster.settle();
+    Three cluster(lease_reads());
+    cluster.heartbeat_round();
     cluster.a.take_sent();
     cluster.a.now += kElectionMin * 9 / 10; // no round was answered since
     cluster.a->read(47);

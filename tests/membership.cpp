@@ -75,12 +75,19 @@ struct Group {
     (*this)[leader].poll();
     settle();
   }
+  // Whether transition `id`, proposed to `leader`, commits within three heartbeats.
+  bool commits(ReplicaID leader, std::uint64_t id) {
+    propose(leader, id);
+    advance(3 * kHeartbeat);
+    return reported((*this)[leader].machine(), id, TransitionState::Committed);
+  }
+  // `leader` is asked for a change of `kind` to `replica` as request `id`; three heartbeats follow.
+  void change(ReplicaID leader, std::uint64_t id, MembershipChange kind, ReplicaID replica) {
+    (*this)[leader]->change_membership(id, kind, replica);
+    (*this)[leader].poll();
+    advance(3 * kHeartbeat);
+  }
 };
-
-bool reported(RecordingStateMachine& machine, std::uint64_t id, TransitionState state,
-              AbandonReason reason = AbandonReason::None) {
-  return std::count(machine.reports.begin(), machine.reports.end(), Report{id, state, reason}) > 0;
-}
 
 } // namespace
 
@@ -100,9 +107,7 @@ TEST_SUITE("§4 Membership changes") {
     group.advance(kHeartbeat);
     CHECK(group[4].machine().applied.back().id == 7);
     group.down = {2, 3}; // the learner and the leader are no majority
-    group.propose(1, 8);
-    group.advance(3 * kHeartbeat);
-    CHECK_FALSE(reported(group[1].machine(), 8, TransitionState::Committed));
+    CHECK_FALSE(group.commits(1, 8));
   }
 
   TEST_CASE("AddVoter of a new replica: a learner first, promoted once caught up; one report") {
@@ -119,9 +124,7 @@ TEST_SUITE("§4 Membership changes") {
                         [](const Report& r) { return r.id == 100; }) == 3); // Q, C, A
     CHECK(group[4].machine().applied.size() == group[1].machine().applied.size());
     group.down = {2, 3}; // now 1 and 4 are two of four: no majority
-    group.propose(1, 51);
-    group.advance(3 * kHeartbeat);
-    CHECK_FALSE(reported(group[1].machine(), 51, TransitionState::Committed));
+    CHECK_FALSE(group.commits(1, 51));
   }
 
   TEST_CASE("AddVoter under a steady write load: a catch-up round starts a heartbeat round") {
@@ -129,9 +132,7 @@ TEST_SUITE("§4 Membership changes") {
     // learner's answer to a round started for its catch-up (§4.2.1) must not wait for one.
     Group group(3, 4);
     group.elect(1);
-    group[1]->change_membership(100, MembershipChange::AddLearner, 4);
-    group[1].poll();
-    group.advance(3 * kHeartbeat);
+    group.change(1, 100, MembershipChange::AddLearner, 4);
     group[1]->change_membership(101, MembershipChange::AddVoter, 4);
     for (std::uint64_t id = 1;
          id <= 100 && !reported(group[1].machine(), 101, TransitionState::Applied); ++id) {
@@ -146,9 +147,7 @@ TEST_SUITE("§4 Membership changes") {
   TEST_CASE("AddVoter of a learner that never answers is refused and it stays a learner") {
     Group group(3, 4);
     group.elect(1);
-    group[1]->change_membership(100, MembershipChange::AddLearner, 4);
-    group[1].poll();
-    group.advance(3 * kHeartbeat);
+    group.change(1, 100, MembershipChange::AddLearner, 4);
     group.down = {4};
     group[1]->change_membership(101, MembershipChange::AddVoter, 4);
     group[1].poll();
@@ -239,9 +238,7 @@ TEST_SUITE("§4 Membership changes") {
   TEST_CASE("a removed replica that keeps running does not disrupt the cluster (§4.2.3)") {
     Group group(3);
     group.elect(1);
-    group[1]->change_membership(71, MembershipChange::Remove, 3);
-    group[1].poll();
-    group.advance(3 * kHeartbeat);
+    group.change(1, 71, MembershipChange::Remove, 3);
     REQUIRE(group[1]->configuration() == Configuration{{1, 2}, {}});
     Term term = group[1]->current_term();
     group.advance(10 * kElectionMax); // 3 hears nothing more; whatever it sends changes nothing
@@ -268,9 +265,7 @@ TEST_SUITE("§4 Membership changes") {
   TEST_CASE("the configuration survives a restart and a snapshot") {
     Group group(3, 4);
     group.elect(1);
-    group[1]->change_membership(80, MembershipChange::AddLearner, 4);
-    group[1].poll();
-    group.advance(3 * kHeartbeat);
+    group.change(1, 80, MembershipChange::AddLearner, 4);
     group[4].crash();
     CHECK(group[4]->configuration() == Configuration{{1, 2, 3}, {4}});
     group[1].crash();

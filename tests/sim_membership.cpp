@@ -22,7 +22,7 @@ namespace {
 constexpr std::uint64_t kSeeds = 10;
 constexpr Duration kMaxElection = 100ms; // Simulator::Settings' default
 
-std::vector<std::uint64_t> scenario_seeds(std::uint64_t count = kSeeds) {
+std::vector<std::uint64_t> scenario_seeds(std::uint64_t count) {
   if (std::uint64_t seed = environment_number("SIM_SCENARIO_SEED", 0)) return {seed};
   std::vector<std::uint64_t> seeds;
   for (std::uint64_t seed = 1; seed <= count; ++seed) seeds.push_back(seed);
@@ -35,6 +35,22 @@ std::string replay(std::uint64_t seed) {
   std::replace(name.begin(), name.end(), ',', '?'); // a comma separates -tc filters
   return text("replay: SIM_SCENARIO_SEED=", seed, " SIM_TRACE=1 build/tests -tc='", name,
               "' --no-skip");
+}
+
+// Runs `body` on a new Simulator of `settings` for each of scenario_seeds(count); a failure
+// names the seed and the command that replays it.
+void for_each_seed(std::uint64_t count, const Simulator::Settings& settings,
+                   const std::function<void(Simulator&)>& body) {
+  for (std::uint64_t seed : scenario_seeds(count)) {
+    CAPTURE(seed);
+    INFO(replay(seed));
+    Simulator sim(seed, settings);
+    body(sim);
+  }
+}
+void for_each_seed(const Simulator::Settings& settings,
+                   const std::function<void(Simulator&)>& body) {
+  for_each_seed(kSeeds, settings, body);
 }
 
 // The role a change completes.
@@ -69,12 +85,16 @@ private:
 };
 
 // Faults at set times after the script starts (the first call), each an action on the
-// simulator; repair() heals the network and restarts every crashed replica not stopped for good.
+// simulator, run in the order of their times whatever the order they were added in; repair()
+// heals the network and restarts every crashed replica not stopped for good.
 class Script {
 public:
   explicit Script(Simulator& sim) : sim_(sim) {}
   Script& at(Duration after, std::function<void()> action) {
-    actions_.push_back({after, std::move(action)});
+    auto later =
+        std::upper_bound(actions_.begin(), actions_.end(), after,
+                         [](Duration time, const auto& other) { return time < other.first; });
+    actions_.insert(later, {after, std::move(action)});
     return *this;
   }
   bool operator()() {
@@ -107,6 +127,34 @@ std::optional<ReplicaID> follower_among(const Simulator& sim, const std::vector<
 void isolate_leader(Simulator& sim) {
   if (std::optional<ReplicaID> leader = sim.leader())
     sim.partition({{*leader}, all_but(sim, {*leader})});
+}
+
+// scenario(replicas) with 5% of the messages lost and 2% duplicated.
+Simulator::Settings lossy(std::size_t replicas) {
+  Simulator::Settings settings = scenario(replicas);
+  settings.faults.loss = 0.05;
+  settings.faults.duplication = 0.02;
+  return settings;
+}
+
+// The faults of the growing and shrinking scenarios: a follower among replicas 1 to 3 crashes
+// at 6 ms and returns at 80 ms, the leader is cut off in a minority at 150 ms until the network
+// heals at 450 ms, and whoever leads at 500 ms crashes and returns at 600 ms.
+Script crashes_and_partitions(Simulator& sim) {
+  auto crashed = std::make_shared<std::optional<ReplicaID>>();
+  Script faults(sim);
+  faults.at(5ms,
+            [&sim, crashed] {
+              *crashed = follower_among(sim, {1, 2, 3});
+            })
+      .at(6ms, [&sim, crashed] { sim.crash(**crashed); })
+      .at(80ms, [&sim, crashed] { sim.restart(**crashed); })
+      .at(150ms, [&sim] { isolate_leader(sim); })
+      .at(450ms, [&sim] { sim.heal(); })
+      .at(500ms, [&sim, crashed] { *crashed = sim.leader(); })
+      .at(501ms, [&sim, crashed] { *crashed ? sim.crash(**crashed) : void(); })
+      .at(600ms, [&sim, crashed] { *crashed ? sim.restart(**crashed) : void(); });
+  return faults;
 }
 
 // Asks whoever leads for `change` of `target`, as an operator would, until the committed
@@ -159,37 +207,34 @@ void check_end(Simulator& sim, const Configuration& expected) {
   REQUIRE_MESSAGE(!sim.failed(), sim.failure());
 }
 
-// Commits a proposal once the faults are over, with every member caught up.
-void settle_all(Simulator& sim) {
+// Proposes a transition to whoever leads, and again to whoever leads then each time the replica
+// asked crashes or turns it away, until it is committed and `also` (if given) holds.
+void commit_one(Simulator& sim, Duration timeout, const std::string& what,
+                const std::function<bool()>& also = {}) {
   ReplicaID asked = elect(sim);
   std::uint64_t marker = sim.propose(asked);
-  bool settled = sim.run_until(
+  bool done = sim.run_until(
       [&] {
         bool lost =
             !sim.is_up(asked) || sim.machine(asked).state_of(marker) == TransitionState::Abandoned;
         if (lost && sim.leader() && !sim.history().is_committed(marker))
           marker = sim.propose(asked = *sim.leader()); // turned away: ask who leads now
-        return sim.history().is_committed(marker) && sim.all_caught_up() && sim.changes_settled();
+        return sim.history().is_committed(marker) && (!also || also());
       },
-      3s);
-  require_progress(sim, settled, "every member to catch up");
+      timeout);
+  require_progress(sim, done, what);
+}
+
+// Commits a proposal once the faults are over, with every member caught up.
+void settle_all(Simulator& sim) {
+  commit_one(sim, 3s, "every member to catch up",
+             [&] { return sim.all_caught_up() && sim.changes_settled(); });
 }
 
 // While `down` are crashed, the others elect a leader and commit.
 void commits_without(Simulator& sim, const std::vector<ReplicaID>& down) {
   for (ReplicaID id : down) sim.crash(id);
-  ReplicaID asked = elect(sim);
-  std::uint64_t id = sim.propose(asked);
-  bool done = sim.run_until(
-      [&] {
-        bool lost =
-            !sim.is_up(asked) || sim.machine(asked).state_of(id) == TransitionState::Abandoned;
-        if (lost && sim.leader() && !sim.history().is_committed(id))
-          id = sim.propose(asked = *sim.leader());
-        return sim.history().is_committed(id);
-      },
-      2s);
-  require_progress(sim, done, "a commit with some voters down");
+  commit_one(sim, 2s, "a commit with some voters down");
   for (ReplicaID id : down) sim.restart(id);
 }
 
@@ -310,6 +355,32 @@ CounterExample set_up(Simulator& sim, const Interleaving& interleaving, bool rea
   return run;
 }
 
+// Runs `body` on each interleaving, set up with `reach_v`, over seeds 1 to 5, on four replicas
+// whose messages take up to 5 ms.
+void for_each_counter_example(bool reach_v,
+                              const std::function<void(Simulator&, CounterExample&)>& body) {
+  Simulator::Settings settings = scenario(4);
+  settings.faults.max_delay = 5ms;
+  for (const Interleaving& interleaving : kInterleavings) {
+    std::string interleaving_name = interleaving.name;
+    CAPTURE(interleaving_name);
+    for_each_seed(5, settings, [&](Simulator& sim) {
+      CounterExample run = set_up(sim, interleaving, reach_v);
+      body(sim, run);
+    });
+  }
+}
+
+// Heals the network, then cuts O's side and V, the voters of c1, off from the others; returns
+// them.
+std::vector<ReplicaID> isolate_voters_of_c1(Simulator& sim, const CounterExample& run) {
+  std::vector<ReplicaID> voters_of_c1 = run.old_side;
+  voters_of_c1.push_back(run.v);
+  sim.heal();
+  sim.partition({voters_of_c1, all_but(sim, voters_of_c1)});
+  return voters_of_c1;
+}
+
 } // namespace
 
 TEST_SUITE("simulator") {
@@ -323,31 +394,12 @@ TEST_SUITE("simulator") {
   // agree on it, hold the whole committed sequence, and commit with two of the first three down.
   TEST_CASE("simulator: membership: a cluster grows from 3 to 5 voters under load with crashes "
             "partitions and message loss") {
-    for (std::uint64_t seed : scenario_seeds()) {
-      CAPTURE(seed);
-      INFO(replay(seed));
-      Simulator::Settings settings = scenario(3);
-      settings.faults.loss = 0.05;
-      settings.faults.duplication = 0.02;
-      Simulator sim(seed, settings);
+    for_each_seed(lossy(3), [&](Simulator& sim) {
       elect(sim);
       Load load(sim, 5ms);
       ReplicaID four = sim.add_replica(), five = sim.add_replica();
-      std::optional<ReplicaID> crashed;
-      Script faults(sim);
-      faults.at(5ms,
-                [&] {
-                  crashed = follower_among(sim, {1, 2, 3});
-                })
-          .at(6ms, [&] { sim.crash(*crashed); })
-          .at(80ms, [&] { sim.restart(*crashed); })
-          .at(150ms, [&] { isolate_leader(sim); })
-          .at(300ms, [&] { sim.crash(five); })
-          .at(400ms, [&] { sim.restart(five); })
-          .at(450ms, [&] { sim.heal(); })
-          .at(500ms, [&] { crashed = sim.leader(); })
-          .at(501ms, [&] { crashed ? sim.crash(*crashed) : void(); })
-          .at(600ms, [&] { crashed ? sim.restart(*crashed) : void(); });
+      Script faults = crashes_and_partitions(sim);
+      faults.at(300ms, [&] { sim.crash(five); }).at(400ms, [&] { sim.restart(five); });
       auto during = [&] { return load() || faults(); };
       change_until_done(sim, MembershipChange::AddVoter, four, during);
       change_until_done(sim, MembershipChange::AddVoter, five, during);
@@ -357,7 +409,7 @@ TEST_SUITE("simulator") {
       check_end(sim, Configuration{{1, 2, 3, four, five}, {}});
       commits_without(sim, {1, 2}); // three of five: the new voters count
       REQUIRE_MESSAGE(!sim.failed(), sim.failure());
-    }
+    });
   }
 
   // Two of five voters are removed under the same load and faults. The first removed stops for
@@ -365,28 +417,10 @@ TEST_SUITE("simulator") {
   // disrupt the three: their leader and term stay. They commit with one of them down.
   TEST_CASE("simulator: membership: a cluster shrinks from 5 to 3 voters under load with crashes "
             "partitions and message loss") {
-    for (std::uint64_t seed : scenario_seeds()) {
-      CAPTURE(seed);
-      INFO(replay(seed));
-      Simulator::Settings settings = scenario(5);
-      settings.faults.loss = 0.05;
-      settings.faults.duplication = 0.02;
-      Simulator sim(seed, settings);
+    for_each_seed(lossy(5), [&](Simulator& sim) {
       elect(sim);
       Load load(sim, 5ms);
-      std::optional<ReplicaID> crashed;
-      Script faults(sim);
-      faults.at(5ms,
-                [&] {
-                  crashed = follower_among(sim, {1, 2, 3});
-                })
-          .at(6ms, [&] { sim.crash(*crashed); })
-          .at(80ms, [&] { sim.restart(*crashed); })
-          .at(150ms, [&] { isolate_leader(sim); })
-          .at(450ms, [&] { sim.heal(); })
-          .at(500ms, [&] { crashed = sim.leader(); })
-          .at(501ms, [&] { crashed ? sim.crash(*crashed) : void(); })
-          .at(600ms, [&] { crashed ? sim.restart(*crashed) : void(); });
+      Script faults = crashes_and_partitions(sim);
       auto during = [&] {
         stop_removed(sim, {5});
         return load() || faults();
@@ -403,7 +437,7 @@ TEST_SUITE("simulator") {
       CHECK_MESSAGE(steady.held, steady.what);
       commits_without(sim, {follower_among(sim, {1, 2, 3}).value()});
       REQUIRE_MESSAGE(!sim.failed(), sim.failure());
-    }
+    });
   }
 
   // ---- Removing the leader, replacing a replica ----
@@ -414,10 +448,7 @@ TEST_SUITE("simulator") {
   // knows it was removed, never campaigns (Host's check) nor leads again, and the term stays.
   TEST_CASE("simulator: membership: a removed leader leads until its removal commits then steps "
             "down and the others go on") {
-    for (std::uint64_t seed : scenario_seeds()) {
-      CAPTURE(seed);
-      INFO(replay(seed));
-      Simulator sim(seed, scenario(5));
+    for_each_seed(scenario(5), [&](Simulator& sim) {
       ReplicaID leader = elect(sim);
       Load load(sim, 3ms);
       sim.run_until(load, 50ms);
@@ -451,7 +482,7 @@ TEST_SUITE("simulator") {
       settle_all(sim);
       std::vector<ReplicaID> others = all_but(sim, {leader});
       check_end(sim, Configuration{others, {}});
-    }
+    });
   }
 
   // A replica fails for good and a new one takes its place, in either order: added as a voter
@@ -459,14 +490,11 @@ TEST_SUITE("simulator") {
   // needed). Under load and 5% loss. The new voter then counts: with the other old follower down,
   // the leader and it commit.
   TEST_CASE("simulator: membership: a failed replica is replaced by a new one") {
-    for (bool add_first : {true, false})
-      for (std::uint64_t seed : scenario_seeds()) {
-        CAPTURE(add_first);
-        CAPTURE(seed);
-        INFO(replay(seed));
-        Simulator::Settings settings = scenario(3);
-        settings.faults.loss = 0.05;
-        Simulator sim(seed, settings);
+    Simulator::Settings settings = scenario(3);
+    settings.faults.loss = 0.05;
+    for (bool add_first : {true, false}) {
+      CAPTURE(add_first);
+      for_each_seed(settings, [&](Simulator& sim) {
         ReplicaID leader = elect(sim);
         Load load(sim, 5ms);
         ReplicaID failed = all_but(sim, {leader}).front();
@@ -483,7 +511,8 @@ TEST_SUITE("simulator") {
         check_end(sim, Configuration{voters, {}});
         commits_without(sim, {other});
         REQUIRE_MESSAGE(!sim.failed(), sim.failure());
-      }
+      });
+    }
   }
 
   // ---- Learners ----
@@ -493,10 +522,7 @@ TEST_SUITE("simulator") {
   // voters down, the leader and the learner commit nothing.
   TEST_CASE("simulator: membership: a learner that is down does not stop commits and never "
             "counts toward one") {
-    for (std::uint64_t seed : scenario_seeds()) {
-      CAPTURE(seed);
-      INFO(replay(seed));
-      Simulator sim(seed, scenario(3));
+    for_each_seed(scenario(3), [&](Simulator& sim) {
       ReplicaID leader = elect(sim);
       ReplicaID learner = sim.add_replica();
       change_until_done(sim, MembershipChange::AddLearner, learner);
@@ -516,7 +542,7 @@ TEST_SUITE("simulator") {
       for (ReplicaID id : voters) sim.restart(id);
       settle_all(sim);
       check_end(sim, Configuration{{1, 2, 3}, {learner}});
-    }
+    });
   }
 
   // ---- Restarts and snapshots ----
@@ -529,13 +555,10 @@ TEST_SUITE("simulator") {
   // replica that joins after that.
   TEST_CASE("simulator: membership: the configuration survives a restart of every replica and "
             "reaches a replica by snapshot install") {
-    for (std::uint64_t seed : scenario_seeds()) {
-      CAPTURE(seed);
-      INFO(replay(seed));
-      Simulator::Settings settings = scenario(3);
-      settings.snapshot_delta = 5;
-      settings.snapshot_chunk_bytes = 32;
-      Simulator sim(seed, settings);
+    Simulator::Settings settings = scenario(3);
+    settings.snapshot_delta = 5;
+    settings.snapshot_chunk_bytes = 32;
+    for_each_seed(settings, [&](Simulator& sim) {
       ReplicaID leader = elect(sim);
       ReplicaID learner = sim.add_replica(), voter = sim.add_replica();
       ReplicaID gone = all_but(sim, {leader, learner, voter}).front();
@@ -585,7 +608,7 @@ TEST_SUITE("simulator") {
         CHECK(sim.replica(id).configuration() == committed(sim));
       }
       check_end(sim, committed(sim));
-    }
+    });
   }
 
   // ---- Two bugs these scenarios found, each failing on the code before its fix ----
@@ -609,10 +632,7 @@ TEST_SUITE("simulator") {
   // waits for a majority that counts learners, which never answer in its term).
   TEST_CASE("simulator: membership: learners never count toward a commit also under a leader "
             "elected after they joined") {
-    for (std::uint64_t seed : scenario_seeds()) {
-      CAPTURE(seed);
-      INFO(replay(seed));
-      Simulator sim(seed, scenario(3));
+    for_each_seed(scenario(3), [&](Simulator& sim) {
       ReplicaID first = elect(sim);
       std::vector<ReplicaID> learners{sim.add_replica(), sim.add_replica()};
       for (ReplicaID learner : learners)
@@ -634,7 +654,7 @@ TEST_SUITE("simulator") {
       sim.heal();
       settle_all(sim);
       check_end(sim, Configuration{{1, 2, 3}, learners});
-    }
+    });
   }
 
   // Two voters; the leader L removes itself while cut off from the other, O: the removal is in
@@ -652,10 +672,7 @@ TEST_SUITE("simulator") {
   // newer term, and a pre-candidate does not count the pre-vote it grants in its older term.
   TEST_CASE("simulator: membership: a leader that removed itself and lost leadership before the "
             "removal committed does not stall the cluster") {
-    for (std::uint64_t seed : scenario_seeds()) {
-      CAPTURE(seed);
-      INFO(replay(seed));
-      Simulator sim(seed, scenario(2));
+    for_each_seed(scenario(2), [&](Simulator& sim) {
       ReplicaID leader = elect(sim);
       ReplicaID other = all_but(sim, {leader}).front();
       settle(sim, propose(sim, leader, 3));
@@ -674,7 +691,7 @@ TEST_SUITE("simulator") {
           30 * kMaxElection);
       REQUIRE_MESSAGE(!sim.failed(), sim.failure());
       CHECK_MESSAGE(committed_again, sim.describe());
-    }
+    });
   }
 
   // ---- Refusals ----
@@ -684,10 +701,7 @@ TEST_SUITE("simulator") {
   // demotion, AddVoter of a learner that does not catch up), Abandoned/NotLeader off the leader
   // and during a leader transfer. None changes the configuration.
   TEST_CASE("simulator: membership: changes that cannot be made are refused and change nothing") {
-    for (std::uint64_t seed : scenario_seeds()) {
-      CAPTURE(seed);
-      INFO(replay(seed));
-      Simulator sim(seed, scenario(3));
+    for_each_seed(scenario(3), [&](Simulator& sim) {
       ReplicaID leader = elect(sim);
       std::vector<ReplicaID> followers = all_but(sim, {leader});
       ReplicaID four = sim.add_replica(), five = sim.add_replica();
@@ -753,7 +767,7 @@ TEST_SUITE("simulator") {
       CHECK(outcome(leader, last) == refused);
       settle_all(sim);
       check_end(sim, Configuration{{leader}, {four}});
-    }
+    });
   }
 
   // ---- Removed replicas ----
@@ -765,12 +779,9 @@ TEST_SUITE("simulator") {
   // the removal the leader and its term stay, commits go on, and its own term rises no higher.
   TEST_CASE("simulator: membership: a removed replica that keeps running does not disrupt the "
             "cluster") {
-    for (bool cut_off : {false, true})
-      for (std::uint64_t seed : scenario_seeds()) {
-        CAPTURE(cut_off);
-        CAPTURE(seed);
-        INFO(replay(seed));
-        Simulator sim(seed, scenario(5));
+    for (bool cut_off : {false, true}) {
+      CAPTURE(cut_off);
+      for_each_seed(scenario(5), [&](Simulator& sim) {
         ReplicaID leader = elect(sim);
         Load load(sim, 5ms);
         ReplicaID removed = all_but(sim, {leader}).front();
@@ -783,7 +794,8 @@ TEST_SUITE("simulator") {
         CHECK(sim.replica(removed).configuration() == Configuration{{1, 2, 3, 4, 5}, {}});
         settle_all(sim);
         check_end(sim, Configuration{all_but(sim, {removed}), {}});
-      }
+      });
+    }
   }
 
   // ---- The 2015 counter-examples (see Interleaving) ----
@@ -797,43 +809,31 @@ TEST_SUITE("simulator") {
   // rule, and with that check off too, on History's (two entries applied at one index).
   TEST_CASE("simulator: membership: the 2015 counter-examples: a change waits Queued until an "
             "entry of its leader's term commits so disjoint majorities never form") {
-    for (const Interleaving& interleaving : kInterleavings)
-      for (std::uint64_t seed : scenario_seeds(5)) {
-        std::string interleaving_name = interleaving.name;
-        CAPTURE(interleaving_name);
-        CAPTURE(seed);
-        INFO(replay(seed));
-        Simulator::Settings settings = scenario(4);
-        settings.faults.max_delay = 5ms;
-        Simulator sim(seed, settings);
-        CounterExample run = set_up(sim, interleaving, false);
-        require_progress(sim, sim.run_for(50ms), "a few heartbeats");
-        const raft::Replica& new_leader = sim.replica(run.new_leader);
-        CHECK(sim.machine(run.new_leader).state_of(run.second) == TransitionState::Queued);
-        CHECK(new_leader.configuration() == run.c0);                    // not appended
-        CHECK(new_leader.commit_index() < new_leader.last_log_index()); // its no-op waits
-        CHECK_FALSE(sim.history().is_committed(run.second));
+    for_each_counter_example(false, [&](Simulator& sim, CounterExample& run) {
+      require_progress(sim, sim.run_for(50ms), "a few heartbeats");
+      const raft::Replica& new_leader = sim.replica(run.new_leader);
+      CHECK(sim.machine(run.new_leader).state_of(run.second) == TransitionState::Queued);
+      CHECK(new_leader.configuration() == run.c0);                    // not appended
+      CHECK(new_leader.commit_index() < new_leader.last_log_index()); // its no-op waits
+      CHECK_FALSE(sim.history().is_committed(run.second));
 
-        std::vector<ReplicaID> voters_of_c1 = run.old_side;
-        voters_of_c1.push_back(run.v);
-        sim.heal();
-        sim.partition({voters_of_c1, all_but(sim, voters_of_c1)});
-        ReplicaID later = elect_among(sim, voters_of_c1);
-        CHECK(sim.replica(later).current_term() > run.new_term);
-        bool abandoned = sim.run_until(
-            [&] {
-              return sim.machine(run.new_leader).state_of(run.second) == TransitionState::Abandoned;
-            },
-            3 * kMaxElection);
-        require_progress(sim, abandoned, "the new leader's change to be abandoned");
-        CHECK(sim.machine(run.new_leader).abandon_reason(run.second) == AbandonReason::NotLeader);
-        sim.heal();
-        settle_all(sim);
-        CHECK_FALSE(sim.history().is_committed(run.second));
-        CHECK(sim.machine(run.old_leader).state_of(run.first) == TransitionState::Applied);
-        stop_removed(sim);
-        check_end(sim, run.c1);
-      }
+      std::vector<ReplicaID> voters_of_c1 = isolate_voters_of_c1(sim, run);
+      ReplicaID later = elect_among(sim, voters_of_c1);
+      CHECK(sim.replica(later).current_term() > run.new_term);
+      bool abandoned = sim.run_until(
+          [&] {
+            return sim.machine(run.new_leader).state_of(run.second) == TransitionState::Abandoned;
+          },
+          3 * kMaxElection);
+      require_progress(sim, abandoned, "the new leader's change to be abandoned");
+      CHECK(sim.machine(run.new_leader).abandon_reason(run.second) == AbandonReason::NotLeader);
+      sim.heal();
+      settle_all(sim);
+      CHECK_FALSE(sim.history().is_committed(run.second));
+      CHECK(sim.machine(run.old_leader).state_of(run.first) == TransitionState::Applied);
+      stop_removed(sim);
+      check_end(sim, run.c1);
+    });
   }
 
   // The other branch: the new leader's no-op reaches V and commits, then its change commits
@@ -843,47 +843,35 @@ TEST_SUITE("simulator") {
   // O's change, overwritten, is reported ConflictWithLeader on O and never commits.
   TEST_CASE("simulator: membership: the 2015 counter-examples: once an entry of the new leader's "
             "term commits its change commits and the old leader can no longer win") {
-    for (const Interleaving& interleaving : kInterleavings)
-      for (std::uint64_t seed : scenario_seeds(5)) {
-        std::string interleaving_name = interleaving.name;
-        CAPTURE(interleaving_name);
-        CAPTURE(seed);
-        INFO(replay(seed));
-        Simulator::Settings settings = scenario(4);
-        settings.faults.max_delay = 5ms;
-        Simulator sim(seed, settings);
-        CounterExample run = set_up(sim, interleaving, true);
-        bool committed_second =
-            sim.run_until([&] { return sim.history().is_committed(run.second); }, 1s);
-        require_progress(sim, committed_second, "the new leader's change to commit");
+    for_each_counter_example(true, [&](Simulator& sim, CounterExample& run) {
+      bool committed_second =
+          sim.run_until([&] { return sim.history().is_committed(run.second); }, 1s);
+      require_progress(sim, committed_second, "the new leader's change to commit");
 
-        std::vector<ReplicaID> voters_of_c1 = run.old_side;
-        voters_of_c1.push_back(run.v);
-        sim.heal();
-        sim.partition({voters_of_c1, all_but(sim, voters_of_c1)});
-        std::string won;
-        sim.run_until(
-            [&] {
-              for (ReplicaID id : voters_of_c1)
-                if (won.empty() && sim.replica(id).is_leader() &&
-                    sim.replica(id).current_term() > run.new_term)
-                  won = text("r", id, " leads term ", sim.replica(id).current_term());
-              return false;
-            },
-            10 * kMaxElection);
-        REQUIRE_MESSAGE(!sim.failed(), sim.failure());
-        CHECK_MESSAGE(won.empty(), won);
-        sim.heal();
-        require_progress(sim, sim.run_for(10 * kMaxElection), "time to pass");
-        CHECK(sim.leader() == run.new_leader);
-        CHECK(sim.replica(run.new_leader).current_term() == run.new_term);
-        settle_all(sim);
-        CHECK(sim.machine(run.old_leader).abandon_reason(run.first) ==
-              AbandonReason::ConflictWithLeader);
-        CHECK_FALSE(sim.history().is_committed(run.first));
-        stop_removed(sim);
-        check_end(sim, run.c2);
-      }
+      std::vector<ReplicaID> voters_of_c1 = isolate_voters_of_c1(sim, run);
+      std::string won;
+      sim.run_until(
+          [&] {
+            for (ReplicaID id : voters_of_c1)
+              if (won.empty() && sim.replica(id).is_leader() &&
+                  sim.replica(id).current_term() > run.new_term)
+                won = text("r", id, " leads term ", sim.replica(id).current_term());
+            return false;
+          },
+          10 * kMaxElection);
+      REQUIRE_MESSAGE(!sim.failed(), sim.failure());
+      CHECK_MESSAGE(won.empty(), won);
+      sim.heal();
+      require_progress(sim, sim.run_for(10 * kMaxElection), "time to pass");
+      CHECK(sim.leader() == run.new_leader);
+      CHECK(sim.replica(run.new_leader).current_term() == run.new_term);
+      settle_all(sim);
+      CHECK(sim.machine(run.old_leader).abandon_reason(run.first) ==
+            AbandonReason::ConflictWithLeader);
+      CHECK_FALSE(sim.history().is_committed(run.first));
+      stop_removed(sim);
+      check_end(sim, run.c2);
+    });
   }
 
 } // TEST_SUITE

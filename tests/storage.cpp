@@ -1,12 +1,9 @@
 // FileStorage: what is written comes back after a reopen, a crash at any byte loses nothing that
 // was reported durable, and damage is either cut off (a torn tail) or reported, never silent.
-#include "raft.hpp"
-
-#include <doctest/doctest.h>
+#include "harness.hpp"
 
 #include <csignal>
 #include <cstdio>
-#include <cstdlib>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -17,28 +14,15 @@
 
 namespace {
 
+using harness::append;
+using harness::TempDir;
 using raft::Entry;
 using raft::FileStorage;
 using raft::Index;
 using raft::Snapshot;
 
-// A fresh directory under /tmp, removed with everything in it when the test ends.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char name[] = "/tmp/raft-storage-XXXXXX";
-    path = ::mkdtemp(name);
-  }
-  ~TempDir() { std::system(("rm -rf '" + path + "'").c_str()); }
-  std::string file(const std::string& name) const { return path + "/" + name; }
-};
-
 Entry entry(raft::Term term, Index index) {
   return Entry{term, raft::Transition{index, "entry " + std::to_string(index)}};
-}
-
-void append(raft::Storage& storage, Index first, std::vector<Entry> entries) {
-  storage.save_entries(first, entries.data(), entries.data() + entries.size());
 }
 
 std::string read_bytes(const std::string& path) {
@@ -228,15 +212,19 @@ TEST_SUITE("FileStorage") {
       void register_leader(std::optional<raft::ReplicaID>) override {}
     } cluster;
     using namespace std::chrono_literals;
+    // The replica a process started with `seed` builds over the directory's FileStorage.
+    auto start = [&](FileStorage& storage, Machine& machine, std::uint64_t seed) {
+      raft::Options options;
+      options.seed = seed;
+      options.storage = &storage;
+      return raft::Replica(1, {}, cluster, machine, {0, ""}, 10ms, {50ms, 100ms}, options);
+    };
     raft::Clock::time_point now{};
     raft::Term term = 0;
     {
       FileStorage storage(dir.path);
       Machine machine;
-      raft::Options options;
-      options.seed = 1;
-      options.storage = &storage;
-      raft::Replica replica(1, {}, cluster, machine, {0, ""}, 10ms, {50ms, 100ms}, options);
+      raft::Replica replica = start(storage, machine, 1);
       for (int i = 0; i < 20 && !replica.is_leader(); ++i) replica.poll(now += 10ms);
       REQUIRE(replica.is_leader());
       machine.pending = {{1, "a"}, {2, "b"}};
@@ -246,10 +234,7 @@ TEST_SUITE("FileStorage") {
     }
     FileStorage storage(dir.path);
     Machine machine;
-    raft::Options options;
-    options.seed = 2;
-    options.storage = &storage;
-    raft::Replica replica(1, {}, cluster, machine, {0, ""}, 10ms, {50ms, 100ms}, options);
+    raft::Replica replica = start(storage, machine, 2);
     CHECK(replica.current_term() == term);
     CHECK(replica.last_log_index() == 3);
     for (int i = 0; i < 20 && machine.applied.size() < 4; ++i) replica.poll(now += 10ms);

@@ -8,6 +8,16 @@
 
 namespace kv {
 
+namespace {
+
+// Empties one of the Inbox's queues, under its lock.
+template <class T> std::vector<T> take(std::mutex& mutex, std::vector<T>& queue) {
+  std::lock_guard<std::mutex> lock(mutex);
+  return std::exchange(queue, {});
+}
+
+} // namespace
+
 Outcome Inbox::submit(Command command, raft::Duration timeout) {
   auto request = std::make_shared<Request>();
   request->command = std::move(command);
@@ -59,25 +69,15 @@ void Inbox::close() {
   closed_ = true;
 }
 
-std::vector<std::shared_ptr<Request>> Inbox::take_writes() {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return std::exchange(writes_, {});
-}
+std::vector<std::shared_ptr<Request>> Inbox::take_writes() { return take(mutex_, writes_); }
 
-std::vector<std::shared_ptr<Request>> Inbox::take_reads() {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return std::exchange(reads_, {});
-}
+std::vector<std::shared_ptr<Request>> Inbox::take_reads() { return take(mutex_, reads_); }
 
 std::vector<std::shared_ptr<TransferRequest>> Inbox::take_transfers() {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return std::exchange(transfers_, {});
+  return take(mutex_, transfers_);
 }
 
-std::vector<std::shared_ptr<ChangeRequest>> Inbox::take_changes() {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return std::exchange(changes_, {});
-}
+std::vector<std::shared_ptr<ChangeRequest>> Inbox::take_changes() { return take(mutex_, changes_); }
 
 namespace {
 

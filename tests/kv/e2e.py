@@ -241,6 +241,62 @@ class Client:
             self.connection = None
 
 
+class Threads:
+    """run(i) in WRITERS threads, i from 0. join() waits for them all and raises the first
+    exception any of them raised; meanwhile `errors` holds what they raised, so that a wait can
+    stop early. As a context manager they start on entry; on exit `stop` (an Event, if given)
+    is set and they are joined, and an exception of the block itself goes before theirs."""
+
+    def __init__(self, run, stop=None):
+        self.stop = stop
+        self.errors = []
+        self.threads = [threading.Thread(target=self._run, args=(run, i)) for i in range(WRITERS)]
+
+    def _run(self, run, i):
+        try:
+            run(i)
+        except Exception as error:  # reported by join()
+            self.errors.append(error)
+
+    def start(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def join(self):
+        for thread in self.threads:
+            thread.join()
+        if self.errors:
+            raise self.errors[0]
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, kind, value, traceback):
+        if self.stop:
+            self.stop.set()
+        for thread in self.threads:
+            thread.join()
+        if kind is None and self.errors:
+            raise self.errors[0]
+
+    def wait_for(self, acknowledged, count, timeout, pause):
+        """Waits until acknowledged() reaches `count`, or a thread has failed (join() raises it);
+        fails after `timeout` s."""
+        deadline = time.monotonic() + timeout
+        while acknowledged() < count and not self.errors:
+            check(time.monotonic() < deadline, f"only {acknowledged()} writes in {timeout} s")
+            time.sleep(pause)
+
+
+def numbered_writes(prefix, i, stop):
+    """The keys and values thread i writes until `stop` is set: prefix-i-00000 and so on."""
+    for j in range(100000):
+        if stop.is_set():
+            return
+        yield f"{prefix}-{i}-{j:05}", f"{prefix}-{i}-{j}".encode()
+
+
 class Writers:
     """WRITERS clients in threads, each with its own operations, run in order. A key always
     belongs to the same client, so the last acknowledged write of a key is its expected value."""
@@ -252,39 +308,30 @@ class Writers:
             self.lists[hash(operation[1]) % WRITERS].append(operation)
         self.expected = expected
         self.acknowledged = 0
-        self.errors = []
         self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._run, args=(i,)) for i in range(WRITERS)]
+        self.threads = Threads(self._run)
 
     def start(self):
-        for thread in self.threads:
-            thread.start()
+        self.threads.start()
         return self
 
     def join(self):
-        for thread in self.threads:
-            thread.join()
-        for client in self.clients:
-            client.close()
-        if self.errors:
-            raise self.errors[0]
+        try:
+            self.threads.join()
+        finally:
+            for client in self.clients:
+                client.close()
 
     def _run(self, i):
-        try:
-            for method, key, value in self.lists[i]:
-                status, _, _ = self.clients[i].call(method, key, value)
-                check(status == 200, f"{method} {key}: status {status}")
-                with self.lock:
-                    self.expected[key] = value if method == "PUT" else None
-                    self.acknowledged += 1
-        except Exception as error:  # reported by join()
-            self.errors.append(error)
+        for method, key, value in self.lists[i]:
+            status, _, _ = self.clients[i].call(method, key, value)
+            check(status == 200, f"{method} {key}: status {status}")
+            with self.lock:
+                self.expected[key] = value if method == "PUT" else None
+                self.acknowledged += 1
 
     def wait_until(self, acknowledged, timeout=30):
-        deadline = time.monotonic() + timeout
-        while self.acknowledged < acknowledged and not self.errors:
-            check(time.monotonic() < deadline, f"only {self.acknowledged} writes in {timeout} s")
-            time.sleep(0.01)
+        self.threads.wait_for(lambda: self.acknowledged, acknowledged, timeout, 0.01)
 
     def writes_applied(self):
         return sum(client.writes_applied for client in self.clients)
@@ -548,7 +595,7 @@ def check_reads(cluster, expected):
 
     # Each thread rewrites its own 50 keys; after every acknowledged PUT, the writer and a second
     # client (on a connection of its own, sent to a random replica each time) read the key.
-    errors, lock = [], threading.Lock()
+    lock = threading.Lock()
     writers = [Client(cluster, f"ryw-writer-{i}") for i in range(WRITERS)]
 
     def run(i):
@@ -567,19 +614,11 @@ def check_reads(cluster, expected):
                 check((status, data) == (200, value),
                       f"{writers[i].name} wrote {value!r} to {key}; then {other.name} read "
                       f"{status} {data!r}")
-        except Exception as error:
-            errors.append(error)
         finally:
             other.close()
             writers[i].close()
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(WRITERS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
+    Threads(run).start().join()
     return sum(writer.writes_applied for writer in writers)
 
 
@@ -590,17 +629,14 @@ def check_transfer_under_load(cluster, expected, notes):
     target = random.choice([n for n in IDS if n != leader])
     stop = threading.Event()
     outcomes = []  # (key, value, "acked" | "not applied" | "unknown", status, body)
-    errors, lock = [], threading.Lock()
+    lock = threading.Lock()
     acknowledged = [0]
 
     def run(i):
         writer = Client(cluster, f"transfer-writer-{i}")
         reader = Client(cluster, f"transfer-reader-{i}")
         try:
-            for j in range(100000):
-                if stop.is_set():
-                    break
-                key, value = f"xfer-{i}-{j:05}", f"xfer-{i}-{j}".encode()
+            for key, value in numbered_writes("xfer", i, stop):
                 status, _, body = writer.call("PUT", key, value, retry_unavailable=False)
                 if status == 200:
                     outcome = "acked"
@@ -617,22 +653,16 @@ def check_transfer_under_load(cluster, expected, notes):
                     status, _, data = reader.call("GET", key)
                     check((status, data) == (200, value),
                           f"PUT {key} was acknowledged, then GET read {status} {data!r}")
-        except Exception as error:
-            errors.append(error)
         finally:
             writer.close()
             reader.close()
 
-    def wait_for_writes(count, timeout=30):
-        deadline = time.monotonic() + timeout
-        while acknowledged[0] < count and not errors:
-            check(time.monotonic() < deadline, f"only {acknowledged[0]} writes in {timeout} s")
-            time.sleep(0.005)
+    threads = Threads(run, stop)
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(WRITERS)]
-    for thread in threads:
-        thread.start()
-    try:
+    def wait_for_writes(count, timeout=30):
+        threads.wait_for(lambda: acknowledged[0], count, timeout, 0.005)
+
+    with threads:
         wait_for_writes(200)
         asked_at = acknowledged[0]
         status, _, body = direct_call(cluster, leader, "POST", f"/admin/transfer?to={target}")
@@ -641,12 +671,6 @@ def check_transfer_under_load(cluster, expected, notes):
         took = cluster.wait_for_leader_to_be(target, timeout=2)
         changed_at = acknowledged[0]
         wait_for_writes(changed_at + 200)  # and the new leader goes on taking writes
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
-    if errors:
-        raise errors[0]
 
     # Every acknowledged write is there; every write refused as "not applied" is not. A refusal
     # without that promise (no outcome in time, no leader known) may have been applied: the GET
@@ -682,7 +706,6 @@ def check_readable(cluster, expected):
     """Every acknowledged write is readable from the leader."""
     readers = [Client(cluster, f"reader-{i}") for i in range(WRITERS)]
     keys = sorted(expected)
-    errors = []
 
     def read(i):
         try:
@@ -693,18 +716,10 @@ def check_readable(cluster, expected):
                 else:
                     check((status, data) == (200, expected[key]),
                           f"GET {key}: {status} {data[:20]!r}, wanted {expected[key]!r}")
-        except Exception as error:
-            errors.append(error)
         finally:
             readers[i].close()
 
-    threads = [threading.Thread(target=read, args=(i,)) for i in range(WRITERS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
+    Threads(read).start().join()
 
 
 MEMBERSHIP_PATHS = ("/admin/add-voter", "/admin/add-learner", "/admin/remove")
@@ -781,17 +796,14 @@ def check_membership_changes(cluster, expected, notes):
     no heartbeat is ever due, and AddVoter of a learner that has caught up is refused after 10
     election timeouts (raft.cpp's problem, not the kv server's)."""
     stop = threading.Event()
-    errors, lock = [], threading.Lock()
+    lock = threading.Lock()
     acknowledged = [0]
     clients = [Client(cluster, f"member-writer-{i}") for i in range(WRITERS)]
 
     def run(i):
         reader = Client(cluster, f"member-reader-{i}")
         try:
-            for j in range(100000):
-                if stop.is_set():
-                    break
-                key, value = f"member-{i}-{j:05}", f"member-{i}-{j}".encode()
+            for key, value in numbered_writes("member", i, stop):
                 status, _, body = clients[i].call("PUT", key, value)
                 check(status == 200, f"PUT {key}: {status} {body!r}")
                 with lock:
@@ -800,18 +812,14 @@ def check_membership_changes(cluster, expected, notes):
                 status, _, data = reader.call("GET", key)
                 check((status, data) == (200, value),
                       f"PUT {key} was acknowledged, then GET read {status} {data!r}")
-        except Exception as error:
-            errors.append(error)
         finally:
             clients[i].close()
             reader.close()
 
+    threads = Threads(run, stop)
+
     def wait_for_writes(more, timeout=20):
-        count = acknowledged[0] + more
-        deadline = time.monotonic() + timeout
-        while acknowledged[0] < count and not errors:
-            check(time.monotonic() < deadline, f"only {acknowledged[0]} writes in {timeout} s")
-            time.sleep(0.005)
+        threads.wait_for(lambda: acknowledged[0], acknowledged[0] + more, timeout, 0.005)
 
     def wait_for_configuration(voters, timeout=5):
         """Every replica of the cluster has `voters` and no learner."""
@@ -831,10 +839,7 @@ def check_membership_changes(cluster, expected, notes):
         cluster.ids = sorted(cluster.ids + [n])
         return time.monotonic() - started
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(WRITERS)]
-    for thread in threads:
-        thread.start()
-    try:
+    with threads:
         wait_for_writes(100)
         # 3 -> 5: 5 is a learner before it runs (it cannot answer yet: no harm done), 4 joins.
         status, _, body = raw_call(cluster, "POST", "/admin/add-learner?id=5")
@@ -885,12 +890,6 @@ def check_membership_changes(cluster, expected, notes):
               f"{done.stdout} {done.stderr}")
         wait_for_configuration(cluster.ids)
         wait_for_writes(100)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
-    if errors:
-        raise errors[0]
     notes.append(f"replaced replica {old}, the leader, by 6 in {replaced_in:.2f} s (replica "
                  f"{new_leader} leads now); removed {removed} and kept it running 2 s: replica "
                  f"{leader} led on in term {term}; {acknowledged[0]} writes meanwhile")
