@@ -172,7 +172,7 @@ void Replica::become_follower(Term term, std::optional<ReplicaID> leader) {
   if (leader) leader_contact_ = now_;
   role_ = Role::Follower;
   set_leader(leader);
-  for (Peer& peer : peers_) peer.snapshot.reset(); // transfers in flight end with leadership
+  for (Peer& peer : peers_) peer = Peer{peer.id, peer.voter}; // leader state ends, and transfers
   transfer_to_.reset();
   for (const Read& read : std::exchange(reads_, {})) abandon(read.id, AbandonReason::NotLeader);
   if (change_) abandon(std::exchange(change_, std::nullopt)->id, AbandonReason::NotLeader);
@@ -180,25 +180,14 @@ void Replica::become_follower(Term term, std::optional<ReplicaID> leader) {
     abandon(accepted_.front().id, AbandonReason::NotLeader);
 }
 
-// §5.2: a candidate votes for itself in a new term and asks every peer for its vote. With
-// Pre-Vote (the dissertation's §9.6), a pre-candidate first asks whether it could win, changing
-// nothing: a replica cut off from a leader that others still hear cannot depose it.
-void Replica::campaign(bool pre_vote, bool transfer) {
-  if (current_term_ >= kMaxTerm) return reset_election_timer(); // no term is left to run in
+// §5.2: a candidate votes for itself in a new term. With Pre-Vote (the dissertation's §9.6), a
+// pre-candidate changes nothing durable: it only asks whether it could win.
+void Replica::become_candidate(bool pre_vote) {
   role_ = pre_vote ? Role::PreCandidate : Role::Candidate;
   set_leader(std::nullopt); // it no longer hears one
   if (!pre_vote) set_term_and_vote(current_term_ + 1, id_);
   reset_election_timer();
   for (Peer& peer : peers_) peer.vote_granted = false;
-  if (agreed(granted, 1)) return pre_vote ? campaign(false) : become_leader();
-  for (Peer& peer : peers_) {
-    if (!peer.voter) continue;
-    Message request = make_message(MessageType::RequestVote, peer.id);
-    request.term += pre_vote; // the term it would campaign for
-    request.pre_vote = pre_vote, request.transfer = transfer;
-    request.last_log_index = last_log_index(), request.last_log_term = term_at(last_log_index());
-    send(std::move(request));
-  }
 }
 
 // §5.3, §8: a new leader assumes nothing of its followers, probes each from its own last index
@@ -218,6 +207,22 @@ void Replica::set_leader(std::optional<ReplicaID> leader) {
 }
 
 // ---- §5.2 Leader election ----
+
+// A candidate asks every voter for its vote; a pre-candidate that could win campaigns for real.
+// Pre-Vote means a replica cut off from a leader that others still hear cannot depose it.
+void Replica::campaign(bool pre_vote, bool transfer) {
+  if (current_term_ >= kMaxTerm) return reset_election_timer(); // no term is left to run in
+  become_candidate(pre_vote);
+  if (agreed(granted, 1)) return pre_vote ? campaign(false) : become_leader();
+  for (Peer& peer : peers_) {
+    if (!peer.voter) continue;
+    Message request = make_message(MessageType::RequestVote, peer.id);
+    request.term += pre_vote; // the term it would campaign for
+    request.pre_vote = pre_vote, request.transfer = transfer;
+    request.last_log_index = last_log_index(), request.last_log_term = term_at(last_log_index());
+    send(std::move(request));
+  }
+}
 
 // §5.2: a fresh random timeout at every reset keeps split votes rare.
 void Replica::reset_election_timer() {
@@ -259,8 +264,8 @@ void Replica::handle_request_vote(const Message& request, bool heard) {
       request.pre_vote ? request.term > current_term_ && up_to_date && !heard && (!rival || ahead)
                        : request.term == current_term_ && up_to_date &&
                              (!voted_for_ || *voted_for_ == request.from);
-  if (vote_granted && rival) role_ = Role::Follower; // its election timer runs on
-  if (vote_granted && !request.pre_vote) {           // saved again, if a repeated grant
+  if (vote_granted && rival) become_follower(current_term_, std::nullopt); // it stands back
+  if (vote_granted && !request.pre_vote) { // saved again, if a repeated grant
     set_term_and_vote(current_term_, request.from);
     reset_election_timer();
   }
@@ -281,13 +286,11 @@ void Replica::handle_request_vote_response(const Message& response, Peer& peer) 
 
 // ---- §5.3 Log replication ----
 
-// Sends up to `limit` entries from the peer's nextIndex. A probing peer gets one request at a
+// Sends up to `limit` entries from the peer's nextIndex. A peer in Probe gets one request at a
 // time; a peer known to match gets a pipeline: nextIndex moves on as soon as entries are sent.
 void Replica::send_append_entries(Peer& peer, std::size_t limit) {
-  if (peer.snapshot || peer.next_index <= log_start()) { // it needs what was compacted (§7)
-    peer.probing = true;
-    return send_snapshot_chunk(peer);
-  }
+  if (peer.progress == Progress::Snapshot || peer.next_index <= log_start())
+    return send_snapshot_chunk(peer); // it needs what was compacted (§7)
   Message request = make_message(MessageType::AppendEntries, peer.id);
   request.prev_log_index = peer.next_index - 1;
   request.prev_log_term = term_at(request.prev_log_index);
@@ -297,8 +300,8 @@ void Replica::send_append_entries(Peer& peer, std::size_t limit) {
                          log_.begin() + (last - log_start()));
   request.leader_commit = commit_index_, request.round = round_;
   peer.commit_sent = commit_index_, peer.heartbeat_due = now_ + heartbeat_timeout_;
-  peer.awaiting = peer.probing; // a probe waits for its answer; a pipeline moves on
-  if (!peer.probing) peer.next_index = last + 1;
+  peer.in_flight = peer.progress == Progress::Probe; // a probe waits for its answer
+  if (peer.progress == Progress::Pipeline) peer.next_index = last + 1;
   send(std::move(request));
 }
 
@@ -316,12 +319,12 @@ void Replica::replicate() {
   }
   for (Peer& peer : peers_) {
     bool heartbeat_due = now_ >= peer.heartbeat_due;
-    if (peer.probing) {
-      if (!peer.awaiting || heartbeat_due) send_append_entries(peer, batch);
+    if (peer.progress != Progress::Pipeline) {
+      if (!peer.in_flight || heartbeat_due) send_append_entries(peer, batch);
       continue;
     }
     bool sent = false;
-    for (; !peer.probing && peer.next_index <= last_log_index() &&
+    for (; peer.progress == Progress::Pipeline && peer.next_index <= last_log_index() &&
            peer.next_index - peer.match_index <= window_;
          sent = true)
       send_append_entries(peer, batch);
@@ -379,16 +382,16 @@ void Replica::handle_append_entries(Message& request) {
 void Replica::handle_append_entries_response(const Message& response, Peer& peer) {
   if (role_ != Role::Leader || response.term != current_term_) return;
   peer.recent_active = true, peer.acked_round = std::max(peer.acked_round, response.round);
-  if (response.success) {
-    if (response.match_index > last_log_index()) return; // no follower holds more than we sent
-    record_match(peer, response.match_index);
+  if (peer.progress == Progress::Snapshot) return; // a late answer: the transfer runs to its end
+  if (response.success) {                          // no follower holds more than we sent
+    if (response.match_index <= last_log_index()) record_match(peer, response.match_index);
     return send_timeout_now(peer);
   }
   // A rejection of an index the peer has since matched, or of a probe other than the one in
   // flight, is stale: an answer to an earlier request that arrived late.
   Index rejected = response.prev_log_index;
   if (rejected <= peer.match_index || rejected > last_log_index() ||
-      (peer.probing && rejected + 1 != peer.next_index))
+      (peer.progress == Progress::Probe && rejected + 1 != peer.next_index))
     return;
   Index next = response.conflict_index;
   if (response.conflict_term != 0) { // skip to our last entry of the follower's term, if any
@@ -398,14 +401,14 @@ void Replica::handle_append_entries_response(const Message& response, Peer& peer
   }
   peer.next_index =
       std::clamp(next, peer.match_index + 1, std::min(rejected, last_log_index() + 1));
-  peer.probing = true, peer.awaiting = false;
+  peer.progress = Progress::Probe, peer.in_flight = false;
 }
 
 // The peer's log matches ours through `match`: the pipeline may run and the commit may advance.
 void Replica::record_match(Peer& peer, Index match) {
   peer.match_index = std::max(peer.match_index, match);
   peer.next_index = std::max(peer.next_index, peer.match_index + 1);
-  peer.probing = peer.awaiting = false;
+  peer.progress = Progress::Pipeline, peer.in_flight = false, peer.snapshot = nullptr;
   advance_commit_index();
 }
 
@@ -424,9 +427,8 @@ void Replica::take_pending_transitions() {
   std::vector<Transition> pending = state_machine_.get_pending_transitions();
   bool leader = role_ == Role::Leader && !transfer_to_; // §3.10: the target's log must stay current
   for (const Transition& transition : pending)
-    state_machine_.register_transition_state(
-        transition.id, leader ? TransitionState::Queued : TransitionState::Abandoned,
-        leader ? AbandonReason::None : AbandonReason::NotLeader);
+    leader ? report(transition.id, TransitionState::Queued)
+           : abandon(transition.id, AbandonReason::NotLeader);
   if (leader) std::move(pending.begin(), pending.end(), std::back_inserter(accepted_));
   Index first = last_log_index() + 1;
   while (!transfer_to_ && !accepted_.empty() && last_log_index() + 1 - first < window_) {
@@ -442,14 +444,11 @@ void Replica::apply_committed() {
   for (; last_applied_ < commit_index_;) {
     const Entry& entry = log_[last_applied_ - log_start()];
     const Transition& transition = entry.transition;
-    auto report = [&](TransitionState state) {
-      if (!(transition == noop_)) // AddVoter's first step is a no-op too
-        state_machine_.register_transition_state(transition.id, state, AbandonReason::None);
-    };
-    report(TransitionState::Committed);
+    bool reported = !(transition == noop_); // AddVoter's first step is a no-op too
+    if (reported) report(transition.id, TransitionState::Committed);
     if (!entry.configuration) state_machine_.apply_transition(transition);
     ++last_applied_;
-    report(TransitionState::Applied);
+    if (reported) report(transition.id, TransitionState::Applied);
   }
   // A transition queued here, even if a new leader overwrote it in our log, may still commit
   // from another replica's log. Its fate is known once its index is applied (Log Matching), or an
@@ -506,8 +505,7 @@ void Replica::take_changes() {
     } else if (change_ || configs_.back().first > commit_index_ || pointless) {
       abandon(asked.id, AbandonReason::Refused);
     } else {
-      state_machine_.register_transition_state(asked.id, TransitionState::Queued,
-                                               AbandonReason::None);
+      report(asked.id, TransitionState::Queued);
       change_ = asked;
     }
   }
@@ -593,7 +591,7 @@ void Replica::take_reads() {
       abandon(id, AbandonReason::NotLeader);
       continue;
     }
-    state_machine_.register_transition_state(id, TransitionState::Queued, AbandonReason::None);
+    report(id, TransitionState::Queued);
     lease = lease && !transfer_to_; // a callback may have started a transfer
     reads_.push_back(Read{id, lease ? 0 : round_ + 1, index});
     start_round_ |= !lease;
@@ -621,8 +619,7 @@ void Replica::serve_reads() {
   auto served = [&](Read& read) {
     if (read.index == 0 && own_term) read.index = commit_index_;
     if (read.round > confirmed || read.index == 0 || last_applied_ < read.index) return false;
-    state_machine_.register_transition_state(read.id, TransitionState::Applied,
-                                             AbandonReason::None);
+    report(read.id, TransitionState::Applied);
     return true;
   };
   reads_.erase(std::remove_if(reads_.begin(), reads_.end(), served), reads_.end());
@@ -643,7 +640,8 @@ void Replica::take_snapshot() {
       snapshot.term_starts.emplace_back(i, term_at(i));
   Index keep = last_applied_; // not for a peer silent for an election timeout: it may be down
   for (const Peer& peer : peers_)
-    if (peer.snapshot && now_ < peer.snapshot_progress + election_timeout_range_.second)
+    if (peer.progress == Progress::Snapshot &&
+        now_ < peer.snapshot_progress + election_timeout_range_.second)
       keep = std::min(keep, std::max(log_start(), peer.snapshot->last_included_index));
   log_start_term_ = term_at(keep);
   log_.erase(log_.begin(), log_.begin() + (keep - log_start()));
@@ -655,15 +653,18 @@ void Replica::take_snapshot() {
 }
 
 // One chunk at a time, from the first byte the peer lacks. A transfer sends one snapshot to its
-// end, however many the leader takes meanwhile. A heartbeat while a chunk is in flight carries
-// no bytes: its answer shows whether the chunk arrived. A chunk is sent again only when no
-// progress was seen for a minimum election timeout.
+// end, however many the leader takes meanwhile, unless it made no progress for an election
+// timeout: the log after its snapshot was not kept then (take_snapshot), so it starts over from
+// the latest. A heartbeat while a chunk is in flight carries no bytes: its answer shows whether
+// the chunk arrived. A chunk is sent again only when no progress was seen for a minimum election
+// timeout.
 void Replica::send_snapshot_chunk(Peer& peer) {
-  if (!peer.snapshot) {
-    peer.snapshot = snapshot_, peer.snapshot_offset = 0;
-    peer.snapshot_progress = now_, peer.awaiting = false;
+  bool stale = now_ >= peer.snapshot_progress + election_timeout_range_.second;
+  if (peer.progress != Progress::Snapshot || (stale && peer.snapshot != snapshot_)) {
+    peer.progress = Progress::Snapshot, peer.snapshot = snapshot_, peer.snapshot_offset = 0;
+    peer.snapshot_progress = now_, peer.in_flight = false;
   }
-  bool resend = !peer.awaiting || now_ >= peer.chunk_sent + election_timeout_range_.first;
+  bool resend = !peer.in_flight || now_ >= peer.chunk_sent + election_timeout_range_.first;
   const Snapshot& snapshot = *peer.snapshot;
   Message request = make_message(MessageType::InstallSnapshot, peer.id);
   request.last_included_index = snapshot.last_included_index;
@@ -673,7 +674,7 @@ void Replica::send_snapshot_chunk(Peer& peer) {
   request.data = snapshot.data.substr(request.offset, resend ? options_.snapshot_chunk_bytes : 0);
   request.done = request.offset + request.data.size() == snapshot.data.size();
   if (resend) peer.chunk_sent = now_;
-  peer.awaiting = true, peer.heartbeat_due = now_ + heartbeat_timeout_;
+  peer.in_flight = true, peer.heartbeat_due = now_ + heartbeat_timeout_;
   send(std::move(request));
 }
 
@@ -742,16 +743,14 @@ void Replica::install_snapshot(Snapshot snapshot) {
 // back to where a follower that restarted is. A late answer to an earlier chunk, or to a
 // heartbeat sent before the chunk arrived, changes nothing.
 void Replica::handle_install_snapshot_response(const Message& response, Peer& peer) {
-  if (role_ != Role::Leader || response.term != current_term_ || !peer.snapshot ||
+  if (response.term != current_term_ || peer.progress != Progress::Snapshot || // leaders only
       response.last_included_index != peer.snapshot->last_included_index)
     return; // about another transfer
   peer.recent_active = true, peer.acked_round = std::max(peer.acked_round, response.round);
-  if (response.done) peer.snapshot.reset(); // it holds the snapshot's state
   if (response.done) return record_match(peer, response.last_included_index);
   if (response.offset != peer.snapshot_offset || response.received == peer.snapshot_offset) return;
   peer.snapshot_offset = std::min<std::uint64_t>(response.received, peer.snapshot->data.size());
-  peer.snapshot_progress = now_;
-  peer.awaiting = false;
+  peer.snapshot_progress = now_, peer.in_flight = false;
 }
 
 // ---- The poll loop ----

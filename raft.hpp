@@ -361,6 +361,7 @@ public:
   // ---------------------------------------------------------------------------------------------
 private:
   enum class Role { Follower, PreCandidate, Candidate, Leader };
+  enum class Progress { Probe, Pipeline, Snapshot };
   Index log_start() const { return log_start_; } // the index just before log_[0]
   struct Appended { // a transition this replica queued and appended to its log, as leader
     Index index;
@@ -372,8 +373,11 @@ private:
     bool voter = true;     // in the latest configuration; else a learner
     Index next_index = 1;  // leader: the next entry to send
     Index match_index = 0; // leader: the last entry known to be replicated
-    bool probing = true;   // leader: until a success, one AppendEntries at a time
-    bool awaiting = false; // leader: a probe is in flight
+    // Leader: how to send to it (etcd's Progress). Probe: one AppendEntries at a time until one
+    // succeeds; Pipeline: entries stream, nextIndex moving on as they are sent; Snapshot: a
+    // transfer (§7) runs to its end. A probe or a chunk may be in flight, awaiting its answer.
+    Progress progress = Progress::Probe;
+    bool in_flight = false;
     Index commit_sent = 0; // leader: the leaderCommit last sent
     Clock::time_point heartbeat_due{};
     bool vote_granted = false;     // candidate
@@ -392,9 +396,10 @@ private:
   void truncate_from(Index index);
   void set_term_and_vote(Term term, std::optional<ReplicaID> voted_for);
   void become_follower(Term term, std::optional<ReplicaID> leader);
-  void campaign(bool pre_vote, bool transfer = false);
+  void become_candidate(bool pre_vote);
   void become_leader();
   void set_leader(std::optional<ReplicaID> leader);
+  void campaign(bool pre_vote, bool transfer = false);
   void reset_election_timer();
   template <class Value> Index agreed(Value value, Index own);
   void track_configurations(Index from);
@@ -418,8 +423,11 @@ private:
   void install_snapshot(Snapshot snapshot);
   void handle_install_snapshot_response(const Message& response, Peer& peer);
   void take_pending_transitions();
+  void report(std::uint64_t id, TransitionState state, AbandonReason reason = AbandonReason::None) {
+    state_machine_.register_transition_state(id, state, reason);
+  }
   void abandon(std::uint64_t id, AbandonReason reason = AbandonReason::ConflictWithLeader) {
-    state_machine_.register_transition_state(id, TransitionState::Abandoned, reason);
+    report(id, TransitionState::Abandoned, reason);
   }
   void apply_committed();
   Peer* find_peer(ReplicaID id);
