@@ -375,7 +375,8 @@ private:
     Index match_index = 0; // leader: the last entry known to be replicated
     // Leader: how to send to it (etcd's Progress). Probe: one AppendEntries at a time until one
     // succeeds; Pipeline: entries stream, nextIndex moving on as they are sent; Snapshot: a
-    // transfer (§7) runs to its end. A probe or a chunk may be in flight, awaiting its answer.
+    // transfer (§7) runs to its end, or starts over once stalled for an election timeout. A
+    // probe or a chunk may be in flight, awaiting its answer.
     Progress progress = Progress::Probe;
     bool in_flight = false;
     Index commit_sent = 0; // leader: the leaderCommit last sent
