@@ -815,14 +815,22 @@ private:
     bool queued = false;
   };
 
+  // Records `state` as the last one reported for `what`, unless an outcome (Applied or
+  // Abandoned) came before it, which is a failure.
+  bool follows_outcome(std::optional<TransitionState>& last, TransitionState state,
+                       const std::string& what) {
+    if (last == TransitionState::Applied || last == TransitionState::Abandoned)
+      return fail("reported ", what, " ", name(state), " after ", name(*last)), false;
+    last = state;
+    return true;
+  }
+
   // raft.hpp, Linearizable reads: Queued (in the poll that takes it) then Applied, never
   // Committed; or Abandoned/NotLeader, in that poll or once leadership is lost.
   void check_read_report(std::uint64_t id, TransitionState state, AbandonReason reason,
                          ReadReports& read) {
     bool taken_now = std::count(reads_taken_.begin(), reads_taken_.end(), id) > 0;
-    if (read.last == TransitionState::Applied || read.last == TransitionState::Abandoned)
-      return fail("reported read #", id, " ", name(state), " after ", name(*read.last));
-    read.last = state;
+    if (!follows_outcome(read.last, state, text("read #", id))) return;
     switch (state) {
     case TransitionState::Queued:
       if (read.queued) return fail("reported read #", id, " Queued twice");
@@ -856,9 +864,7 @@ private:
     bool taken_now = std::count(changes_taken_.begin(), changes_taken_.end(), id) > 0;
     std::string change =
         text("change #", id, " (", name(asked.change), " of r", asked.replica, ")");
-    if (reports.last == TransitionState::Applied || reports.last == TransitionState::Abandoned)
-      return fail("reported ", change, " ", name(state), " after ", name(*reports.last));
-    reports.last = state;
+    if (!follows_outcome(reports.last, state, change)) return;
     switch (state) {
     case TransitionState::Queued:
       if (reports.queued) return fail("reported ", change, " Queued twice");
