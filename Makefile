@@ -46,9 +46,11 @@ $(BUILD)/raft.o: raft.cpp raft.hpp
 	@mkdir -p $(BUILD)
 	$(CXX) $(FLAGS) $(SAN) -c raft.cpp -o $@
 
-$(BUILD)/test-objects/%.o: tests/%.cpp tests/*.hpp raft.hpp
+# Each object depends on the headers it includes (-MMD), listed in its .d file.
+$(BUILD)/test-objects/%.o: tests/%.cpp raft.hpp
 	@mkdir -p $(BUILD)/test-objects
-	$(CXX) $(FLAGS) $(SAN) -c $< -o $@
+	$(CXX) $(FLAGS) $(SAN) -MMD -MP -c $< -o $@
+-include $(wildcard $(BUILD)/test-objects/*.d)
 
 $(BUILD)/tests: $(patsubst tests/%.cpp,$(BUILD)/test-objects/%.o,$(TEST_SOURCES)) $(BUILD)/raft.o
 	$(CXX) $(FLAGS) $(SAN) $^ -o $@
@@ -120,8 +122,13 @@ $(BUILD)/bench-raft.o: raft.cpp raft.hpp
 	@mkdir -p $(BUILD)
 	$(CXX) $(BENCH_FLAGS) -c raft.cpp -o $@
 
-$(BUILD)/bench: $(BENCH_SOURCES) bench/tcp.hpp bench/etcd.hpp $(BUILD)/bench-raft.o
-	$(CXX) $(BENCH_FLAGS) $(BENCH_SOURCES) $(BUILD)/bench-raft.o -o $@
+# bench.cpp runs the simulated cluster of tests/cluster.hpp, the one the tests use.
+$(BUILD)/bench-objects/%.o: bench/%.cpp bench/*.hpp tests/cluster.hpp raft.hpp
+	@mkdir -p $(BUILD)/bench-objects
+	$(CXX) $(BENCH_FLAGS) -c $< -o $@
+
+$(BUILD)/bench: $(patsubst bench/%.cpp,$(BUILD)/bench-objects/%.o,$(BENCH_SOURCES)) $(BUILD)/bench-raft.o
+	$(CXX) $(BENCH_FLAGS) $^ -o $@
 
 # make kv        builds build/kv-server, the replicated key-value store of examples/kv, optimized
 #                (-O2 -DNDEBUG, no sanitizers): the server of the walkthrough and of `make bench`

@@ -1,10 +1,11 @@
 // bench/bench.cpp: `make bench`. Measures raft.cpp in one process and prints one table:
 //   1. in-process throughput of writes and of reads (ReadIndex, and with lease_reads; 3 and 5
-//      replicas, one thread, zero-delay queues) beside a floor,
+//      replicas, one thread, no message delay) beside a floor,
 //   2. latency of one write, or one read, at a time on an idle cluster,
 //   3. idle CPU of a cluster run by start() in three threads,
-//   4. failover time on a simulated clock with random message delays, after the leader crashes
-//      (with check-quorum, the default, and without) or is cut off in a minority,
+//   4. failover time with random message delays, after the leader crashes (with check-quorum,
+//      the default, and without) or is cut off in a minority,
+// Items 1, 2 and 4 run the simulated cluster the tests use (tests/cluster.hpp), without checks.
 //   5. durable appends through FileStorage,
 //   6. a burst of 100,000 proposals at a 5 ms heartbeat, three threads running start(),
 //   7. examples/kv over TCP: three kv-server processes on loopback and concurrent clients that
@@ -17,6 +18,7 @@
 #include "etcd.hpp"
 #include "raft.hpp"
 #include "tcp.hpp"
+#include "tests/cluster.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -35,10 +37,9 @@
 #include <mutex>
 #include <new>
 #include <optional>
-#include <random>
+#include <set>
 #include <string>
 #include <thread>
-#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -213,96 +214,140 @@ std::vector<raft::Transition> make_transitions(std::size_t count) {
   return transitions;
 }
 
-// ---- In-memory cluster in one thread: a message sent during a poll is in the receiver's inbox
-// at its next poll; rounds poll every replica in id order ----
+// ---- The simulated cluster of tests/cluster.hpp, with this state machine and no checks ----
 
-class MemoryCluster {
+// The cluster's transport, whose allocations (its copies of messages, its inboxes) count apart.
+class Transport final : public sim::Endpoint {
 public:
-  std::vector<std::unique_ptr<Machine>> machines;
-  std::vector<std::unique_ptr<raft::Replica>> replicas;
-  Clock::time_point now{std::chrono::hours(1)}; // simulated
-  std::uint64_t sent = 0;
+  using Endpoint::Endpoint;
+  void send_message(ReplicaID to, const raft::Message& message) override {
+    in_transport = true;
+    Endpoint::send_message(to, message);
+    in_transport = false;
+  }
+  std::vector<raft::Message> receive_messages() override {
+    in_transport = true;
+    std::vector<raft::Message> messages = Endpoint::receive_messages();
+    in_transport = false;
+    return messages;
+  }
+};
 
-  MemoryCluster(std::size_t size, std::uint64_t seed, raft::Options options = {})
-      : inboxes_(size + 1) {
-    for (ReplicaID id = 1; id <= size; ++id) {
-      machines.push_back(std::make_unique<Machine>());
-      endpoints_.push_back(std::make_unique<Endpoint>(*this, id));
-      options.seed = seed * 100 + id;
-      replicas.push_back(std::make_unique<raft::Replica>(id, peers_of(id, size), *endpoints_.back(),
-                                                         *machines.back(), noop, heartbeat,
-                                                         election_range, options));
-    }
+// With no delay (the default) it runs in rounds: every replica polled in id order, a message
+// sent during a poll in the receiver's inbox at its next poll. With delays, step() runs it on
+// events. Replicas are r1 to rN; `cut_off` is the minority side of a partition.
+class Cluster : public sim::Cluster<Machine, raft::MemoryStorage, Transport> {
+public:
+  Cluster(std::size_t size, std::uint64_t seed, raft::Options options = {},
+          std::pair<raft::Duration, raft::Duration> delays = {})
+      : sim::Cluster<Machine, raft::MemoryStorage, Transport>(seed, {heartbeat, election_range},
+                                                              options, noop),
+        seed_(seed) {
+    network().faults = {delays.first, delays.second, 0, 0};
+    start(size);
   }
 
-  void round(raft::Duration step) {
-    for (auto& replica : replicas) replica->poll(now);
-    now += step;
-  }
+  std::set<ReplicaID> cut_off;
 
-  int leader() const {
-    for (std::size_t i = 0; i < replicas.size(); ++i)
-      if (replicas[i]->is_leader()) return static_cast<int>(i);
-    return -1;
-  }
-
-  bool in_flight() const {
-    for (const auto& inbox : inboxes_)
-      if (!inbox.empty()) return true;
-    return false;
-  }
-
+  bool in_flight() const { return network().next_arrival() != Clock::time_point::max(); }
   bool all_applied(std::uint64_t count) const {
-    for (const auto& machine : machines)
-      if (machine->applied != count) return false;
+    for (ReplicaID id : ids())
+      if (machine(id).applied != count) return false;
     return true;
   }
+  bool counted(ReplicaID id) const { return is_up(id) && !cut_off.count(id); }
+  bool any_leader() const {
+    for (ReplicaID id : ids())
+      if (counted(id) && replica(id).is_leader()) return true;
+    return false;
+  }
+  // The running replica, not cut off, that leads and that every such replica names as leader.
+  std::optional<ReplicaID> agreed_leader() const {
+    std::optional<ReplicaID> found;
+    for (ReplicaID id : ids())
+      if (counted(id) && replica(id).is_leader()) found = id;
+    if (!found) return std::nullopt;
+    for (ReplicaID id : ids())
+      if (counted(id) && replica(id).leader() != found) return std::nullopt;
+    return found;
+  }
 
-  // Advances the clock 1 ms per round until one replica leads, every replica knows it, everyone
-  // applied the no-op and no message is in flight. False after 20 simulated seconds.
+  // Rounds of 1 ms until one replica leads, every replica knows it, everyone applied the no-op
+  // and no message is in flight. False after 20 simulated seconds.
   bool elect() {
     for (int rounds = 0; rounds < 20000; ++rounds) {
       round(1ms);
-      int l = leader();
-      if (l < 0 || in_flight()) continue;
+      std::optional<ReplicaID> l = leader();
+      if (!l || in_flight()) continue;
       bool settled = true;
-      for (const auto& replica : replicas)
-        settled = settled && replica->leader() == replicas[l]->id() &&
-                  replica->last_applied() == replicas[l]->last_log_index();
+      for (ReplicaID id : ids())
+        settled = settled && replica(id).leader() == l &&
+                  replica(id).last_applied() == replica(*l).last_log_index();
       if (settled) return true;
     }
     return false;
   }
 
 private:
-  class Endpoint final : public raft::Cluster {
-  public:
-    Endpoint(MemoryCluster& cluster, ReplicaID id) : cluster_(cluster), id_(id) {}
-    void send_message(ReplicaID to, const raft::Message& message) override {
-      in_transport = true;
-      cluster_.inboxes_[to].push_back(message);
-      in_transport = false;
-      ++cluster_.sent;
-    }
-    std::vector<raft::Message> receive_messages() override {
-      return std::exchange(cluster_.inboxes_[id_], {});
-    }
-    bool halt() const override { return false; }
-    void register_leader(std::optional<ReplicaID>) override {}
+  // Replica r of seed s draws from seed 100 s + r; it keeps no storage, as a replica given none
+  // (nothing here restarts), so that every byte counted is the library's or the network's.
+  raft::Options options_for(Slot& slot) override {
+    raft::Options options =
+        sim::Cluster<Machine, raft::MemoryStorage, Transport>::options_for(slot);
+    options.seed = seed_ * 100 + slot.id;
+    options.storage = nullptr;
+    return options;
+  }
 
-  private:
-    MemoryCluster& cluster_;
-    ReplicaID id_;
-  };
-
-  std::vector<std::vector<raft::Message>> inboxes_; // by id
-  std::vector<std::unique_ptr<Endpoint>> endpoints_;
+  const std::uint64_t seed_;
 };
 
 // ---- 1. Throughput ----
 
 constexpr std::size_t throughput_transitions = 100000;
 constexpr int throughput_runs = 5;
+const std::size_t sizes[] = {3, 5};
+// How many transitions (or reads) are handed over before each round; 0: all before the first.
+const std::pair<std::size_t, const char*> modes[] = {
+    {0, "all at once"}, {1, "1 per poll"}, {16, "16 per poll"}, {256, "256 per poll"}};
+
+// The runs of one item at each size and in each mode; a Run has an optional `failure`.
+template <class Run> struct Runs {
+  std::vector<Run> at[2][4]; // [size][mode]
+
+  // The median of one figure over the runs; nullopt if any run failed.
+  std::optional<double> figure(int s, std::size_t m, double Run::*field) const {
+    std::vector<double> values;
+    for (const Run& run : at[s][m]) {
+      if (run.failure) return std::nullopt;
+      values.push_back(run.*field);
+    }
+    return median(values);
+  }
+  // The first failure at each size and mode, as a note.
+  void note_failures(const std::string& item) const {
+    for (int s = 0; s < 2; ++s)
+      for (std::size_t m = 0; m < 4; ++m)
+        for (const Run& run : at[s][m])
+          if (run.failure) {
+            notes.push_back(format("%s, %zu replicas, %s: %s", item.c_str(), sizes[s],
+                                   modes[m].second, run.failure->c_str()));
+            break;
+          }
+  }
+  // One row per mode, `show` turning a median (and the size's index) into a cell.
+  void rows(const std::string& label, double Run::*field,
+            const std::function<std::string(double, int)>& show) const {
+    for (std::size_t m = 0; m < 4; ++m) {
+      std::string cells[2];
+      for (int s = 0; s < 2; ++s) {
+        std::optional<double> value = figure(s, m, field);
+        cells[s] = value ? show(*value, s) : did_not_converge;
+      }
+      row(label + ", " + modes[m].second, cells[0], cells[1]);
+    }
+  }
+};
 
 struct ThroughputRun {
   std::optional<std::string> failure;
@@ -313,18 +358,18 @@ struct ThroughputRun {
 ThroughputRun run_throughput(std::size_t size, std::size_t per_poll,
                              const std::vector<raft::Transition>& source) {
   ThroughputRun run;
-  MemoryCluster cluster(size, 1);
+  Cluster cluster(size, 1);
   if (!cluster.elect()) return run.failure = "no leader elected", run;
-  int l = cluster.leader();
-  raft::Term term = cluster.replicas[l]->current_term();
+  ReplicaID l = *cluster.leader();
+  raft::Term term = cluster.replica(l).current_term();
   std::size_t chunk = per_poll ? per_poll : source.size();
   std::vector<std::vector<raft::Transition>> chunks;
   for (std::size_t i = 0; i < source.size(); i += chunk)
     chunks.emplace_back(source.begin() + i, source.begin() + std::min(source.size(), i + chunk));
 
-  Machine& leader = *cluster.machines[l];
+  Machine& leader = cluster.machine(l);
   const std::uint64_t count = source.size(), bound = 2 * count + 100000;
-  cluster.sent = 0;
+  const std::uint64_t sent = cluster.network().sent();
   bool done = false;
   std::size_t next = 0;
   start_counting();
@@ -337,23 +382,23 @@ ThroughputRun run_throughput(std::size_t size, std::size_t per_poll,
   double elapsed = seconds_since(start);
   Allocations allocations = stop_counting();
 
-  if (cluster.leader() != l || cluster.replicas[l]->current_term() != term)
+  if (cluster.leader() != l || cluster.replica(l).current_term() != term)
     run.failure = format("leadership changed during the run (term %llu -> %llu)",
                          static_cast<unsigned long long>(term),
-                         static_cast<unsigned long long>(cluster.replicas[l]->current_term()));
-  for (const auto& machine : cluster.machines)
-    if (machine->out_of_order || machine->checksum != cluster.machines[0]->checksum)
+                         static_cast<unsigned long long>(cluster.replica(l).current_term()));
+  for (ReplicaID id : cluster.ids())
+    if (cluster.machine(id).out_of_order || cluster.machine(id).checksum != leader.checksum)
       run.failure = "replicas applied different sequences";
   if (!done && !run.failure) {
     std::uint64_t least = count;
-    for (const auto& machine : cluster.machines) least = std::min(least, machine->applied);
+    for (ReplicaID id : cluster.ids()) least = std::min(least, cluster.machine(id).applied);
     run.failure =
         format("only %llu of %llu applied everywhere after %llu rounds",
                static_cast<unsigned long long>(least), static_cast<unsigned long long>(count),
                static_cast<unsigned long long>(bound));
   }
   run.per_second = count / elapsed;
-  run.messages = double(cluster.sent) / count;
+  run.messages = double(cluster.network().sent() - sent) / count;
   run.bytes = double(allocations.bytes) / count;
   run.allocations = double(allocations.count) / count;
   run.transport_bytes = double(allocations.transport_bytes) / count;
@@ -390,69 +435,36 @@ FloorRun run_floor(std::size_t size, const std::vector<raft::Transition>& source
 
 void measure_throughput() {
   const std::vector<raft::Transition> source = make_transitions(throughput_transitions);
-  const std::vector<std::pair<std::size_t, std::string>> modes = {
-      {0, "all at once"}, {1, "1 per poll"}, {16, "16 per poll"}, {256, "256 per poll"}};
-  const std::size_t sizes[] = {3, 5};
-  std::vector<ThroughputRun> runs[2][4]; // [size][mode]
+  Runs<ThroughputRun> runs;
   std::vector<FloorRun> floors[2];
   for (int s = 0; s < 2; ++s)
     for (int r = 0; r < throughput_runs; ++r) { // the floor beside every round of runs
       floors[s].push_back(run_floor(sizes[s], source));
-      for (std::size_t m = 0; m < modes.size(); ++m)
-        runs[s][m].push_back(run_throughput(sizes[s], modes[m].first, source));
+      for (std::size_t m = 0; m < 4; ++m)
+        runs.at[s][m].push_back(run_throughput(sizes[s], modes[m].first, source));
     }
-
-  // The median of one figure over the runs; nullopt if any run failed.
-  auto figure = [&](int s, std::size_t m, double ThroughputRun::*field) -> std::optional<double> {
-    std::vector<double> values;
-    for (const ThroughputRun& run : runs[s][m]) {
-      if (run.failure) return std::nullopt;
-      values.push_back(run.*field);
-    }
-    return median(values);
-  };
+  runs.note_failures("throughput");
   auto floor_figure = [&](int s, double FloorRun::*field) {
     std::vector<double> values;
     for (const FloorRun& run : floors[s]) values.push_back(run.*field);
     return median(values);
   };
-  for (int s = 0; s < 2; ++s)
-    for (std::size_t m = 0; m < modes.size(); ++m)
-      for (const ThroughputRun& run : runs[s][m])
-        if (run.failure) {
-          notes.push_back(format("throughput, %zu replicas, %s: %s", sizes[s],
-                                 modes[m].second.c_str(), run.failure->c_str()));
-          break;
-        }
-
-  // One row per mode; show turns a median (and the size's index) into a cell.
-  auto rows_for = [&](const std::string& label, double ThroughputRun::*field,
-                      const std::function<std::string(double, int)>& show) {
-    for (std::size_t m = 0; m < modes.size(); ++m) {
-      std::string cells[2];
-      for (int s = 0; s < 2; ++s) {
-        std::optional<double> value = figure(s, m, field);
-        cells[s] = value ? show(*value, s) : did_not_converge;
-      }
-      row(label + ", " + modes[m].second, cells[0], cells[1]);
-    }
-  };
-  rows_for("throughput (transitions/s)", &ThroughputRun::per_second,
-           [](double value, int) { return grouped(value); });
+  runs.rows("throughput (transitions/s)", &ThroughputRun::per_second,
+            [](double value, int) { return grouped(value); });
   row("floor: copy to every log + apply (transitions/s)",
       grouped(floor_figure(0, &FloorRun::per_second)),
       grouped(floor_figure(1, &FloorRun::per_second)));
-  rows_for("throughput / floor", &ThroughputRun::per_second, [&](double value, int s) {
+  runs.rows("throughput / floor", &ThroughputRun::per_second, [&](double value, int s) {
     return format("%.3f", value / floor_figure(s, &FloorRun::per_second));
   });
-  rows_for("messages sent per transition", &ThroughputRun::messages,
-           [](double value, int) { return format("%.3f", value); });
-  rows_for("bytes allocated per transition", &ThroughputRun::bytes,
-           [](double value, int) { return format("%.0f B", value); });
-  rows_for("  of which in the transport's message copies", &ThroughputRun::transport_bytes,
-           [](double value, int) { return format("%.0f B", value); });
-  rows_for("allocations per transition", &ThroughputRun::allocations,
-           [](double value, int) { return format("%.2f", value); });
+  runs.rows("messages sent per transition", &ThroughputRun::messages,
+            [](double value, int) { return format("%.3f", value); });
+  runs.rows("bytes allocated per transition", &ThroughputRun::bytes,
+            [](double value, int) { return format("%.0f B", value); });
+  runs.rows("  of which in the transport's message copies", &ThroughputRun::transport_bytes,
+            [](double value, int) { return format("%.0f B", value); });
+  runs.rows("allocations per transition", &ThroughputRun::allocations,
+            [](double value, int) { return format("%.2f", value); });
   row("floor: bytes allocated per transition", format("%.0f B", floor_figure(0, &FloorRun::bytes)),
       format("%.0f B", floor_figure(1, &FloorRun::bytes)));
 }
@@ -470,7 +482,7 @@ struct ReadRun {
 };
 
 // Runs rounds until every replica applied `count` transitions and no message is in flight.
-bool settle(MemoryCluster& cluster, std::uint64_t count) {
+bool settle(Cluster& cluster, std::uint64_t count) {
   for (int rounds = 0; rounds < 100000; ++rounds) {
     if (cluster.all_applied(count) && !cluster.in_flight()) return true;
     cluster.round(1us);
@@ -485,25 +497,25 @@ ReadRun run_reads(std::size_t size, std::size_t per_poll, bool lease) {
   ReadRun run;
   raft::Options options;
   options.lease_reads = lease;
-  MemoryCluster cluster(size, 1, options);
+  Cluster cluster(size, 1, options);
   if (!cluster.elect()) return run.failure = "no leader elected", run;
-  int l = cluster.leader();
-  raft::Replica& leader = *cluster.replicas[l];
-  Machine& machine = *cluster.machines[l];
+  ReplicaID l = *cluster.leader();
+  raft::Replica& leader = cluster.replica(l);
+  Machine& machine = cluster.machine(l);
   const raft::Term term = leader.current_term();
   machine.pending = make_transitions(writes_before_reads);
   if (!settle(cluster, writes_before_reads))
     return run.failure = "the writes before the reads were not applied everywhere", run;
   std::vector<raft::Index> logs, commits;
-  for (const auto& replica : cluster.replicas) {
-    logs.push_back(replica->last_log_index());
-    commits.push_back(replica->commit_index());
+  for (ReplicaID id : cluster.ids()) {
+    logs.push_back(cluster.replica(id).last_log_index());
+    commits.push_back(cluster.replica(id).commit_index());
   }
   machine.expect_reads(read_count);
   const std::size_t chunk = per_poll ? per_poll : read_count;
   const std::uint64_t bound = 3 * read_count + 100000;
   std::uint64_t next = 0;
-  cluster.sent = 0;
+  const std::uint64_t sent = cluster.network().sent();
   start_counting();
   Wall::time_point start = Wall::now();
   for (std::uint64_t rounds = 0; rounds < bound && machine.reads_applied < read_count; ++rounds) {
@@ -515,8 +527,8 @@ ReadRun run_reads(std::size_t size, std::size_t per_poll, bool lease) {
   Allocations allocations = stop_counting();
 
   run.applied = machine.reads_applied;
-  for (std::size_t i = 0; i < cluster.replicas.size(); ++i) {
-    const raft::Replica& replica = *cluster.replicas[i];
+  for (std::size_t i = 0; i < cluster.ids().size(); ++i) {
+    const raft::Replica& replica = cluster.replica(cluster.ids()[i]);
     run.log_growth = std::max(run.log_growth, replica.last_log_index() - logs[i]);
     if (replica.commit_index() != commits[i] || replica.last_log_index() != logs[i])
       run.failure = format("replica %llu's log or commit index moved during the reads",
@@ -532,7 +544,7 @@ ReadRun run_reads(std::size_t size, std::size_t per_poll, bool lease) {
                          static_cast<unsigned long long>(machine.reads_applied), read_count,
                          static_cast<unsigned long long>(bound));
   run.per_second = read_count / elapsed;
-  run.messages = double(cluster.sent) / read_count;
+  run.messages = double(cluster.network().sent() - sent) / read_count;
   run.bytes = double(allocations.bytes) / read_count;
   return run;
 }
@@ -555,63 +567,39 @@ double run_read_floor() {
 }
 
 void measure_reads() {
-  const std::vector<std::pair<std::size_t, std::string>> modes = {
-      {0, "all at once"}, {1, "1 per poll"}, {16, "16 per poll"}, {256, "256 per poll"}};
-  const std::size_t sizes[] = {3, 5};
-  std::vector<ReadRun> runs[2][2][4]; // [lease][size][mode]
+  Runs<ReadRun> runs[2]; // [lease]
   std::vector<double> floors;
   for (int s = 0; s < 2; ++s)
     for (int r = 0; r < throughput_runs; ++r) {
       floors.push_back(run_read_floor());
       for (int lease = 0; lease < 2; ++lease)
-        for (std::size_t m = 0; m < modes.size(); ++m)
-          runs[lease][s][m].push_back(run_reads(sizes[s], modes[m].first, lease));
+        for (std::size_t m = 0; m < 4; ++m)
+          runs[lease].at[s][m].push_back(run_reads(sizes[s], modes[m].first, lease));
     }
   const char* names[] = {"ReadIndex", "lease"};
   std::uint64_t issued[2] = {0, 0}, applied[2] = {0, 0};
   raft::Index growth[2] = {0, 0};
-  bool failed[2] = {false, false};
-  for (int lease = 0; lease < 2; ++lease)
+  for (int lease = 0; lease < 2; ++lease) {
+    runs[lease].note_failures(format("reads, %s", names[lease]));
     for (int s = 0; s < 2; ++s)
-      for (std::size_t m = 0; m < modes.size(); ++m)
-        for (const ReadRun& run : runs[lease][s][m]) {
+      for (std::size_t m = 0; m < 4; ++m)
+        for (const ReadRun& run : runs[lease].at[s][m]) {
           issued[s] += read_count;
           applied[s] += run.applied;
           growth[s] = std::max(growth[s], run.log_growth);
-          if (run.failure && !failed[s]) {
-            failed[s] = true;
-            notes.push_back(format("reads, %s, %zu replicas, %s: %s", names[lease], sizes[s],
-                                   modes[m].second.c_str(), run.failure->c_str()));
-          }
         }
-  // The median of one figure over a mode's runs; nullopt if any run failed.
-  auto figure = [&](int lease, int s, std::size_t m,
-                    double ReadRun::*field) -> std::optional<double> {
-    std::vector<double> values;
-    for (const ReadRun& run : runs[lease][s][m]) {
-      if (run.failure) return std::nullopt;
-      values.push_back(run.*field);
-    }
-    return median(values);
-  };
+  }
   for (int lease = 0; lease < 2; ++lease)
-    for (std::size_t m = 0; m < modes.size(); ++m) {
-      std::string cells[2];
-      for (int s = 0; s < 2; ++s) {
-        std::optional<double> value = figure(lease, s, m, &ReadRun::per_second);
-        cells[s] = value ? grouped(*value) : did_not_converge;
-      }
-      row(format("%s reads (reads/s), %s", lease ? "lease" : "ReadIndex", modes[m].second.c_str()),
-          cells[0], cells[1]);
-    }
+    runs[lease].rows(format("%s reads (reads/s)", names[lease]), &ReadRun::per_second,
+                     [](double value, int) { return grouped(value); });
   row("floor: the Queued and Applied reports alone (reads/s)", grouped(median(floors)));
   // One row per kind of read, the modes side by side.
   auto per_mode = [&](const char* label, double ReadRun::*field, const char* pattern) {
     for (int lease = 0; lease < 2; ++lease) {
       std::string cells[2];
       for (int s = 0; s < 2; ++s)
-        for (std::size_t m = 0; m < modes.size(); ++m) {
-          std::optional<double> value = figure(lease, s, m, field);
+        for (std::size_t m = 0; m < 4; ++m) {
+          std::optional<double> value = runs[lease].figure(s, m, field);
           cells[s] += (m ? " / " : "") + (value ? format(pattern, *value) : std::string("n/a"));
         }
       row(format("%s per read, %s: once/1/16/256", label, names[lease]), cells[0], cells[1]);
@@ -630,15 +618,15 @@ void measure_reads() {
 
 void measure_latency() {
   constexpr std::size_t samples = 1000;
-  MemoryCluster cluster(3, 2);
+  Cluster cluster(3, 2);
   std::vector<double> leader_polls, leader_us, all_polls, all_us;
   std::optional<std::string> failure;
   if (!cluster.elect()) failure = "no leader elected";
-  int l = cluster.leader();
+  ReplicaID l = cluster.leader().value_or(1);
   for (std::uint64_t id = 1; id <= samples && !failure; ++id) {
     for (int i = 0; i < 1000 && cluster.in_flight(); ++i) cluster.round(1us); // idle first
     if (cluster.in_flight()) failure = "the cluster never went idle";
-    Machine& leader = *cluster.machines[l];
+    Machine& leader = cluster.machine(l);
     leader.pending.push_back(make_transition(id));
     bool leader_done = false, all_done = false;
     Wall::time_point start = Wall::now();
@@ -681,18 +669,18 @@ void measure_read_latency() {
       std::size_t size = s ? 5 : 3;
       raft::Options options;
       options.lease_reads = lease;
-      MemoryCluster cluster(size, 2, options);
+      Cluster cluster(size, 2, options);
       std::vector<double> polls, us;
       std::optional<std::string> failure;
       if (!cluster.elect()) failure = "no leader elected";
-      int l = cluster.leader();
-      raft::Index log = failure ? 0 : cluster.replicas[l]->last_log_index();
-      Machine& machine = *cluster.machines[std::max(l, 0)];
+      ReplicaID l = cluster.leader().value_or(1);
+      raft::Index log = cluster.replica(l).last_log_index();
+      Machine& machine = cluster.machine(l);
       machine.expect_reads(samples);
       for (std::uint64_t n = 0; n < samples && !failure; ++n) {
         for (int i = 0; i < 1000 && cluster.in_flight(); ++i) cluster.round(1us); // idle first
         if (cluster.in_flight()) failure = "the cluster never went idle";
-        cluster.replicas[l]->read(Machine::read_base + n);
+        cluster.replica(l).read(Machine::read_base + n);
         bool done = false;
         Wall::time_point start = Wall::now();
         for (int rounds = 1; rounds <= 1000 && !done; ++rounds) {
@@ -707,7 +695,7 @@ void measure_read_latency() {
                            static_cast<unsigned long long>(n));
       }
       if (!failure && machine.read_problems) failure = "read reports out of place";
-      if (!failure && (cluster.leader() != l || cluster.replicas[l]->last_log_index() != log))
+      if (!failure && (cluster.leader() != l || cluster.replica(l).last_log_index() != log))
         failure = "the leader changed or its log grew during the reads";
       if (failure) {
         notes.push_back(format("read latency, %zu replicas%s: %s", size, lease ? ", lease" : "",
@@ -980,199 +968,76 @@ void measure_burst() {
 
 // ---- 4. Failover on a simulated clock with random message delays ----
 
-class SimulatedCluster {
-public:
-  std::vector<std::unique_ptr<Machine>> machines;
-  std::vector<std::unique_ptr<raft::Replica>> replicas;
-  std::vector<bool> down; // by id: not polled; its messages, sent or in flight, are dropped
-  // By id: still polled, but a message between the two sides, sent or in flight, is dropped.
-  std::vector<bool> cut_off;
-  Clock::time_point now{std::chrono::hours(1)};
-
-  SimulatedCluster(std::size_t size, std::uint64_t seed, raft::Options options = {})
-      : down(size + 1, false), cut_off(size + 1, false), random_(seed), inboxes_(size + 1) {
-    for (ReplicaID id = 1; id <= size; ++id) {
-      machines.push_back(std::make_unique<Machine>());
-      endpoints_.push_back(std::make_unique<Endpoint>(*this, id));
-      options.seed = seed * 100 + id;
-      replicas.push_back(std::make_unique<raft::Replica>(id, peers_of(id, size), *endpoints_.back(),
-                                                         *machines.back(), noop, heartbeat,
-                                                         election_range, options));
-    }
-  }
-
-  // When the next message is delivered or the next live replica's timer is due.
-  Clock::time_point next_event() const {
-    Clock::time_point next = Clock::time_point::max();
-    if (!flights_.empty()) next = flights_.front().at;
-    for (const auto& replica : replicas)
-      if (!down[replica->id()]) next = std::min(next, replica->next_deadline());
-    return next;
-  }
-
-  // Moves the clock to the next event, delivers what is due and polls every live replica that
-  // has mail or a deadline due.
-  void step() {
-    Clock::time_point next = next_event();
-    if (next > now)
-      now = next, stalls_ = 0;
-    else if (++stalls_ > 100) // a deadline that never moves: step over it
-      now += 1us, stalls_ = 0;
-    while (!flights_.empty() && flights_.front().at <= now) {
-      std::pop_heap(flights_.begin(), flights_.end(), later);
-      raft::Message message = std::move(flights_.back().message);
-      flights_.pop_back();
-      if (!down[message.from] && !down[message.to] && cut_off[message.from] == cut_off[message.to])
-        inboxes_[message.to].push_back(std::move(message));
-    }
-    for (auto& replica : replicas) {
-      ReplicaID id = replica->id();
-      if (!down[id] && (!inboxes_[id].empty() || replica->next_deadline() <= now))
-        replica->poll(now);
-    }
-  }
-
-  // Runs every event up to `time`, then stops the clock exactly there.
-  void run_until(Clock::time_point time) {
-    while (next_event() <= time) step();
-    now = std::max(now, time);
-  }
-
-  std::mt19937_64& random() { return random_; }
-
-  // The live replica, not cut off, that leads and that every such replica names as leader.
-  int agreed_leader() const {
-    int found = -1;
-    for (std::size_t i = 0; i < replicas.size(); ++i)
-      if (counted(replicas[i]->id()) && replicas[i]->is_leader()) found = static_cast<int>(i);
-    if (found < 0) return -1;
-    for (const auto& replica : replicas)
-      if (counted(replica->id()) && replica->leader() != replicas[found]->id()) return -1;
-    return found;
-  }
-
-  bool any_leader() const {
-    for (const auto& replica : replicas)
-      if (counted(replica->id()) && replica->is_leader()) return true;
-    return false;
-  }
-  bool counted(ReplicaID id) const { return !down[id] && !cut_off[id]; }
-
-private:
-  struct Flight {
-    Clock::time_point at;
-    std::uint64_t sequence;
-    raft::Message message;
-  };
-  static bool later(const Flight& a, const Flight& b) {
-    return std::tie(a.at, a.sequence) > std::tie(b.at, b.sequence);
-  }
-
-  class Endpoint final : public raft::Cluster {
-  public:
-    Endpoint(SimulatedCluster& cluster, ReplicaID id) : cluster_(cluster), id_(id) {}
-    void send_message(ReplicaID to, const raft::Message& message) override {
-      if (cluster_.down[id_] || cluster_.down[to] || cluster_.cut_off[id_] != cluster_.cut_off[to])
-        return;
-      std::uniform_int_distribution<std::int64_t> delay(500, 2000); // microseconds
-      cluster_.flights_.push_back(
-          Flight{cluster_.now + std::chrono::microseconds(delay(cluster_.random_)),
-                 cluster_.sequence_++, message});
-      std::push_heap(cluster_.flights_.begin(), cluster_.flights_.end(), later);
-    }
-    std::vector<raft::Message> receive_messages() override {
-      return std::exchange(cluster_.inboxes_[id_], {});
-    }
-    bool halt() const override { return false; }
-    void register_leader(std::optional<ReplicaID>) override {}
-
-  private:
-    SimulatedCluster& cluster_;
-    ReplicaID id_;
-  };
-
-  std::mt19937_64 random_;
-  std::vector<Flight> flights_; // a heap, earliest first
-  std::uint64_t sequence_ = 0;
-  int stalls_ = 0;
-  std::vector<std::vector<raft::Message>> inboxes_; // by id
-  std::vector<std::unique_ptr<Endpoint>> endpoints_;
-};
-
 // Elects a leader, then 500 ms of heartbeats, plus a random part of `period` (a heartbeat period
 // by default) so that what follows falls at a random phase of the leader's timers, not at one of
 // its polls. Returns the leader's index, or -1.
-int settled_leader(SimulatedCluster& cluster, raft::Duration period = heartbeat) {
-  Clock::time_point give_up = cluster.now + 30s;
-  while (cluster.agreed_leader() < 0 && cluster.now < give_up) cluster.step();
-  std::uniform_int_distribution<std::int64_t> phase(
-      0, std::chrono::duration_cast<std::chrono::microseconds>(period).count() - 1);
-  cluster.run_until(cluster.now + 500ms + std::chrono::microseconds(phase(cluster.random())));
+std::optional<ReplicaID> settled_leader(Cluster& cluster, raft::Duration period = heartbeat) {
+  Clock::time_point give_up = cluster.now() + 30s;
+  while (!cluster.agreed_leader() && cluster.now() < give_up) cluster.step();
+  Clock::time_point end = cluster.now() + 500ms + cluster.random().between(0us, period - 1us);
+  while (cluster.now() < end) cluster.step(end);
   return cluster.agreed_leader();
 }
+
+constexpr std::pair<raft::Duration, raft::Duration> simulated_delays{500us, 2000us};
 
 double in_timeouts(Clock::duration elapsed) {
   return std::chrono::duration<double>(elapsed) /
          std::chrono::duration<double>(election_range.second);
 }
 
-struct FailoverTrial {
-  std::optional<std::string> failure;
-  double first_leader = 0, all_know = 0; // in maximum election timeouts
-  bool extra_rounds = false;             // the new leader's term is above the old one's + 1
-};
-
-// The leader halts: it is no longer polled and every message to or from it is dropped.
-FailoverTrial run_failover(std::size_t size, std::uint64_t seed, const raft::Options& options) {
-  FailoverTrial trial;
-  SimulatedCluster cluster(size, seed, options);
-  int old = settled_leader(cluster);
-  if (old < 0) return trial.failure = "no settled first leader", trial;
-  raft::Term old_term = cluster.replicas[old]->current_term();
-
-  cluster.down[cluster.replicas[old]->id()] = true;
-  const Clock::time_point halted = cluster.now, give_up = halted + 20 * election_range.second;
-  std::optional<Clock::time_point> first;
-  while (cluster.now < give_up) {
-    cluster.step();
-    if (!first && cluster.any_leader()) first = cluster.now;
-    if (int next = cluster.agreed_leader(); next >= 0) {
-      trial.first_leader = in_timeouts(*first - halted);
-      trial.all_know = in_timeouts(cluster.now - halted);
-      trial.extra_rounds = cluster.replicas[next]->current_term() > old_term + 1;
-      return trial;
-    }
-  }
-  trial.failure = "no agreed new leader within 20 election timeouts";
-  return trial;
+// Cuts `side` off from the rest: every message between the two sides is lost, in flight too.
+void cut_off(Cluster& cluster, const std::set<ReplicaID>& side) {
+  std::vector<ReplicaID> rest;
+  for (ReplicaID id : cluster.ids())
+    if (!side.count(id)) rest.push_back(id);
+  cluster.cut_off = side;
+  cluster.partition({std::vector<ReplicaID>(side.begin(), side.end()), rest});
 }
 
-struct PartitionTrial {
+struct Trial {
   std::optional<std::string> failure;
-  std::optional<double> stepped_down; // when the old leader stopped leading; none: it never did
-  double new_leader = 0;              // when the majority agreed on a leader of its own
+  double first_leader = 0, all_know = 0; // in maximum election timeouts: until a live replica of
+                                         // the majority leads; until every one names it
+  bool extra_rounds = false;             // the new leader's term is above the old one's + 1
+  std::optional<double> stepped_down;    // partitioned: when the old leader stopped leading
 };
 
-// The leader, and with 5 replicas one follower with it (the largest minority), are cut off from
-// the rest but keep running: every message between the two sides is dropped, in flight too.
-PartitionTrial run_partition(std::size_t size, std::uint64_t seed, const raft::Options& options) {
-  PartitionTrial trial;
-  SimulatedCluster cluster(size, seed, options);
-  // A random phase of the leader's check-quorum period too, which is the maximum election timeout.
-  int old = settled_leader(cluster, election_range.second);
-  if (old < 0) return trial.failure = "no settled first leader", trial;
-  for (std::size_t k = 0; k < (size - 1) / 2; ++k)
-    cluster.cut_off[cluster.replicas[(old + k) % size]->id()] = true;
-  const Clock::time_point cut = cluster.now, give_up = cut + 20 * election_range.second;
-  std::optional<double> new_leader;
-  while (cluster.now < give_up && !(trial.stepped_down && new_leader)) {
+// The leader crashes: it is no longer polled and every message to or from it is lost, in flight
+// too. Or, `partitioned`, it and with 5 replicas one follower with it (the largest minority) are
+// cut off from the rest but keep running, at a random phase of the leader's check-quorum period
+// (the maximum election timeout). Followed until the majority agrees on a leader and, when
+// partitioned, the old leader stepped down, or for 20 maximum election timeouts.
+Trial run_trial(std::size_t size, std::uint64_t seed, const raft::Options& options,
+                bool partitioned) {
+  Trial trial;
+  Cluster cluster(size, seed, options, simulated_delays);
+  std::optional<ReplicaID> old =
+      settled_leader(cluster, partitioned ? election_range.second : heartbeat);
+  if (!old) return trial.failure = "no settled first leader", trial;
+  raft::Term old_term = cluster.replica(*old).current_term();
+  std::set<ReplicaID> minority{*old};
+  if (partitioned)
+    for (std::size_t k = 1; k < (size - 1) / 2; ++k) minority.insert((*old - 1 + k) % size + 1);
+  else
+    cluster.crash(*old);
+  cut_off(cluster, minority);
+  const Clock::time_point start = cluster.now(), give_up = start + 20 * election_range.second;
+  std::optional<Clock::time_point> first, agreed;
+  while (cluster.now() < give_up && !(agreed && (!partitioned || trial.stepped_down))) {
+    Clock::time_point at = cluster.now(); // the step polls at this instant, then moves the clock
     cluster.step();
-    if (!trial.stepped_down && !cluster.replicas[old]->is_leader())
-      trial.stepped_down = in_timeouts(cluster.now - cut);
-    if (!new_leader && cluster.agreed_leader() >= 0) new_leader = in_timeouts(cluster.now - cut);
+    if (!first && cluster.any_leader()) first = at;
+    if (partitioned && !trial.stepped_down && !cluster.replica(*old).is_leader())
+      trial.stepped_down = in_timeouts(at - start);
+    if (std::optional<ReplicaID> next = cluster.agreed_leader(); next && !agreed) {
+      agreed = at;
+      trial.extra_rounds = cluster.replica(*next).current_term() > old_term + 1;
+    }
   }
-  if (!new_leader) trial.failure = "the majority agreed on no leader within 20 election timeouts";
-  trial.new_leader = new_leader.value_or(0);
+  if (!agreed) return trial.failure = "no agreed new leader within 20 election timeouts", trial;
+  trial.first_leader = in_timeouts(*first - start);
+  trial.all_know = in_timeouts(*agreed - start);
   return trial;
 }
 
@@ -1180,81 +1045,67 @@ PartitionTrial run_partition(std::size_t size, std::uint64_t seed, const raft::O
 // Partition: with check-quorum (the default), then without it.
 void measure_failover() {
   constexpr int trials = 1000;
-  const std::size_t sizes[] = {3, 5};
-  auto spread = [](const std::vector<double>& values) {
-    return format("%.2f/%.2f/%.2f", percentile(values, 0.5), percentile(values, 0.99),
-                  *std::max_element(values.begin(), values.end()));
-  };
   raft::Options no_pre_vote, no_check_quorum;
   no_pre_vote.pre_vote = false;
   no_check_quorum.check_quorum = false;
-  const std::vector<std::pair<std::string, raft::Options>> modes = {
-      {"", raft::Options{}},
-      {", no Pre-Vote", no_pre_vote},
-      {", no check-quorum", no_check_quorum}};
-  for (const auto& [mode, options] : modes) {
-    std::vector<double> first[2], all[2];
-    int extra[2] = {0, 0}, slow[2] = {0, 0}, failed[2] = {0, 0};
+  struct Mode {
+    std::string name;
+    raft::Options options;
+    bool partitioned;
+  };
+  const Mode modes[] = {{"", {}, false},
+                        {", no Pre-Vote", no_pre_vote, false},
+                        {", no check-quorum", no_check_quorum, false},
+                        {"", {}, true},
+                        {", no check-quorum", no_check_quorum, true}};
+  for (const Mode& mode : modes) {
+    const char* name = mode.name.c_str();
+    std::vector<double> first[2], all[2], stepped[2];
+    int extra[2] = {0, 0}, slow[2] = {0, 0}, still_leads[2] = {0, 0}, late[2] = {0, 0},
+        failed[2] = {0, 0};
     for (int s = 0; s < 2; ++s)
       for (int t = 1; t <= trials; ++t) {
-        FailoverTrial trial = run_failover(sizes[s], 1000 * sizes[s] + t, options);
+        Trial trial = run_trial(sizes[s], 1000 * sizes[s] + t, mode.options, mode.partitioned);
         if (trial.failure) {
           if (!failed[s]++)
-            notes.push_back(format("failover%s, %zu replicas, trial %d: %s", mode.c_str(), sizes[s],
-                                   t, trial.failure->c_str()));
+            notes.push_back(format("%s%s, %zu replicas, trial %d: %s",
+                                   mode.partitioned ? "partition" : "failover", name, sizes[s], t,
+                                   trial.failure->c_str()));
           continue;
         }
         first[s].push_back(trial.first_leader);
         all[s].push_back(trial.all_know);
         extra[s] += trial.extra_rounds;
         slow[s] += trial.first_leader > 1;
-      }
-    auto cell = [&](int s, const std::vector<double>& values) {
-      if (failed[s]) return format("%s (%d)", did_not_converge.c_str(), failed[s]);
-      return spread(values);
-    };
-    row("failover after a crash" + mode + ", new leader, p50/p99/max (x 300 ms)", cell(0, first[0]),
-        cell(1, first[1]));
-    row("failover after a crash" + mode + ", all know it, p50/p99/max (x 300 ms)", cell(0, all[0]),
-        cell(1, all[1]));
-    row(format("failover trials needing > 1 election%s (of %d)", mode.c_str(), trials),
-        format("%d", extra[0]), format("%d", extra[1]));
-    row(format("failover trials over 300 ms%s (of %d)", mode.c_str(), trials),
-        format("%d", slow[0]), format("%d", slow[1]));
-  }
-
-  for (bool check_quorum : {true, false}) {
-    raft::Options options;
-    options.check_quorum = check_quorum;
-    std::vector<double> stepped[2], elected[2];
-    int still_leads[2] = {0, 0}, late[2] = {0, 0}, failed[2] = {0, 0};
-    for (int s = 0; s < 2; ++s)
-      for (int t = 1; t <= trials; ++t) {
-        PartitionTrial trial = run_partition(sizes[s], 1000 * sizes[s] + t, options);
-        if (trial.failure) {
-          if (!failed[s]++)
-            notes.push_back(format("partition%s, %zu replicas, trial %d: %s",
-                                   check_quorum ? "" : ", no check-quorum", sizes[s], t,
-                                   trial.failure->c_str()));
-          continue;
-        }
-        elected[s].push_back(trial.new_leader);
         if (trial.stepped_down) stepped[s].push_back(*trial.stepped_down);
         still_leads[s] += !trial.stepped_down;
         late[s] += !trial.stepped_down || *trial.stepped_down > 2;
       }
-    auto cell = [&](int s, const std::vector<double>& values) {
-      if (failed[s]) return format("%s (%d)", did_not_converge.c_str(), failed[s]);
-      if (values.empty()) return std::string("never");
-      return spread(values);
+    // p50/p99/max of each size's figure, or why there is none.
+    auto spread = [&](const std::string& label, const std::vector<double>(&values)[2]) {
+      std::string cells[2];
+      for (int s = 0; s < 2; ++s)
+        cells[s] =
+            failed[s] ? format("%s (%d)", did_not_converge.c_str(), failed[s])
+            : values[s].empty()
+                ? std::string("never")
+                : format("%.2f/%.2f/%.2f", percentile(values[s], 0.5), percentile(values[s], 0.99),
+                         *std::max_element(values[s].begin(), values[s].end()));
+      row(label, cells[0], cells[1]);
     };
-    std::string mode = check_quorum ? "" : ", no check-quorum";
-    row("partitioned leader" + mode + ", steps down, p50/p99/max (x 300 ms)", cell(0, stepped[0]),
-        cell(1, stepped[1]));
-    row("partitioned leader" + mode + ", majority's new leader, p50/p99/max (x 300 ms)",
-        cell(0, elected[0]), cell(1, elected[1]));
-    row(format("partitioned leader%s, still leads after 600 ms / 6 s (of %d)", mode.c_str(),
-               trials),
+    if (!mode.partitioned) {
+      spread(format("failover after a crash%s, new leader, p50/p99/max (x 300 ms)", name), first);
+      spread(format("failover after a crash%s, all know it, p50/p99/max (x 300 ms)", name), all);
+      row(format("failover trials needing > 1 election%s (of %d)", name, trials),
+          format("%d", extra[0]), format("%d", extra[1]));
+      row(format("failover trials over 300 ms%s (of %d)", name, trials), format("%d", slow[0]),
+          format("%d", slow[1]));
+      continue;
+    }
+    spread(format("partitioned leader%s, steps down, p50/p99/max (x 300 ms)", name), stepped);
+    spread(format("partitioned leader%s, majority's new leader, p50/p99/max (x 300 ms)", name),
+           all);
+    row(format("partitioned leader%s, still leads after 600 ms / 6 s (of %d)", name, trials),
         format("%d / %d", late[0], still_leads[0]), format("%d / %d", late[1], still_leads[1]));
   }
 }
@@ -1415,95 +1266,6 @@ void print_table() {
                 r.five.c_str());
 }
 
-void print_methods() {
-  std::printf(
-      "\nmethod:\n"
-      "1. throughput: %zu transitions of %zu bytes, unique ids; replicas polled round-robin in one "
-      "thread,\n"
-      "   zero-delay in-memory queues, simulated clock +1 us per round (heartbeat 50 ms, "
-      "election 150-300 ms),\n"
-      "   default Options, fixed seeds; timed from the first proposal until every replica "
-      "applied the last;\n"
-      "   messages = send_message calls; bytes = operator new during that phase (library and "
-      "queues; the\n"
-      "   transport's share is its copy of each message, forced by send_message(const "
-      "Message&), and its inboxes);\n"
-      "   floor = per transition, copy it into each replica's std::vector<Entry> and call "
-      "apply once per replica;\n"
-      "   median of %d runs each.\n"
-      "   reads: the same cluster (lease_reads off, or on for every replica) writes %zu "
-      "transitions first and goes idle;\n"
-      "   then %zu read() calls on the leader, all before the first round or 1/16/256 before "
-      "each round; timed from\n"
-      "   the first call until the leader reported the last Applied. Checked: each read reported "
-      "Queued, then Applied\n"
-      "   once, after the %zu writes were applied, none Abandoned; no replica's last_log_index or "
-      "commit_index moved;\n"
-      "   the same leader and term. Floor = the two reports alone (virtual calls); a ReadIndex "
-      "round costs 2(n-1)\n"
-      "   messages at least, shared by the reads taken in one poll; a lease read none. Median "
-      "of %d runs each.\n",
-      throughput_transitions, payload_bytes, throughput_runs, writes_before_reads, read_count,
-      writes_before_reads, throughput_runs);
-  std::printf(
-      "2. latency: 1,000 transitions one at a time on an idle 3-replica cluster (same setup); "
-      "rounds = passes\n"
-      "   over all replicas from the proposal's round on; us = wall clock of those rounds.\n"
-      "   reads: 1,000 read() calls one at a time on the leader of an idle 3- (or 5-) replica "
-      "cluster, until it\n"
-      "   reports the read Applied (each checked as in item 1), lease_reads off or on.\n");
-  std::printf(
-      "3. idle: 3 replicas in 3 threads running start() on the real clock, mutex-protected "
-      "inboxes; getrusage\n"
-      "   (RUSAGE_SELF) CPU over the run; condvar wait_until wakes on a message or the deadline, "
-      "default sleeps <= 1 ms;\n"
-      "   last row: 3 threads and no replica, each only sleeping 1 ms at a time for 5 s (the "
-      "wakeups' own cost).\n");
-  std::printf(
-      "4. failover: 1,000 trials per size, simulated clock, delays uniform 0.5-2 ms: elect, "
-      "settle 500 ms, then\n"
-      "   stop polling the leader and drop every message to or from it (in flight too); time "
-      "until a live replica\n"
-      "   leads, and until every live replica names it; > 1 election = new term above old term "
-      "+ 1. Default Options\n"
-      "   (check_quorum and pre_vote on), then each off; the same seeds. Partitioned: settle "
-      "500 ms + a random part\n"
-      "   of 300 ms (a random phase of the check-quorum period), then cut off the leader (at 5 "
-      "replicas, the leader\n"
-      "   and one follower) from the rest, still polled; messages across dropped (in flight "
-      "too); time until the\n"
-      "   old leader's is_leader() is false (the contract: within 2 x 300 ms) and until the "
-      "majority agrees on a\n"
-      "   leader of its own; followed for 20 x 300 ms.\n");
-  std::printf("5. durable: raft::FileStorage in a fresh directory under /tmp (removed after), "
-              "save_entries + sync of\n"
-              "   16-byte entries, median of 5 runs of up to 2,000 syncs or 0.5 s each; "
-              "save_entries alone is timed apart.\n");
-  std::printf(
-      "6. burst: 3 (or 5) replicas in threads running start() with a condvar wait_until, "
-      "heartbeat 5 ms,\n"
-      "   election 15-30 ms; 100,000 transitions of 16 bytes handed to the leader at once; "
-      "time until every\n"
-      "   replica applied them all; new leaders = no-ops applied on replica 1 meanwhile (0: "
-      "the leader was\n"
-      "   never lost); register_leader = every call on any replica meanwhile (a follower "
-      "that times out and\n"
-      "   asks for pre-votes stops naming a leader until it hears from it again); 3 runs.\n");
-  std::printf(
-      "7. TCP: examples/kv, 3 kv-server processes (build/kv-server, -O2) on loopback, "
-      "data in a fresh directory\n"
-      "   under /tmp (fsync on) or /dev/shm (tmpfs: fdatasync costs nothing); each client "
-      "is a thread with one\n"
-      "   keep-alive HTTP/1.1 connection to the leader, PUT of a new key with a 16-byte "
-      "value, one at a time;\n"
-      "   then GET of the keys those PUTs wrote (answered 200), each checked: 200 and the value "
-      "written; ops/s =\n"
-      "   median of 3 runs of 1.5 s, after 0.2 s of warm-up; p50/p99 over every request of the "
-      "3 runs; log entries\n"
-      "   per GET = growth of the leader's last_log_index (GET /debug/state) over a run / its "
-      "GETs.\n");
-}
-
 } // namespace
 
 // `bench` runs every item; `bench 2 4` runs items 2 and 4 only.
@@ -1539,7 +1301,7 @@ int main(int argc, char** argv) {
   }
   print_conditions(load_before);
   print_table();
-  print_methods();
+  std::printf("\nmethod: bench/README.md, Method\n");
   if (!etcd_comparison.empty()) std::printf("\n%s", etcd_comparison.c_str());
   if (!notes.empty()) {
     std::printf("\nnotes:\n");

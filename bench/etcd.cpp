@@ -14,7 +14,6 @@
 #include <fstream>
 #include <functional>
 #include <optional>
-#include <random>
 #include <sstream>
 #include <thread>
 
@@ -51,31 +50,6 @@ bool on_path(const char* program) {
   return std::system(format("command -v %s >/dev/null 2>&1", program).c_str()) == 0;
 }
 
-bool port_free(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return false;
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(static_cast<std::uint16_t>(port));
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bool free = ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0;
-  ::close(fd);
-  return free;
-}
-
-// A base B with B+1..B+3, B+11..B+13 (etcd), B+21..B+23 and B+1021..B+1023 (kv) free now.
-std::optional<int> free_base_port() {
-  std::mt19937_64 random(std::random_device{}());
-  for (int attempt = 0; attempt < 200; ++attempt) {
-    int base = 20000 + static_cast<int>(random() % 10000);
-    bool free = true;
-    for (int n = 1; n <= members && free; ++n)
-      for (int offset : {0, 10, 20, 1020}) free = free && port_free(base + offset + n);
-    if (free) return base;
-  }
-  return std::nullopt;
-}
-
 // One request on a new connection, "Connection: close", read to the end: the status and body,
 // or status 0.
 std::pair<int, std::string> http(int port, const std::string& method, const std::string& path,
@@ -103,30 +77,6 @@ std::pair<int, std::string> http(int port, const std::string& method, const std:
   std::size_t end = answer.find("\r\n\r\n");
   return {std::atoi(answer.c_str() + 9), end == std::string::npos ? "" : answer.substr(end + 4)};
 }
-
-// The processes of one cluster; the destructor stops them with SIGTERM (SIGKILL after 5 s).
-class Processes {
-public:
-  ~Processes() {
-    for (pid_t pid : pids_) ::kill(pid, SIGTERM);
-    Wall::time_point deadline = Wall::now() + 5s;
-    for (pid_t pid : pids_)
-      while (::waitpid(pid, nullptr, WNOHANG) == 0) {
-        if (Wall::now() > deadline) {
-          ::kill(pid, SIGKILL);
-          ::waitpid(pid, nullptr, 0);
-          break;
-        }
-        std::this_thread::sleep_for(10ms);
-      }
-  }
-  void start(std::vector<std::string> args, const std::string& log) {
-    if (pid_t pid = spawn(std::move(args), log); pid > 0) pids_.push_back(pid);
-  }
-
-private:
-  std::vector<pid_t> pids_;
-};
 
 // What one system needs: how to find its leader, and the wrk scripts that load it.
 struct System {
@@ -245,7 +195,8 @@ std::string measure(const std::string& kv_server, double seconds, std::vector<st
     return "";
   }
   const std::string directory = pattern;
-  std::optional<int> base = free_base_port();
+  // B+1..B+3, B+11..B+13 (etcd), B+21..B+23 and B+1021..B+1023 (kv)
+  std::optional<int> base = free_base_port({0, 10, 20, 1020}, members);
   if (!base) {
     notes.push_back("item 8: no free ports");
     return "";

@@ -59,6 +59,53 @@ pid_t spawn(std::vector<std::string> args, const std::string& log) {
   return pid;
 }
 
+namespace {
+
+bool port_free(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<std::uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bool free = ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0;
+  ::close(fd);
+  return free;
+}
+
+} // namespace
+
+std::optional<int> free_base_port(const std::vector<int>& offsets, int count) {
+  std::mt19937_64 random(std::random_device{}());
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    int base = 20000 + static_cast<int>(random() % 10000);
+    bool free = true;
+    for (int n = 1; n <= count && free; ++n)
+      for (int offset : offsets) free = free && port_free(base + offset + n);
+    if (free) return base;
+  }
+  return std::nullopt;
+}
+
+Processes::~Processes() {
+  using namespace std::chrono_literals;
+  for (pid_t pid : pids_) ::kill(pid, SIGTERM);
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  for (pid_t pid : pids_)
+    while (::waitpid(pid, nullptr, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, nullptr, 0);
+        break;
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+}
+
+void Processes::start(std::vector<std::string> args, const std::string& log) {
+  if (pid_t pid = spawn(std::move(args), log); pid > 0) pids_.push_back(pid);
+}
+
 namespace tcp_bench {
 namespace {
 
@@ -73,28 +120,6 @@ sockaddr_in loopback(int port) {
   address.sin_port = htons(static_cast<std::uint16_t>(port));
   address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   return address;
-}
-
-bool port_free(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return false;
-  sockaddr_in address = loopback(port);
-  bool free = ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0;
-  ::close(fd);
-  return free;
-}
-
-// A base port B such that B+1..B+3 (Raft) and B+1001..B+1003 (HTTP) are free now: the layout
-// of examples/kv/cluster.sh, below the kernel's ephemeral ports.
-std::optional<int> free_base_port(std::mt19937_64& random) {
-  for (int attempt = 0; attempt < 200; ++attempt) {
-    int base = 20000 + static_cast<int>(random() % 10000);
-    bool free = true;
-    for (int n = 1; n <= replicas && free; ++n)
-      free = port_free(base + n) && port_free(base + 1000 + n);
-    if (free) return base;
-  }
-  return std::nullopt;
 }
 
 // HTTP/1.1 over one kept-alive connection; reconnects after any error.
@@ -171,7 +196,7 @@ private:
   std::string buffer_;
 };
 
-// Three kv-server processes; the destructor stops them with SIGTERM (SIGKILL after 5 s).
+// Three kv-server processes, stopped by the destructor.
 class Servers {
 public:
   Servers(const std::string& server, const std::string& directory, int base) : base_(base) {
@@ -183,25 +208,9 @@ public:
       std::vector<std::string> args = {server,    "--id",          std::to_string(n),
                                        "--peers", peers,           "--data",
                                        data,      "--client-port", std::to_string(base + 1000 + n)};
-      if (pid_t pid = spawn(std::move(args), log); pid > 0) pids_.push_back(pid);
+      processes_.start(std::move(args), log);
     }
   }
-  ~Servers() {
-    for (pid_t pid : pids_) ::kill(pid, SIGTERM);
-    Wall::time_point deadline = Wall::now() + 5s;
-    for (pid_t pid : pids_) {
-      while (::waitpid(pid, nullptr, WNOHANG) == 0) {
-        if (Wall::now() > deadline) {
-          ::kill(pid, SIGKILL);
-          ::waitpid(pid, nullptr, 0);
-          break;
-        }
-        std::this_thread::sleep_for(10ms);
-      }
-    }
-  }
-  Servers(const Servers&) = delete;
-  Servers& operator=(const Servers&) = delete;
 
   int http_port(int n) const { return base_ + 1000 + n; }
 
@@ -231,7 +240,7 @@ public:
 
 private:
   const int base_;
-  std::vector<pid_t> pids_;
+  Processes processes_;
 };
 
 struct Written {
@@ -333,7 +342,6 @@ std::vector<Result> run(const std::string& server, const std::vector<Place>& pla
     notes.push_back("TCP: " + server + " is not there; `make bench` builds it");
     return results;
   }
-  std::mt19937_64 random(std::random_device{}());
   for (const Place& place : places) {
     std::string pattern = place.directory + "/raft-bench-tcp-XXXXXX";
     if (!::mkdtemp(pattern.data())) {
@@ -342,7 +350,7 @@ std::vector<Result> run(const std::string& server, const std::vector<Place>& pla
     }
     const std::string directory = pattern;
     {
-      std::optional<int> base = free_base_port(random);
+      std::optional<int> base = free_base_port({0, 1000}, replicas);
       if (!base) {
         notes.push_back("TCP: no free ports found");
         break;

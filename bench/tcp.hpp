@@ -2,6 +2,7 @@
 #ifndef BENCH_TCP_HPP
 #define BENCH_TCP_HPP
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,23 @@
 std::string format(const char* pattern, ...);
 std::string grouped(double value);
 pid_t spawn(std::vector<std::string> args, const std::string& log);
+
+// A base port B, drawn below the kernel's ephemeral ports, such that B + offset + n is free on
+// loopback now for every offset in `offsets` and n = 1..count; nullopt after 200 tries.
+std::optional<int> free_base_port(const std::vector<int>& offsets, int count);
+
+// Processes started by spawn(); the destructor stops them with SIGTERM (SIGKILL after 5 s).
+class Processes {
+public:
+  Processes() = default;
+  ~Processes();
+  Processes(const Processes&) = delete;
+  Processes& operator=(const Processes&) = delete;
+  void start(std::vector<std::string> args, const std::string& log);
+
+private:
+  std::vector<pid_t> pids_;
+};
 
 namespace tcp_bench {
 

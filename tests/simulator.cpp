@@ -75,6 +75,21 @@ ReplicaID settled_five(Simulator& sim) {
   return leader;
 }
 
+// Runs `fault(sim, check_quorum, leader, the four others)` on a settled 5-replica cluster
+// (settled_five) of every scenario seed, with check-quorum and then without.
+template <class Fault> void with_and_without_check_quorum(const Fault& fault) {
+  for (bool check_quorum : {true, false})
+    for (std::uint64_t seed = 1; seed <= kScenarioSeeds; ++seed) {
+      CAPTURE(check_quorum);
+      CAPTURE(seed);
+      Simulator::Settings settings = scenario(5);
+      settings.check_quorum = check_quorum;
+      Simulator sim(seed, settings);
+      ReplicaID leader = settled_five(sim);
+      fault(sim, check_quorum, leader, all_but(sim, {leader}));
+    }
+}
+
 // What happened in the `window` after a fault hit `old_leader`, measured from the fault.
 struct AfterFault {
   std::optional<Duration> committed;       // a proposal made after the fault committed
@@ -997,26 +1012,19 @@ TEST_SUITE("simulator") {
   TEST_CASE("simulator: check-quorum: a leader cut off from two replicas, while a third receives "
             "no AppendEntries, is replaced") {
     Worst commit[2], down[2];
-    for (bool check_quorum : {true, false})
-      for (std::uint64_t seed = 1; seed <= kScenarioSeeds; ++seed) {
-        CAPTURE(check_quorum);
-        CAPTURE(seed);
-        Simulator::Settings settings = scenario(5);
-        settings.check_quorum = check_quorum;
-        REQUIRE(settings.election_timeout.second == kMaxElection);
-        Simulator sim(seed, settings);
-        ReplicaID leader = settled_five(sim);
-        std::vector<ReplicaID> f = all_but(sim, {leader});
-        for (ReplicaID id : sim.ids())
-          if (id != f[0]) sim.network().block(id, f[0], raft::MessageType::AppendEntries);
-        sim.network().cut(leader, f[1]);
-        sim.network().cut(leader, f[2]);
-        AfterFault seen = watch_after_fault(sim, leader, kBound);
-        CHECK_MESSAGE(seen.committed, sim.describe());
-        CHECK(seen.committed_by != leader);
-        commit[check_quorum].add(seen.committed);
-        down[check_quorum].add(seen.old_leader_down);
-      }
+    with_and_without_check_quorum(
+        [&](Simulator& sim, bool check_quorum, ReplicaID leader, const std::vector<ReplicaID>& f) {
+          REQUIRE(sim.settings().election_timeout.second == kMaxElection);
+          for (ReplicaID id : sim.ids())
+            if (id != f[0]) sim.network().block(id, f[0], raft::MessageType::AppendEntries);
+          sim.network().cut(leader, f[1]);
+          sim.network().cut(leader, f[2]);
+          AfterFault seen = watch_after_fault(sim, leader, kBound);
+          CHECK_MESSAGE(seen.committed, sim.describe());
+          CHECK(seen.committed_by != leader);
+          commit[check_quorum].add(seen.committed);
+          down[check_quorum].add(seen.old_leader_down);
+        });
     MESSAGE(text("a proposal commits within ", after(commit[1].time), " with check-quorum (",
                  after(commit[0].time), " without); the old leader steps down within ",
                  after(down[1].time), " (", after(down[0].time), "); bound ", after(kBound)));
@@ -1033,32 +1041,25 @@ TEST_SUITE("simulator") {
     const Duration bound = 2 * kBound;
     Worst commit, down;
     int led_again = 0;
-    for (bool check_quorum : {true, false})
-      for (std::uint64_t seed = 1; seed <= kScenarioSeeds; ++seed) {
-        CAPTURE(check_quorum);
-        CAPTURE(seed);
-        Simulator::Settings settings = scenario(5);
-        settings.check_quorum = check_quorum;
-        Simulator sim(seed, settings);
-        ReplicaID leader = settled_five(sim);
-        std::vector<ReplicaID> f = all_but(sim, {leader});
-        sim.network().block(f[0], leader, raft::MessageType::AppendEntriesResponse);
-        sim.network().cut(leader, f[1]);
-        sim.network().cut(leader, f[2]);
-        Term term = sim.replica(leader).current_term();
-        AfterFault seen = watch_after_fault(sim, leader, bound);
-        if (check_quorum) {
-          CHECK_MESSAGE(seen.committed, sim.describe());
-          CHECK(seen.committed_by != leader);
-          commit.add(seen.committed);
-          down.add(seen.old_leader_down);
-          led_again += seen.old_leader_led_again;
-        } else { // the livelock: the same leader, the same term, nothing committed
-          CHECK_FALSE(seen.committed);
-          CHECK(sim.replica(leader).is_leader());
-          for (ReplicaID id : sim.ids()) CHECK(sim.replica(id).current_term() == term);
-        }
-      }
+    with_and_without_check_quorum(
+        [&](Simulator& sim, bool check_quorum, ReplicaID leader, const std::vector<ReplicaID>& f) {
+          sim.network().block(f[0], leader, raft::MessageType::AppendEntriesResponse);
+          sim.network().cut(leader, f[1]);
+          sim.network().cut(leader, f[2]);
+          Term term = sim.replica(leader).current_term();
+          AfterFault seen = watch_after_fault(sim, leader, bound);
+          if (check_quorum) {
+            CHECK_MESSAGE(seen.committed, sim.describe());
+            CHECK(seen.committed_by != leader);
+            commit.add(seen.committed);
+            down.add(seen.old_leader_down);
+            led_again += seen.old_leader_led_again;
+          } else { // the livelock: the same leader, the same term, nothing committed
+            CHECK_FALSE(seen.committed);
+            CHECK(sim.replica(leader).is_leader());
+            for (ReplicaID id : sim.ids()) CHECK(sim.replica(id).current_term() == term);
+          }
+        });
     MESSAGE(text("with check-quorum a proposal commits within ", after(commit.time),
                  " and the old leader steps down within ", after(down.time), " (it led again in ",
                  led_again, " of ", kScenarioSeeds, " runs); without, nothing commits in ",

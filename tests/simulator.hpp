@@ -1,9 +1,11 @@
-// tests/simulator.hpp: a deterministic simulated cluster for testing raft::Replica.
+// tests/simulator.hpp: the simulated cluster of tests/cluster.hpp with every poll checked, for
+// testing raft::Replica.
 //
-// N replicas share one simulated clock. The simulator decides when each replica is polled and
-// with what `now`, carries messages between them with random delays, loss and duplication, splits
-// them into partitions, and crashes and restarts them over their surviving MemoryStorage. One
-// seeded generator drives all of it, so a seed replays the identical run.
+// The cluster (one simulated clock; a network with random delays, loss and duplication,
+// partitions, failed and slow links; crashes and restarts over surviving storage; one seeded
+// generator, so that a seed replays the identical run) is shared with tests/snapshot.cpp and the
+// bench. The simulator layers on it a checked storage, transport and state machine, and a
+// History of what every replica did.
 //
 // Every poll is checked against the safety properties of the paper (Figure 3) and the contract
 // in raft.hpp. The first violation stops the run and becomes its failure, naming the seed and the
@@ -35,6 +37,7 @@
 #ifndef TESTS_SIMULATOR_HPP
 #define TESTS_SIMULATOR_HPP
 
+#include "cluster.hpp"
 #include "raft.hpp"
 
 #include <doctest/doctest.h>
@@ -76,23 +79,6 @@ inline const Transition kNoop{UINT64_MAX, "no-op"};
 
 // ---- Small helpers ----
 
-// A seeded generator with the few draws the simulator needs, written out because the standard
-// distributions give different numbers on different standard libraries.
-class Random {
-public:
-  explicit Random(std::uint64_t seed) : engine_(seed) {}
-  std::uint64_t next() { return engine_(); }
-  std::uint64_t below(std::uint64_t n) { return engine_() % n; } // n > 0
-  bool chance(double probability) { return (engine_() >> 11) * 0x1.0p-53 < probability; }
-  Duration between(Duration low, Duration high) { // inclusive
-    auto span = static_cast<std::uint64_t>((high - low).count());
-    return low + Duration(static_cast<Duration::rep>(below(span + 1)));
-  }
-
-private:
-  std::mt19937_64 engine_;
-};
-
 inline const char* name(TransitionState state) {
   switch (state) {
   case TransitionState::Queued: return "Queued";
@@ -113,28 +99,8 @@ inline const char* name(AbandonReason reason) {
   return "?";
 }
 
-inline const char* name(raft::MessageType type) {
-  switch (type) {
-  case raft::MessageType::AppendEntries: return "AppendEntries";
-  case raft::MessageType::AppendEntriesResponse: return "AppendEntriesResponse";
-  case raft::MessageType::RequestVote: return "RequestVote";
-  case raft::MessageType::RequestVoteResponse: return "RequestVoteResponse";
-  case raft::MessageType::InstallSnapshot: return "InstallSnapshot";
-  case raft::MessageType::InstallSnapshotResponse: return "InstallSnapshotResponse";
-  case raft::MessageType::TimeoutNow: return "TimeoutNow";
-  }
-  return "?";
-}
-
 inline std::string who(std::optional<ReplicaID> replica) {
   return replica ? "r" + std::to_string(*replica) : "none";
-}
-
-// Streams every argument into one string: text("r", 3, " leads") == "r3 leads".
-template <typename... Parts> std::string text(const Parts&... parts) {
-  std::ostringstream out;
-  (out << ... << parts);
-  return out.str();
 }
 
 inline const char* name(raft::MembershipChange change) {
@@ -194,10 +160,6 @@ inline raft::Configuration changed(raft::Configuration from, raft::MembershipCha
   if (change == raft::MembershipChange::AddLearner) add(from.learners);
   if (change == raft::MembershipChange::AddVoter) add(from.voters);
   return from;
-}
-
-inline double milliseconds(Duration duration) {
-  return std::chrono::duration<double, std::milli>(duration).count();
 }
 
 // ---- The replicated state ----
@@ -385,11 +347,11 @@ private:
 
 class History {
 public:
-  History(std::uint64_t seed, Clock::time_point start, bool tracing)
-      : seed_(seed), start_(start), now_(start), tracing_(tracing) {}
+  // `clock` is the simulated cluster's, read whenever a line is traced or a violation found.
+  History(std::uint64_t seed, const Clock::time_point& clock, bool tracing)
+      : seed_(seed), start_(clock), now_(clock), tracing_(tracing) {}
 
   Clock::time_point now() const { return now_; }
-  void set_now(Clock::time_point now) { now_ = now; }
 
   template <typename... Parts> void trace(const Parts&... parts) {
     if (tracing_) std::cout << stamp() << text(parts...) << '\n';
@@ -512,7 +474,7 @@ private:
 
   const std::uint64_t seed_;
   const Clock::time_point start_;
-  Clock::time_point now_;
+  const Clock::time_point& now_;
   const bool tracing_;
   std::string failure_;
   void extend(ReplicaID replica, Index index, Term term, const Transition& transition,
@@ -853,14 +815,22 @@ private:
     bool queued = false;
   };
 
+  // Records `state` as the last one reported for `what`, unless an outcome (Applied or
+  // Abandoned) came before it, which is a failure.
+  bool follows_outcome(std::optional<TransitionState>& last, TransitionState state,
+                       const std::string& what) {
+    if (last == TransitionState::Applied || last == TransitionState::Abandoned)
+      return fail("reported ", what, " ", name(state), " after ", name(*last)), false;
+    last = state;
+    return true;
+  }
+
   // raft.hpp, Linearizable reads: Queued (in the poll that takes it) then Applied, never
   // Committed; or Abandoned/NotLeader, in that poll or once leadership is lost.
   void check_read_report(std::uint64_t id, TransitionState state, AbandonReason reason,
                          ReadReports& read) {
     bool taken_now = std::count(reads_taken_.begin(), reads_taken_.end(), id) > 0;
-    if (read.last == TransitionState::Applied || read.last == TransitionState::Abandoned)
-      return fail("reported read #", id, " ", name(state), " after ", name(*read.last));
-    read.last = state;
+    if (!follows_outcome(read.last, state, text("read #", id))) return;
     switch (state) {
     case TransitionState::Queued:
       if (read.queued) return fail("reported read #", id, " Queued twice");
@@ -894,9 +864,7 @@ private:
     bool taken_now = std::count(changes_taken_.begin(), changes_taken_.end(), id) > 0;
     std::string change =
         text("change #", id, " (", name(asked.change), " of r", asked.replica, ")");
-    if (reports.last == TransitionState::Applied || reports.last == TransitionState::Abandoned)
-      return fail("reported ", change, " ", name(state), " after ", name(*reports.last));
-    reports.last = state;
+    if (!follows_outcome(reports.last, state, change)) return;
     switch (state) {
     case TransitionState::Queued:
       if (reports.queued) return fail("reported ", change, " Queued twice");
@@ -1062,180 +1030,12 @@ private:
   Observer observer_;
 };
 
-// ---- The network: delays, loss, duplication, partitions, failed links, crashed receivers ----
+// ---- The transport one replica sees, checked: the cluster's Endpoint ----
 
-class Network {
-public:
-  struct Faults {
-    Duration min_delay = 1ms; // each copy of a message arrives after a delay in this range
-    Duration max_delay = 20ms;
-    double loss = 0;        // probability that a message is dropped
-    double duplication = 0; // probability that a message arrives twice
-  };
-
-  Network(const std::vector<ReplicaID>& members, Random& random, History& history)
-      : random_(random), history_(history) {
-    for (ReplicaID member : members) group_[member] = 0;
-  }
-
-  Faults faults;
-  bool trace_messages = false; // SIM_TRACE=2: every message sent, delivered or dropped
-
-  bool is_member(ReplicaID id) const { return group_.count(id) > 0; }
-  // A replica started later (Simulator::add_replica), on the first side of any partition.
-  void add_member(ReplicaID id) { group_.emplace(id, 0); }
-
-  void send(ReplicaID from, ReplicaID to, const Message& message) {
-    std::uint64_t copies = random_.chance(faults.duplication) ? 2 : 1;
-    for (std::uint64_t copy = 0; copy < copies; ++copy) {
-      if (random_.chance(faults.loss) || down_.count(to)) {
-        trace_message("drops", from, to, message);
-        continue;
-      }
-      Duration delay = random_.between(faults.min_delay, faults.max_delay);
-      if (auto slow = slow_.find({from, to}); slow != slow_.end()) delay += slow->second;
-      inboxes_[to].push_back(InFlight{history_.now() + delay, next_sequence_++, from, message});
-    }
-  }
-
-  // Removes and returns the messages for `to` that are due, in order of arrival. A message whose
-  // sender is now on the other side of a partition, or over a link now blocked for it, is lost on
-  // the way.
-  std::vector<Message> deliver(ReplicaID to) {
-    std::vector<InFlight>& inbox = inboxes_[to];
-    auto due = std::stable_partition(inbox.begin(), inbox.end(), [&](const InFlight& in_flight) {
-      return in_flight.due > history_.now();
-    });
-    std::vector<InFlight> arrived(std::make_move_iterator(due),
-                                  std::make_move_iterator(inbox.end()));
-    inbox.erase(due, inbox.end());
-    std::sort(arrived.begin(), arrived.end(), [](const InFlight& a, const InFlight& b) {
-      return std::make_pair(a.due, a.sequence) < std::make_pair(b.due, b.sequence);
-    });
-    std::vector<Message> messages;
-    for (InFlight& in_flight : arrived) {
-      bool reachable = can_reach(in_flight.from, to, in_flight.message.type);
-      trace_message(reachable ? "delivers" : "cuts", in_flight.from, to, in_flight.message);
-      if (reachable) messages.push_back(std::move(in_flight.message));
-    }
-    return messages;
-  }
-
-  bool has_due(ReplicaID to) const {
-    auto inbox = inboxes_.find(to);
-    if (inbox == inboxes_.end()) return false;
-    for (const InFlight& in_flight : inbox->second)
-      if (in_flight.due <= history_.now()) return true;
-    return false;
-  }
-
-  Clock::time_point next_arrival() const {
-    Clock::time_point next = Clock::time_point::max();
-    for (const auto& [to, inbox] : inboxes_)
-      for (const InFlight& in_flight : inbox) next = std::min(next, in_flight.due);
-    return next;
-  }
-
-  // Each replica talks only to its own group until heal().
-  void partition(const std::vector<std::vector<ReplicaID>>& groups) {
-    std::string description;
-    for (std::size_t group = 0; group < groups.size(); ++group) {
-      description += " {";
-      for (ReplicaID member : groups[group]) {
-        group_[member] = static_cast<int>(group);
-        description += text(" r", member);
-      }
-      description += " }";
-    }
-    history_.trace("partition:", description);
-  }
-  // Heals partitions, failed links and slow links alike (what is on its way arrives as sent).
-  void heal() {
-    if (is_partitioned()) history_.trace("partition healed");
-    if (!blocked_.empty() || !slow_.empty()) history_.trace("failed and slow links repaired");
-    for (auto& [member, group] : group_) group = 0;
-    blocked_.clear();
-    slow_.clear();
-  }
-  bool is_partitioned() const {
-    for (const auto& [member, group] : group_)
-      if (group != group_.begin()->second) return true;
-    return false;
-  }
-
-  // A failed link, until heal(): messages from `from` to `to` are lost, only those of `type` if
-  // given, all of them if not. One way only: the other direction is a link of its own.
-  void block(ReplicaID from, ReplicaID to, std::optional<raft::MessageType> type = std::nullopt) {
-    blocked_.emplace(from, to, type ? static_cast<int>(*type) : kAnyType);
-    history_.trace("link r", from, "->r", to, " fails", type ? text(" for ", name(*type)) : "");
-  }
-  // A slow link, until heal(): messages sent from `from` to `to` take `extra` longer, one way.
-  void slow(ReplicaID from, ReplicaID to, Duration extra) {
-    slow_[{from, to}] = extra;
-    history_.trace("link r", from, "->r", to, " slows down by ", milliseconds(extra), " ms");
-  }
-  // Both directions, every type: as if `a` and `b` were on two sides of a partition.
-  void cut(ReplicaID a, ReplicaID b) {
-    block(a, b);
-    block(b, a);
-  }
-
-  bool can_reach(ReplicaID from, ReplicaID to, raft::MessageType type) const {
-    return group_.at(from) == group_.at(to) && !blocked_.count({from, to, kAnyType}) &&
-           !blocked_.count({from, to, static_cast<int>(type)});
-  }
-
-  // A crashed replica loses what was on its way to it, and whatever is sent to it while down.
-  void set_down(ReplicaID id, bool down) {
-    if (down) {
-      down_.insert(id);
-      inboxes_[id].clear();
-    } else {
-      down_.erase(id);
-    }
-  }
-
-private:
-  struct InFlight {
-    Clock::time_point due;
-    std::uint64_t sequence; // ties at the same instant keep the order of sending
-    ReplicaID from;
-    Message message;
-  };
-
-  void trace_message(const char* what, ReplicaID from, ReplicaID to, const Message& message) {
-    if (!trace_messages) return;
-    using raft::MessageType;
-    if (message.type == MessageType::InstallSnapshot ||
-        message.type == MessageType::InstallSnapshotResponse)
-      return history_.trace("  net ", what, " r", from, "->r", to, " ", name(message.type),
-                            " term ", message.term, " through ", message.last_included_index,
-                            " offset ", message.offset, " bytes ", message.data.size(),
-                            " received ", message.received, message.done ? " done" : "");
-    history_.trace("  net ", what, " r", from, "->r", to, " ", name(message.type), " term ",
-                   message.term, " prev ", message.prev_log_index, " entries ",
-                   message.entries.size(), " commit ", message.leader_commit,
-                   message.success || message.vote_granted ? " yes" : "");
-  }
-
-  static constexpr int kAnyType = -1;
-
-  Random& random_;
-  History& history_;
-  std::map<ReplicaID, std::vector<InFlight>> inboxes_;
-  std::map<ReplicaID, int> group_; // partition group of each member; all 0 when healed
-  std::set<std::tuple<ReplicaID, ReplicaID, int>> blocked_;  // failed links: from, to, type
-  std::map<std::pair<ReplicaID, ReplicaID>, Duration> slow_; // slow links: the extra delay
-  std::set<ReplicaID> down_;
-  std::uint64_t next_sequence_ = 0;
-};
-
-// ---- The transport one replica sees: the Cluster interface over the network ----
-
-class Host : public raft::Cluster {
+class Host : public Endpoint {
 public:
   Host(ReplicaID id, Network& network, History& history, const CheckedStorage& storage)
-      : id_(id), network_(network), history_(history), storage_(storage) {}
+      : Endpoint(id, network), history_(history), storage_(storage) {}
 
   void send_message(ReplicaID to, const Message& message) override {
     if (message.from != id_ || message.to != to || to == id_ || !network_.is_member(to))
@@ -1244,23 +1044,19 @@ public:
                            "): from must be the sender, to the argument, another member");
     check_durable(message);
     check_addressee(message);
-    ++messages_sent_;
-    network_.send(id_, to, message);
+    Endpoint::send_message(to, message);
   }
   std::vector<Message> receive_messages() override {
-    std::vector<Message> messages = network_.deliver(id_);
+    std::vector<Message> messages = Endpoint::receive_messages();
     for (const Message& message : messages)
       if (is_request(message.type)) requesters_.insert(message.from);
     return messages;
   }
-  bool halt() const override { return false; }
   void register_leader(std::optional<ReplicaID> leader) override {
-    registered_leader_ = leader;
+    Endpoint::register_leader(leader);
     history_.trace("r", id_, " registers leader ", who(leader));
   }
 
-  std::optional<ReplicaID> registered_leader() const { return registered_leader_; }
-  std::uint64_t messages_sent() const { return messages_sent_; }
   // The replica this host carries, once built: its configuration when it sends.
   void attach(const raft::Replica* replica) { replica_ = replica; }
   // Messages leave at the end of a poll, once its state is final: the configuration they are
@@ -1333,20 +1129,31 @@ private:
     history_.fail("r", id_, "'s ", name(message.type), " to r", message.to, " ", what);
   }
 
-  const ReplicaID id_;
-  Network& network_;
   History& history_;
   const CheckedStorage& storage_;
   const raft::Replica* replica_ = nullptr;
   std::optional<raft::Configuration> configuration_; // the replica's, in the poll under way
-  std::optional<ReplicaID> registered_leader_;
-  std::uint64_t messages_sent_ = 0;
-  std::set<ReplicaID> requesters_; // whoever sent it a request in this lifetime
+  std::set<ReplicaID> requesters_;                   // whoever sent it a request in this lifetime
 };
 
-// ---- The simulator ----
+// ---- The simulator: the cluster, every poll checked ----
 
-class Simulator {
+// What the simulator keeps per replica beside the cluster's own.
+struct SlotRecord {
+  bool joining = false;            // started by add_replica, with Options::joining
+  bool retired = false;            // stopped for good
+  Index configuration_checked = 0; // the last configuration entry checked as its leader's
+  Index commit_index = 0;          // as of the last poll in this lifetime
+  bool was_leader = false;         // as of the last poll in this lifetime
+  Term highest_term = 0;           // over all lifetimes: terms are durable
+  Term term_at_crash = 0;
+  Index log_at_crash = 0;
+  std::uint64_t messages_sent = 0; // by earlier lifetimes
+};
+
+class Simulator : public Cluster<CheckedStateMachine, CheckedStorage, Host, SlotRecord> {
+  using Base = Cluster<CheckedStateMachine, CheckedStorage, Host, SlotRecord>;
+
 public:
   struct Settings {
     std::size_t replicas = 3; // r1 to rN, the initial voters; add_replica starts more
@@ -1364,36 +1171,17 @@ public:
   };
 
   Simulator(std::uint64_t seed, Settings settings)
-      : settings_(settings), random_(seed), history_(seed, kStart, settings.trace > 0),
-        ids_(ids_of(settings.replicas)), network_(ids_, random_, history_) {
-    network_.faults = settings.faults;
-    network_.trace_messages = settings.trace > 1;
-    history_.set_initial_configuration(raft::Configuration{ids_, {}});
-    for (ReplicaID id : ids_) {
-      slots_.push_back(std::make_unique<Slot>());
-      slots_.back()->id = id;
-      build_replica(*slots_.back());
-    }
+      : Base(seed, {settings.heartbeat, settings.election_timeout}, options_of(settings), kNoop),
+        settings_(settings), history_(seed, clock(), settings.trace > 0) {
+    network().faults = settings.faults;
+    network().trace_messages = settings.trace > 1;
+    if (settings.trace > 0)
+      network().trace_to = [this](const std::string& line) { history_.trace(line); };
+    history_.set_initial_configuration(raft::Configuration{ids_of(settings.replicas), {}});
+    start(settings.replicas);
   }
 
   // ---- Time ----
-
-  Clock::time_point now() const { return history_.now(); }
-
-  // One step: polls every replica that needs it now (its deadline passed, a message arrived or a
-  // transition is pending), then moves the clock to the next event, but not past `end`. Returns
-  // the replicas it polled.
-  std::vector<ReplicaID> step(Clock::time_point end) {
-    std::vector<ReplicaID> polled = poll_due();
-    Clock::time_point next = next_event();
-    if (next > now()) {
-      repolls_at_this_instant_ = 0;
-      history_.set_now(std::max(now(), std::min(next, end)));
-    } else if (++repolls_at_this_instant_ > 100) {
-      history_.fail("livelock: replicas keep asking to be polled again at the same instant");
-    }
-    return polled;
-  }
 
   // Steps until `end`. Returns false once a check has failed.
   bool run_until(Clock::time_point end) {
@@ -1417,8 +1205,8 @@ public:
 
   // Hands a new transition (fresh id, a few random bytes) to a replica's next poll.
   std::uint64_t propose(ReplicaID to) {
-    std::string data(random_.below(9), '\0');
-    for (char& byte : data) byte = static_cast<char>(random_.below(256));
+    std::string data(random().below(9), '\0');
+    for (char& byte : data) byte = static_cast<char>(random().below(256));
     return propose(to, std::move(data));
   }
   // The same with the data given, such as MachineState::put_data(key, value).
@@ -1468,13 +1256,10 @@ public:
   // Starts a replica under an id never used before, built with Options::joining and no peers:
   // it waits for a leader to add it. Returns its id.
   ReplicaID add_replica() {
-    ReplicaID id = ids_.size() + 1;
-    ids_.push_back(id);
-    network_.add_member(id);
-    slots_.push_back(std::make_unique<Slot>());
-    slots_.back()->id = id;
-    slots_.back()->joining = true;
-    build_replica(*slots_.back());
+    ReplicaID id = ids().size() + 1;
+    Slot& added = add_slot(id);
+    added.joining = true;
+    build(added);
     history_.trace("r", id, " starts, joining");
     return id;
   }
@@ -1489,7 +1274,7 @@ public:
   // Called with every report of every replica's state machine (CheckedStateMachine::Observer).
   void on_report(CheckedStateMachine::Observer observer) {
     observer_ = std::move(observer);
-    for (const auto& slot : slots_)
+    for (const auto& slot : slots())
       if (slot->machine) slot->machine->set_observer(observer_);
   }
 
@@ -1503,10 +1288,7 @@ public:
     crashed.term_at_crash = crashed.replica->current_term();
     crashed.log_at_crash = crashed.replica->last_log_index();
     crashed.messages_sent += crashed.host->messages_sent();
-    crashed.replica.reset(); // before the state machine and host it refers to
-    crashed.machine.reset();
-    crashed.host.reset();
-    network_.set_down(id, true);
+    Base::crash(id);
   }
 
   // A new Replica over the same storage, with a fresh state machine: it must recover its term
@@ -1514,7 +1296,7 @@ public:
   void restart(ReplicaID id) {
     Slot& restarted = slot(id);
     if (restarted.replica || restarted.retired) return;
-    build_replica(restarted);
+    build(restarted);
     const raft::Replica& replica = *restarted.replica;
     history_.trace("r", id, " restarts (term ", replica.current_term(), ", log ",
                    replica.last_log_index(), ")");
@@ -1525,15 +1307,8 @@ public:
                     " and log ", restarted.log_at_crash);
   }
 
-  void partition(const std::vector<std::vector<ReplicaID>>& groups) { network_.partition(groups); }
-  void heal() { network_.heal(); }
-  Network& network() { return network_; }
-
   // ---- Observations ----
 
-  // Every replica ever started, running, crashed or stopped for good.
-  const std::vector<ReplicaID>& ids() const { return ids_; }
-  bool is_up(ReplicaID id) const { return slot(id).replica != nullptr; }
   bool is_stopped(ReplicaID id) const { return slot(id).retired; }
   // The replicas that the latest committed configuration names, voters and learners: those the
   // cluster replicates to.
@@ -1544,30 +1319,14 @@ public:
     std::sort(members.begin(), members.end());
     return members;
   }
-  const raft::Replica& replica(ReplicaID id) const { return *slot(id).replica; }
-  const CheckedStateMachine& machine(ReplicaID id) const { return *slot(id).machine; }
   // How many times the replica was built: 1 until its first restart. A report can come only from
   // the lifetime that took the request.
   std::uint64_t lifetime(ReplicaID id) const { return slot(id).lifetimes; }
-  Random& random() { return random_; }
   History& history() { return history_; }
   const History& history() const { return history_; }
   const Settings& settings() const { return settings_; }
   bool failed() const { return history_.failed(); }
   const std::string& failure() const { return history_.failure(); }
-
-  // The running replica that leads the highest term any running replica knows, if any.
-  std::optional<ReplicaID> leader() const {
-    std::optional<ReplicaID> leader;
-    Term highest = 0;
-    for (const auto& slot : slots_) {
-      if (!slot->replica) continue;
-      if (slot->replica->current_term() > highest) leader.reset();
-      highest = std::max(highest, slot->replica->current_term());
-      if (slot->replica->is_leader() && slot->replica->current_term() == highest) leader = slot->id;
-    }
-    return leader;
-  }
 
   // True when every member (of the latest committed configuration) runs and its state machine
   // has reached the end of the committed sequence, by applying it or by a snapshot.
@@ -1587,7 +1346,7 @@ public:
   void check_final_states() {
     MachineState expected = history_.state_after(history_.committed().size());
     const raft::Configuration& configuration = history_.committed_configuration();
-    for (const auto& slot : slots_) {
+    for (const auto& slot : slots()) {
       if (!slot->replica || failed() || !is_member(configuration, slot->id)) continue;
       if (slot->machine->position() != history_.committed().size() ||
           slot->machine->state() != expected)
@@ -1610,7 +1369,7 @@ public:
   // One line per replica, for failure messages.
   std::string describe() const {
     std::string lines;
-    for (const auto& slot : slots_) {
+    for (const auto& slot : slots()) {
       if (!slot->replica) {
         lines += text("\n  r", slot->id, slot->retired ? ": stopped" : ": down");
         continue;
@@ -1631,7 +1390,7 @@ public:
   // A summary of the run that two runs of the same seed must share.
   std::string fingerprint() const {
     std::string summary = text(milliseconds(now() - kStart), " ms, ", polls_, " polls");
-    for (const auto& slot : slots_)
+    for (const auto& slot : slots())
       summary += text(", r", slot->id, " term ", slot->highest_term, " sent ",
                       slot->messages_sent + (slot->host ? slot->host->messages_sent() : 0));
     for (const Transition& transition : history_.committed()) summary += text(" #", transition.id);
@@ -1639,38 +1398,23 @@ public:
   }
 
 private:
-  // Any fixed instant will do; a large one keeps "time zero" from looking special.
-  static constexpr Clock::time_point kStart = Clock::time_point(std::chrono::hours(1000));
-
-  // One replica's place in the cluster. The storage survives crashes; the rest is rebuilt.
-  struct Slot {
-    ReplicaID id = 0;
-    CheckedStorage storage;
-    std::unique_ptr<Host> host;
-    std::unique_ptr<CheckedStateMachine> machine;
-    std::unique_ptr<raft::Replica> replica; // null while crashed
-    std::uint64_t lifetimes = 0;            // Replica objects built so far
-    bool joining = false;                   // started by add_replica, with Options::joining
-    bool retired = false;                   // stopped for good
-    Index configuration_checked = 0;        // the last configuration entry checked as its leader's
-    bool polled = false;                    // polled at least once in this lifetime
-    bool wake = false;                      // a request for the next poll came from outside
-    Index commit_index = 0;                 // as of the last poll in this lifetime
-    bool was_leader = false;                // as of the last poll in this lifetime
-    Term highest_term = 0;                  // over all lifetimes: terms are durable
-    Term term_at_crash = 0;
-    Index log_at_crash = 0;
-    std::uint64_t messages_sent = 0; // by earlier lifetimes
-  };
+  static raft::Options options_of(const Settings& settings) {
+    raft::Options options;
+    options.max_entries_per_message = settings.max_entries_per_message;
+    options.max_messages_in_flight = settings.max_messages_in_flight;
+    options.pre_vote = settings.pre_vote;
+    options.check_quorum = settings.check_quorum;
+    options.lease_reads = settings.lease_reads;
+    options.snapshot_delta = settings.snapshot_delta;
+    options.snapshot_chunk_bytes = settings.snapshot_chunk_bytes;
+    return options;
+  }
 
   static std::vector<ReplicaID> ids_of(std::size_t count) {
     std::vector<ReplicaID> ids;
     for (ReplicaID id = 1; id <= count; ++id) ids.push_back(id);
     return ids;
   }
-
-  Slot& slot(ReplicaID id) { return *slots_.at(id - 1); }
-  const Slot& slot(ReplicaID id) const { return *slots_.at(id - 1); }
 
   // The configuration a replica starts with when its storage holds none: the initial voters, or
   // none for a joining replica.
@@ -1679,76 +1423,50 @@ private:
     return raft::Configuration{ids_of(settings_.replicas), {}};
   }
 
-  void build_replica(Slot& slot) {
-    slot.host = std::make_unique<Host>(slot.id, network_, history_, slot.storage);
-    slot.machine = std::make_unique<CheckedStateMachine>(slot.id, history_, slot.storage,
+  // ---- The cluster's hooks: each lifetime checked, each poll checked ----
+
+  std::unique_ptr<Host> make_host(Slot& slot) override {
+    return std::make_unique<Host>(slot.id, network(), history_, slot.storage);
+  }
+  std::unique_ptr<CheckedStateMachine> make_machine(Slot& slot) override {
+    auto machine = std::make_unique<CheckedStateMachine>(slot.id, history_, slot.storage,
                                                          settings_.snapshot_delta,
                                                          settings_.election_timeout.second);
-    slot.machine->set_observer(observer_);
+    machine->set_observer(observer_);
+    return machine;
+  }
+  std::vector<ReplicaID> peers_of(const Slot& slot) override {
     std::vector<ReplicaID> peers;
     for (ReplicaID id : initial_configuration(slot).voters)
       if (id != slot.id) peers.push_back(id);
-    raft::Options options;
+    return peers;
+  }
+  raft::Options options_for(Slot& slot) override {
+    raft::Options options = Base::options_for(slot);
     options.joining = slot.joining;
-    options.seed = random_.next() | 1; // never 0, which would mean "seed from random_device"
-    options.storage = &slot.storage;
-    options.max_entries_per_message = settings_.max_entries_per_message;
-    options.max_messages_in_flight = settings_.max_messages_in_flight;
-    options.pre_vote = settings_.pre_vote;
-    options.check_quorum = settings_.check_quorum;
-    options.lease_reads = settings_.lease_reads;
-    options.snapshot_delta = settings_.snapshot_delta;
-    options.snapshot_chunk_bytes = settings_.snapshot_chunk_bytes;
-    slot.replica =
-        std::make_unique<raft::Replica>(slot.id, peers, *slot.host, *slot.machine, kNoop,
-                                        settings_.heartbeat, settings_.election_timeout, options);
+    return options;
+  }
+  void built(Slot& slot) override {
     slot.host->attach(slot.replica.get());
     slot.machine->attach(slot.replica.get());
-    ++slot.lifetimes;
-    slot.polled = false;
-    slot.wake = false;
     slot.commit_index = 0;
     slot.was_leader = false;
-    network_.set_down(slot.id, false);
   }
-
-  // A replica is polled when its deadline passes, a message arrives or a transition is pending,
-  // which the contract says is enough; once at the start of each lifetime; and at once after a
-  // request from outside (transfer_leadership).
-  bool needs_poll(const Slot& slot) const {
-    return !slot.polled || slot.wake || slot.replica->next_deadline() <= now() ||
-           network_.has_due(slot.id) || slot.machine->has_pending();
-  }
-
-  Clock::time_point next_event() const {
-    Clock::time_point next = network_.next_arrival();
-    for (const auto& slot : slots_)
-      if (slot->replica)
-        next = std::min(next, slot->polled && !slot->wake ? slot->replica->next_deadline() : now());
-    return next;
-  }
-
-  std::vector<ReplicaID> poll_due() {
-    std::vector<ReplicaID> polled;
-    for (const auto& slot : slots_) {
-      if (!slot->replica || !needs_poll(*slot)) continue;
-      poll(*slot);
-      polled.push_back(slot->id);
-      if (failed()) return polled;
-    }
-    check_leader_completeness();
-    return polled;
-  }
-
-  void poll(Slot& slot) {
+  // A pending transition is a reason to poll (transfer_leadership and change_membership wake).
+  bool has_request(const Slot& slot) const override { return slot.machine->has_pending(); }
+  void before_poll(Slot& slot) override {
     ++polls_;
     slot.machine->begin_poll();
     slot.host->begin_poll();
-    slot.replica->poll(now());
+  }
+  void after_poll(Slot& slot) override {
     slot.machine->end_poll(slot.replica->last_applied());
-    slot.polled = true;
-    slot.wake = false;
     check_after_poll(slot);
+  }
+  void after_step() override { check_leader_completeness(); }
+  bool halted() const override { return failed(); }
+  void stalled() override {
+    history_.fail("livelock: replicas keep asking to be polled again at the same instant");
   }
 
   void check_after_poll(Slot& slot) {
@@ -1854,8 +1572,8 @@ private:
   // every committed entry, so its log is at least as long as the committed sequence.
   void check_leader_completeness() {
     Term highest = 0;
-    for (const auto& slot : slots_) highest = std::max(highest, slot->highest_term);
-    for (const auto& slot : slots_) {
+    for (const auto& slot : slots()) highest = std::max(highest, slot->highest_term);
+    for (const auto& slot : slots()) {
       const raft::Replica* replica = slot->replica.get();
       if (!replica || !replica->is_leader() || replica->current_term() != highest) continue;
       if (replica->last_log_index() < history_.committed().size())
@@ -1866,16 +1584,11 @@ private:
   }
 
   const Settings settings_;
-  Random random_;
   History history_;
-  std::vector<ReplicaID> ids_; // 1..replicas, then those add_replica started
-  Network network_;
-  std::vector<std::unique_ptr<Slot>> slots_; // slots_[id - 1]; never moved: storage is referenced
   std::uint64_t next_transition_id_ = 1;
   std::uint64_t next_read_id_ = std::uint64_t{1} << 62; // far from every transition's id
   CheckedStateMachine::Observer observer_;
   std::uint64_t polls_ = 0;
-  int repolls_at_this_instant_ = 0; // steps that could not move the clock
 };
 
 // ================================================================================================

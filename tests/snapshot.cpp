@@ -1,11 +1,11 @@
 // §7 Log compaction: snapshots every snapshot_delta entries, InstallSnapshot in chunks, restart
 // from snapshot plus log, and a log that stays bounded.
+#include "cluster.hpp"
 #include "raft.hpp"
 
 #include <doctest/doctest.h>
 
 #include <chrono>
-#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -57,165 +57,131 @@ struct Machine : raft::StateMachine {
   }
 };
 
-// Replicas in one process; a message sent in one round is delivered `delay` later (the next
-// round, by default), unless `drop` says otherwise or either end is down.
-struct Sim {
-  struct Link : raft::Cluster {
-    Sim* cluster;
-    ReplicaID id;
-    Link(Sim* cluster, ReplicaID id) : cluster(cluster), id(id) {}
-    void send_message(ReplicaID to, const Message& m) override {
-      if (cluster->down.count(id) || cluster->down.count(to) || (cluster->drop && cluster->drop(m)))
-        return;
-      cluster->in_flight.emplace(cluster->now + cluster->delay, m);
-    }
-    std::vector<Message> receive_messages() override { return std::exchange(inbox, {}); }
-    bool halt() const override { return false; }
-    void register_leader(std::optional<ReplicaID>) override {}
-    std::vector<Message> inbox;
-  };
-  struct Node {
-    std::unique_ptr<Link> link;
-    std::unique_ptr<Machine> machine;
-    raft::MemoryStorage storage;
-    std::unique_ptr<raft::Replica> replica;
-    Index snapshot_index = 0; // of the latest snapshot created or installed
-  };
+// The shared simulated cluster (tests/cluster.hpp) in lockstep: every running replica is polled
+// once a round, the clock moves 1 ms a round, and a message arrives `delay` after it was sent (the
+// next round, by default). Every poll is checked for safety.
+struct Record {
+  Index snapshot_index = 0; // of the latest snapshot created or installed, over all lifetimes
+  Index commit_index = 0;   // as of the last poll in this lifetime
+};
 
-  std::vector<ReplicaID> ids;
-  raft::Options options;
-  std::map<ReplicaID, Node> nodes;
-  std::set<ReplicaID> down;
-  std::function<bool(const Message&)> drop;
-  std::multimap<raft::Clock::time_point, Message> in_flight; // by delivery time
-  raft::Duration delay = 1ms;
-  raft::Clock::time_point now{};
-
-  Sim(std::vector<ReplicaID> ids, Index snapshot_delta, std::size_t chunk_bytes = 1 << 20)
-      : ids(ids) {
-    options.snapshot_delta = snapshot_delta;
-    options.snapshot_chunk_bytes = chunk_bytes;
-    for (ReplicaID id : ids) boot(id);
+class Sim : public sim::Cluster<Machine, raft::MemoryStorage, sim::Endpoint, Record> {
+public:
+  Sim(std::size_t replicas, Index snapshot_delta, std::size_t chunk_bytes = 1 << 20)
+      : Cluster(1, {}, options(snapshot_delta, chunk_bytes), noop) {
+    set_delay(1ms);
+    start(replicas);
   }
 
-  // Builds (or rebuilds, after a crash) a replica over its surviving storage.
-  void boot(ReplicaID id, std::optional<Snapshot> initial = std::nullopt) {
-    Node& node = nodes[id];
-    node.replica.reset();
-    node.link = std::make_unique<Link>(this, id);
-    node.machine = std::make_unique<Machine>();
-    node.machine->initial = initial;
-    std::vector<ReplicaID> peers;
-    for (ReplicaID peer : ids)
-      if (peer != id) peers.push_back(peer);
-    raft::Options o = options;
-    o.seed = id;
-    o.storage = &node.storage;
-    node.replica = std::make_unique<raft::Replica>(id, peers, *node.link, *node.machine, noop, 10ms,
-                                                   std::make_pair(50ms, 100ms), o);
+  void round() { Cluster::round(1ms); }
+  void set_delay(raft::Duration delay) { network().faults = {delay, delay, 0, 0}; }
+  Index snapshot_index(ReplicaID id) const { return slot(id).snapshot_index; }
+
+  // A crash and a restart over the surviving storage: the state machine starts afresh.
+  void reboot(ReplicaID id) {
+    crash(id);
+    restart(id);
   }
 
-  // One round: deliver what is due (with `faults`, a random part of it, in random order; the
-  // rest waits a round more), then poll every live replica once and check safety.
-  void round() {
-    now += 1ms;
-    std::vector<Message> arriving;
-    for (auto m = in_flight.begin(); m != in_flight.end() && m->first <= now;)
-      arriving.push_back(std::move(m->second)), m = in_flight.erase(m);
-    if (faults) std::shuffle(arriving.begin(), arriving.end(), *faults);
-    for (Message& m : arriving) {
-      if (faults && (*faults)() % 4 == 0)
-        in_flight.emplace(now + 1ms, std::move(m)); // delayed: reordered
-      else
-        nodes[m.to].link->inbox.push_back(std::move(m));
-    }
-    for (auto& [id, node] : nodes) {
-      if (down.count(id)) continue;
-      node.replica->poll(now);
-      Machine& m = *node.machine;
-      if (!m.created.empty()) node.snapshot_index = std::max(node.snapshot_index, m.created.back());
-      if (!m.installed.empty())
-        node.snapshot_index = std::max(node.snapshot_index, m.installed.back());
-      check_safety(id, node);
-    }
-  }
-
-  // Every replica's state after its first n transitions is the same (the hash of the sequence),
-  // at most one leader per term, and a commit index never moves back within one lifetime.
-  void check_safety(ReplicaID id, Node& node) {
-    auto [state, fresh] = states.emplace(node.machine->count, node.machine->hash);
-    REQUIRE_MESSAGE(state->second == node.machine->hash,
-                    "replicas disagree after " << state->first << " transitions");
-    if (node.replica->is_leader()) {
-      auto [leader, first] = leaders.emplace(node.replica->current_term(), id);
-      REQUIRE_MESSAGE(leader->second == id, "two leaders in term " << leader->first);
-    }
-    REQUIRE(node.replica->commit_index() >= commits[node.machine.get()]);
-    commits[node.machine.get()] = node.replica->commit_index();
-  }
-
-  Node* leader() {
-    for (auto& [id, node] : nodes)
-      if (!down.count(id) && node.replica->is_leader()) return &node;
-    return nullptr;
-  }
-
-  Node& elect() {
+  ReplicaID elect() {
     for (int i = 0; i < 1000 && !leader(); ++i) round();
     REQUIRE(leader());
     return *leader();
   }
 
-  // Proposes `count` transitions to the leader, `per_round` at a time, and runs until every live
-  // replica has applied them all.
+  // Proposes `count` transitions to the leader, `per_round` at a time, and runs until every
+  // running replica has applied them all.
   void commit(std::uint64_t count, std::uint64_t per_round = 100,
               std::function<void()> after_round = {}) {
     std::uint64_t first = next_id;
     next_id += count;
     for (std::uint64_t id = first; id < next_id || !converged(); round()) {
-      if (Node* l = leader())
+      if (std::optional<ReplicaID> l = leader())
         for (std::uint64_t n = 0; n < per_round && id < next_id; ++n, ++id)
-          l->machine->pending.push_back({id, std::string(16, 'x')});
+          machine(*l).pending.push_back({id, std::string(16, 'x')});
       if (after_round) after_round();
-      REQUIRE(now.time_since_epoch() < 10000s);
+      REQUIRE(now() - kStart < 10000s);
     }
   }
 
-  bool converged() {
-    Node* l = leader();
-    if (!l || l->machine->count + 1 < next_id) return false;
-    for (auto& [id, node] : nodes)
-      if (!down.count(id) &&
-          (node.machine->count != l->machine->count || node.machine->hash != l->machine->hash))
+  bool converged() const {
+    std::optional<ReplicaID> l = leader();
+    if (!l || machine(*l).count + 1 < next_id) return false;
+    for (ReplicaID id : ids())
+      if (is_up(id) &&
+          (machine(id).count != machine(*l).count || machine(id).hash != machine(*l).hash))
         return false;
     return true;
   }
 
   std::uint64_t next_id = 1;
-  std::mt19937_64* faults = nullptr;
   std::map<std::uint64_t, std::uint64_t> states; // transitions applied -> hash of them
   std::map<raft::Term, ReplicaID> leaders;       // term -> its leader
-  std::map<const Machine*, Index> commits;       // a lifetime's last commit index
+
+private:
+  static raft::Options options(Index snapshot_delta, std::size_t chunk_bytes) {
+    raft::Options options;
+    options.snapshot_delta = snapshot_delta;
+    options.snapshot_chunk_bytes = chunk_bytes;
+    return options;
+  }
+  raft::Options options_for(Slot& slot) override {
+    raft::Options options = Cluster::options_for(slot);
+    options.seed = slot.id;
+    return options;
+  }
+  void built(Slot& slot) override { slot.commit_index = 0; }
+
+  // Every replica's state after its first n transitions is the same (the hash of the sequence),
+  // at most one leader per term, and a commit index never moves back within one lifetime.
+  void after_poll(Slot& slot) override {
+    const Machine& m = *slot.machine;
+    if (!m.created.empty()) slot.snapshot_index = std::max(slot.snapshot_index, m.created.back());
+    if (!m.installed.empty())
+      slot.snapshot_index = std::max(slot.snapshot_index, m.installed.back());
+    auto [state, fresh] = states.emplace(m.count, m.hash);
+    REQUIRE_MESSAGE(state->second == m.hash,
+                    "replicas disagree after " << state->first << " transitions");
+    if (slot.replica->is_leader()) {
+      auto [leader, first] = leaders.emplace(slot.replica->current_term(), slot.id);
+      REQUIRE_MESSAGE(leader->second == slot.id, "two leaders in term " << leader->first);
+    }
+    REQUIRE(slot.replica->commit_index() >= slot.commit_index);
+    slot.commit_index = slot.replica->commit_index();
+  }
 };
 
 Machine& leader_machine(Sim& cluster) {
-  Sim::Node* leader = cluster.leader();
+  std::optional<ReplicaID> leader = cluster.leader();
   REQUIRE(leader);
-  return *leader->machine;
+  return cluster.machine(*leader);
+}
+
+// Pads every state machine's snapshots with `padding` bytes, elects a leader, and pauses a
+// follower while `count` transitions are committed (`per_round` at a time), then resumes it.
+// Returns the follower, now behind the leader's snapshot.
+ReplicaID lagging_follower(Sim& cluster, std::size_t padding, std::uint64_t count,
+                           std::uint64_t per_round = 100) {
+  for (ReplicaID id : cluster.ids()) cluster.machine(id).padding = std::string(padding, 'p');
+  ReplicaID follower = cluster.elect() == 1 ? 2 : 1;
+  cluster.pause(follower);
+  cluster.commit(count, per_round);
+  cluster.resume(follower);
+  return follower;
 }
 
 } // namespace
 
 TEST_SUITE("§7 Log compaction") {
   TEST_CASE("a replica snapshots every snapshot_delta applied entries and drops the log before") {
-    Sim cluster({1, 2, 3}, 100);
+    Sim cluster(3, 100);
     cluster.elect();
     cluster.commit(1000);
-    for (auto& [id, node] : cluster.nodes) {
-      REQUIRE(node.machine->created.size() >= 9);
-      for (std::size_t i = 1; i < node.machine->created.size(); ++i)
-        CHECK(node.machine->created[i] - node.machine->created[i - 1] >= 100);
-      raft::Storage::State state = node.storage.load();
+    for (ReplicaID id : cluster.ids()) {
+      const std::vector<Index>& created = cluster.machine(id).created;
+      REQUIRE(created.size() >= 9);
+      for (std::size_t i = 1; i < created.size(); ++i) CHECK(created[i] - created[i - 1] >= 100);
+      raft::Storage::State state = cluster.storage(id).load();
       REQUIRE(state.snapshot);
       CHECK(state.snapshot->configuration == raft::Configuration{{1, 2, 3}, {}});
       CHECK(state.entries.size() <= 200);
@@ -223,42 +189,31 @@ TEST_SUITE("§7 Log compaction") {
   }
 
   TEST_CASE("a follower that was down for 10,000 entries catches up by InstallSnapshot") {
-    Sim cluster({1, 2, 3}, 1000);
-    raft::Replica& leader = *cluster.elect().replica;
-    ReplicaID follower = leader.id() == 1 ? 2 : 1;
-    cluster.down.insert(follower);
-    cluster.commit(10000);
-    cluster.down.erase(follower);
+    Sim cluster(3, 1000);
+    ReplicaID follower = lagging_follower(cluster, 0, 10000);
     cluster.commit(10);
-    Sim::Node& node = cluster.nodes[follower];
-    CHECK(node.machine->installed.size() == 1);
-    CHECK(node.machine->count == 10010);
+    CHECK(cluster.machine(follower).installed.size() == 1);
+    CHECK(cluster.machine(follower).count == 10010);
   }
 
   TEST_CASE("a new empty replica catches up by InstallSnapshot") {
-    Sim cluster({1, 2, 3}, 500);
-    cluster.down.insert(3); // never started: it has an empty storage and has acknowledged nothing
+    Sim cluster(3, 500);
+    cluster.crash(3); // never polled: it has an empty storage and has acknowledged nothing
     cluster.elect();
     cluster.commit(3000);
-    cluster.down.erase(3);
-    cluster.boot(3);
+    cluster.restart(3);
     cluster.commit(10);
-    CHECK(cluster.nodes[3].machine->installed.size() == 1);
-    CHECK(cluster.nodes[3].machine->count == 3010);
+    CHECK(cluster.machine(3).installed.size() == 1);
+    CHECK(cluster.machine(3).count == 3010);
   }
 
   TEST_CASE("snapshots travel in chunks of at most snapshot_chunk_bytes, resumed after loss") {
-    Sim cluster({1, 2, 3}, 200, 1000);
-    for (auto& [id, node] : cluster.nodes) node.machine->padding = std::string(50000, 'p');
-    cluster.elect();
-    ReplicaID follower = cluster.leader()->replica->id() == 1 ? 2 : 1;
-    cluster.down.insert(follower);
-    cluster.commit(1000);
-    cluster.down.erase(follower);
+    Sim cluster(3, 200, 1000);
+    ReplicaID follower = lagging_follower(cluster, 50000, 1000);
     std::mt19937_64 random(5);
     std::size_t chunks = 0, largest = 0;
     std::set<std::uint64_t> offsets;
-    cluster.drop = [&](const Message& m) {
+    cluster.network().drop = [&](const Message& m) {
       if (m.type != MessageType::InstallSnapshot) return false;
       ++chunks;
       largest = std::max(largest, m.data.size());
@@ -269,56 +224,46 @@ TEST_SUITE("§7 Log compaction") {
     CHECK(largest <= 1000);
     CHECK(offsets.size() >= 50);    // 50,000 bytes of padding in chunks of 1,000
     CHECK(chunks > offsets.size()); // some were sent again
-    CHECK(cluster.nodes[follower].machine->installed.size() == 1);
-    CHECK(cluster.nodes[follower].machine->padding.size() == 50000);
+    CHECK(cluster.machine(follower).installed.size() == 1);
+    CHECK(cluster.machine(follower).padding.size() == 50000);
   }
 
   TEST_CASE("a lagging follower catches up under steady load while the leader keeps compacting") {
     // A transfer of 50 chunks takes about 100 rounds; the leader snapshots every 5 rounds. The
     // transfer keeps its snapshot to the end and the leader keeps the log after it.
-    Sim cluster({1, 2, 3}, 50, 1000);
-    for (auto& [id, node] : cluster.nodes) node.machine->padding = std::string(50000, 'p');
-    raft::Replica& leader = *cluster.elect().replica;
-    ReplicaID follower = leader.id() == 1 ? 2 : 1;
-    cluster.down.insert(follower);
-    cluster.commit(1000, 10);
-    cluster.down.erase(follower);
+    Sim cluster(3, 50, 1000);
+    ReplicaID follower = lagging_follower(cluster, 50000, 1000, 10);
+    const raft::Replica& leader = cluster.replica(*cluster.leader());
     std::size_t transfers = 0;
-    cluster.drop = [&](const Message& m) {
+    cluster.network().drop = [&](const Message& m) {
       transfers += m.type == MessageType::InstallSnapshot && m.offset == 0 && !m.data.empty();
       return false;
     };
-    Sim::Node& node = cluster.nodes[follower];
     std::uint64_t id = cluster.next_id;
     for (int round = 0; round < 1000; ++round, cluster.round())
       for (int n = 0; n < 10; ++n) leader_machine(cluster).pending.push_back({id++, "x"});
     cluster.next_id = id;
     CHECK(transfers == 1);
-    CHECK(node.machine->installed.size() == 1);
-    CHECK(node.replica->commit_index() + 100 >= leader.commit_index()); // in the pipeline
+    CHECK(cluster.machine(follower).installed.size() == 1);
+    CHECK(cluster.replica(follower).commit_index() + 100 >= leader.commit_index()); // in pipeline
     cluster.commit(10, 10);
   }
 
   TEST_CASE("a snapshot transfer sends each chunk once when the round trip exceeds the heartbeat") {
     // 15 ms each way and a heartbeat of 10 ms: heartbeats while a chunk is in flight carry no
     // bytes, and late answers to them do not start another chain of chunks.
-    Sim cluster({1, 2, 3}, 200, 1000);
-    for (auto& [id, node] : cluster.nodes) node.machine->padding = std::string(50000, 'p');
-    raft::Replica& leader = *cluster.elect().replica;
-    ReplicaID follower = leader.id() == 1 ? 2 : 1;
-    cluster.down.insert(follower);
-    cluster.commit(1000);
-    cluster.down.erase(follower);
-    cluster.delay = 15ms;
+    Sim cluster(3, 200, 1000);
+    ReplicaID follower = lagging_follower(cluster, 50000, 1000);
+    cluster.set_delay(15ms);
     std::size_t chunks = 0;
     std::set<std::uint64_t> offsets;
-    cluster.drop = [&](const Message& m) {
+    cluster.network().drop = [&](const Message& m) {
       if (m.type == MessageType::InstallSnapshot && !m.data.empty())
         ++chunks, offsets.insert(m.offset);
       return false;
     };
     cluster.commit(10);
-    CHECK(cluster.nodes[follower].machine->installed.size() == 1);
+    CHECK(cluster.machine(follower).installed.size() == 1);
     CHECK(offsets.size() == 51); // 50,000 bytes of padding and the counts, in chunks of 1,000
     CHECK(chunks == offsets.size());
   }
@@ -346,18 +291,18 @@ TEST_SUITE("§7 Log compaction") {
   }
 
   TEST_CASE("every replica restarted in turn recovers from its snapshot and log suffix") {
-    Sim cluster({1, 2, 3}, 100);
+    Sim cluster(3, 100);
     cluster.elect();
     cluster.commit(550);
     for (ReplicaID id : {1, 2, 3}) {
-      std::uint64_t count = cluster.nodes[id].machine->count;
-      cluster.boot(id); // a crash: the state machine is lost, the storage survives
-      Machine& machine = *cluster.nodes[id].machine;
+      std::uint64_t count = cluster.machine(id).count;
+      cluster.reboot(id); // the state machine is lost, the storage survives
+      const Machine& machine = cluster.machine(id);
       REQUIRE(machine.installed.size() == 1);
-      CHECK(machine.installed[0] == cluster.nodes[id].storage.load().snapshot->last_included_index);
+      CHECK(machine.installed[0] == cluster.storage(id).load().snapshot->last_included_index);
       CHECK(machine.count <= count);
       cluster.commit(120);
-      CHECK(cluster.nodes[id].machine->installed.size() == 1); // replayed from its own log
+      CHECK(cluster.machine(id).installed.size() == 1); // replayed from its own log
     }
   }
 
@@ -433,16 +378,16 @@ TEST_SUITE("§7 Log compaction") {
   }
 
   TEST_CASE("the log stays bounded: 1,000,000 transitions with snapshot_delta 1,000") {
-    Sim cluster({1, 2, 3}, 1000);
+    Sim cluster(3, 1000);
     cluster.elect();
     Index most = 0;
     cluster.commit(1000000, 250, [&] { // a steady 250 proposals per round trip of 1 ms
-      for (auto& [id, node] : cluster.nodes)
-        most = std::max(most, node.replica->last_log_index() - node.snapshot_index);
+      for (ReplicaID id : cluster.ids())
+        most = std::max(most, cluster.replica(id).last_log_index() - cluster.snapshot_index(id));
     });
     MESSAGE("most entries held by a replica: " << most);
     CHECK(most <= 2 * 1000);
-    for (auto& [id, node] : cluster.nodes) CHECK(node.machine->count == 1000000);
+    for (ReplicaID id : cluster.ids()) CHECK(cluster.machine(id).count == 1000000);
   }
 
   TEST_CASE("snapshots under loss, reordering and crashes keep every replica in agreement") {
@@ -450,39 +395,39 @@ TEST_SUITE("§7 Log compaction") {
     for (std::uint64_t seed = 1; seed <= 40; ++seed) {
       CAPTURE(seed);
       std::mt19937_64 random(seed);
-      Sim cluster({1, 2, 3}, 50, 64);
-      for (auto& [id, node] : cluster.nodes) node.machine->padding = std::string(500, 'p');
-      cluster.faults = &random;
-      cluster.drop = [&](const Message&) { return random() % 10 == 0; };
+      Sim cluster(3, 50, 64);
+      for (ReplicaID id : cluster.ids()) cluster.machine(id).padding = std::string(500, 'p');
+      // A tenth of the messages lost, the others 1 to 3 rounds on the way, so out of order.
+      cluster.network().faults = {1ms, 3ms, 0.1, 0};
       cluster.elect();
       for (int round = 1; round <= 600; ++round) {
-        if (Sim::Node* leader = cluster.leader())
+        if (std::optional<ReplicaID> leader = cluster.leader())
           for (int n = 0; n < 3; ++n)
-            leader->machine->pending.push_back({cluster.next_id++, std::string(16, 'x')});
+            cluster.machine(*leader).pending.push_back({cluster.next_id++, std::string(16, 'x')});
         ReplicaID id = 1 + random() % 3; // now and then crash a replica, or bring it back
-        if (round % 40 == 0 && cluster.down.count(id))
-          cluster.down.erase(id), cluster.boot(id);
-        else if (round % 40 == 0 && cluster.down.empty())
-          cluster.down.insert(id);
+        bool all_up = cluster.is_up(1) && cluster.is_up(2) && cluster.is_up(3);
+        if (round % 40 == 0 && !cluster.is_up(id))
+          cluster.restart(id);
+        else if (round % 40 == 0 && all_up)
+          cluster.crash(id);
         cluster.round();
       }
-      for (ReplicaID id : {1, 2, 3}) // the faults end: everyone back, nothing lost or delayed
-        if (cluster.down.count(id)) cluster.down.erase(id), cluster.boot(id);
-      cluster.drop = nullptr;
-      cluster.faults = nullptr;
+      for (ReplicaID id : {1, 2, 3}) cluster.restart(id); // the faults end: everyone back
+      cluster.set_delay(1ms);                             // nothing lost or delayed
       auto agree = [&] {
-        Sim::Node* leader = cluster.leader();
-        if (!leader || leader->replica->commit_index() != leader->replica->last_log_index())
+        std::optional<ReplicaID> leader = cluster.leader();
+        if (!leader ||
+            cluster.replica(*leader).commit_index() != cluster.replica(*leader).last_log_index())
           return false;
-        for (auto& [id, node] : cluster.nodes)
-          if (node.machine->hash != leader->machine->hash) return false;
+        for (ReplicaID id : cluster.ids())
+          if (cluster.machine(id).hash != cluster.machine(*leader).hash) return false;
         return true;
       };
       for (int round = 0; round < 5000 && !agree(); ++round) cluster.round();
       REQUIRE(agree());
-      for (auto& [id, node] : cluster.nodes) installs += node.machine->installed.size();
+      for (ReplicaID id : cluster.ids()) installs += cluster.machine(id).installed.size();
       terms += cluster.leaders.size();
-      transitions += cluster.leader()->machine->count;
+      transitions += cluster.machine(*cluster.leader()).count;
     }
     MESSAGE(installs << " snapshots installed, " << terms << " terms with a leader, " << transitions
                      << " transitions applied, over 40 seeds");
