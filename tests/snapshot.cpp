@@ -269,24 +269,24 @@ TEST_SUITE("§7 Log compaction") {
   }
 
   TEST_CASE("a transfer without progress for an election timeout starts over from the latest") {
-    // Down from the start, replica 3 never answers the new leader's probe, so the leader starts a
-    // transfer to it, and goes on compacting while it hears nothing. On its return the follower
+    // Paused from the start, replica 3 never answers the new leader's probe, so the leader starts
+    // a transfer to it, and goes on compacting while it hears nothing. On its return the follower
     // gets the latest snapshot in one transfer, not the first one and then another.
-    Sim cluster({1, 2, 3}, 50, 1000);
-    for (auto& [id, node] : cluster.nodes) node.machine->padding = std::string(50000, 'p');
-    cluster.down.insert(3);
+    Sim cluster(3, 50, 1000);
+    for (ReplicaID id : cluster.ids()) cluster.machine(id).padding = std::string(50000, 'p');
+    cluster.pause(3);
     cluster.elect();
     cluster.commit(3000, 10); // 300 rounds of 1 ms; the maximum election timeout is 100 ms
-    cluster.down.erase(3);
+    cluster.resume(3);
     std::set<Index> transferred; // the snapshots whose first chunk was sent after its return
-    cluster.drop = [&](const Message& m) {
+    cluster.network().drop = [&](const Message& m) {
       if (m.type == MessageType::InstallSnapshot && m.offset == 0 && !m.data.empty())
         transferred.insert(m.last_included_index);
       return false;
     };
     cluster.commit(10, 10);
     CHECK(transferred.size() == 1);
-    CHECK(cluster.nodes[3].machine->installed.size() == 1);
+    CHECK(cluster.machine(3).installed.size() == 1);
     CHECK(*transferred.begin() > 2500);
   }
 
