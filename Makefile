@@ -103,7 +103,9 @@ clean:
 # make bench-etcd   its item 8 alone: examples/kv against a 3-member etcd, driven by wrk (as root,
 #                   installs Debian's etcd-server and wrk); BENCH_SECONDS=n for n s per point
 BENCH_FLAGS := -std=c++17 -O2 -DNDEBUG -g -Wall -Wextra -I. -pthread
-BENCH_SOURCES := bench/bench.cpp bench/tcp.cpp bench/etcd.cpp
+# Items 7 and 8 measure examples/kv; their code lives beside it, in examples/kv/bench.
+KV_BENCH := examples/kv/bench
+BENCH_SOURCES := bench/bench.cpp $(KV_BENCH)/tcp.cpp $(KV_BENCH)/etcd.cpp
 .PHONY: bench bench-etcd bench-deps
 bench: $(BUILD)/bench $(BUILD)/kv-server bench-deps
 	KV_SERVER=$(BUILD)/kv-server $(BUILD)/bench
@@ -123,11 +125,16 @@ $(BUILD)/bench-raft.o: raft.cpp raft.hpp
 	$(CXX) $(BENCH_FLAGS) -c raft.cpp -o $@
 
 # bench.cpp runs the simulated cluster of tests/cluster.hpp, the one the tests use.
-$(BUILD)/bench-objects/%.o: bench/%.cpp bench/*.hpp tests/cluster.hpp raft.hpp
+$(BUILD)/bench-objects/%.o: bench/%.cpp $(KV_BENCH)/*.hpp tests/cluster.hpp raft.hpp
 	@mkdir -p $(BUILD)/bench-objects
 	$(CXX) $(BENCH_FLAGS) -c $< -o $@
 
-$(BUILD)/bench: $(patsubst bench/%.cpp,$(BUILD)/bench-objects/%.o,$(BENCH_SOURCES)) $(BUILD)/bench-raft.o
+$(BUILD)/bench-objects/%.o: $(KV_BENCH)/%.cpp $(KV_BENCH)/*.hpp
+	@mkdir -p $(BUILD)/bench-objects
+	$(CXX) $(BENCH_FLAGS) -c $< -o $@
+
+$(BUILD)/bench: $(patsubst %.cpp,$(BUILD)/bench-objects/%.o,$(notdir $(BENCH_SOURCES))) \
+  $(BUILD)/bench-raft.o
 	$(CXX) $(BENCH_FLAGS) $^ -o $@
 
 # make kv        builds build/kv-server, the replicated key-value store of examples/kv, optimized
@@ -138,7 +145,7 @@ $(BUILD)/bench: $(patsubst bench/%.cpp,$(BUILD)/bench-objects/%.o,$(BENCH_SOURCE
 # Debian's cpp-httplib is a compiled library; pkg-config gives the macros it was built with, which
 # change the layout of its classes, so they must be the same here.
 KV_SOURCES := $(wildcard examples/kv/*.cpp)
-FORMATTED += $(KV_SOURCES) $(wildcard examples/kv/*.hpp) $(BENCH_SOURCES) bench/tcp.hpp bench/etcd.hpp
+FORMATTED += $(KV_SOURCES) $(wildcard examples/kv/*.hpp) $(BENCH_SOURCES) $(wildcard $(KV_BENCH)/*.hpp)
 HTTPLIB_CFLAGS = $(shell pkg-config --cflags cpp-httplib)
 HTTPLIB_LIBS = $(shell pkg-config --libs cpp-httplib)
 .PHONY: kv kv-test kv-deps

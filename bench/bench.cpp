@@ -10,14 +10,15 @@
 //   6. a burst of 100,000 proposals at a 5 ms heartbeat, three threads running start(),
 //   7. examples/kv over TCP: three kv-server processes on loopback and concurrent clients that
 //      PUT new keys, then GET the keys written,
-//   8. examples/kv against a 3-member etcd on the same machine, both loaded by wrk (bench/etcd.cpp;
+//   8. examples/kv against a 3-member etcd on the same machine, both loaded by wrk
+//   (examples/kv/bench/etcd.cpp;
 //      skipped, with a note, without etcd and wrk): writes and linearizable reads at 1, 16 and
 //      64 connections, and the ratios.
 // Every figure is measured when the program runs; nothing is hard-coded. Seeds are fixed, so
 // everything except wall-clock times and CPU use is the same from run to run.
-#include "etcd.hpp"
+#include "examples/kv/bench/etcd.hpp"
+#include "examples/kv/bench/tcp.hpp"
 #include "raft.hpp"
-#include "tcp.hpp"
 #include "tests/cluster.hpp"
 
 #include <algorithm>

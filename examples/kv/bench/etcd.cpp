@@ -1,5 +1,5 @@
-// bench/etcd.cpp: item 8, examples/kv against a 3-member etcd on the same machine, both loaded
-// by wrk over loopback, point by point, one system after the other.
+// examples/kv/bench/etcd.cpp: item 8, examples/kv against a 3-member etcd on the same machine, both
+// loaded by wrk over loopback, point by point, one system after the other.
 #include "etcd.hpp"
 #include "tcp.hpp"
 

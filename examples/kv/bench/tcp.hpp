@@ -1,4 +1,5 @@
-// bench/tcp.hpp: item 7 of `make bench`, the replicated key-value store of examples/kv over TCP.
+// examples/kv/bench/tcp.hpp: item 7 of `make bench`, the replicated key-value store of examples/kv
+// over TCP.
 #ifndef BENCH_TCP_HPP
 #define BENCH_TCP_HPP
 

@@ -1,5 +1,6 @@
-// bench/tcp.cpp: three kv-server processes on loopback, and clients that write through their
-// HTTP interface, one request at a time per keep-alive connection, as examples/kv documents it.
+// examples/kv/bench/tcp.cpp: three kv-server processes on loopback, and clients that write through
+// their HTTP interface, one request at a time per keep-alive connection, as examples/kv documents
+// it.
 #include "tcp.hpp"
 
 #include <algorithm>

@@ -1,4 +1,4 @@
-// bench/etcd.hpp: item 8 of `make bench`, examples/kv against etcd on the same machine.
+// examples/kv/bench/etcd.hpp: item 8 of `make bench`, examples/kv against etcd on the same machine.
 #ifndef BENCH_ETCD_HPP
 #define BENCH_ETCD_HPP
 
