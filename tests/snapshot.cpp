@@ -1,6 +1,7 @@
 // §7 Log compaction: snapshots every snapshot_delta entries, InstallSnapshot in chunks, restart
 // from snapshot plus log, and a log that stays bounded.
 #include "cluster.hpp"
+#include "harness.hpp"
 #include "raft.hpp"
 
 #include <doctest/doctest.h>
@@ -314,12 +315,8 @@ TEST_SUITE("§7 Log compaction") {
     storage.save_entries(1, log.data(), log.data() + log.size());
     Machine machine;
     machine.initial = Snapshot{5, 1, {{1}, {}}, "5 0 "};
-    struct Silent : raft::Cluster {
-      void send_message(ReplicaID, const Message&) override {}
-      std::vector<Message> receive_messages() override { return {}; }
-      bool halt() const override { return false; }
-      void register_leader(std::optional<ReplicaID>) override {}
-    } silent;
+    harness::Journal journal;
+    harness::FakeCluster silent(1, {}, journal); // a replica alone: it sends nothing
     raft::Options options;
     options.seed = 1;
     options.storage = &storage;
@@ -335,13 +332,6 @@ TEST_SUITE("§7 Log compaction") {
   }
 
   TEST_CASE("a follower keeps the log after an installed snapshot only where it agrees") {
-    struct Recorder : raft::Cluster {
-      std::vector<Message> inbox, sent;
-      void send_message(ReplicaID, const Message& m) override { sent.push_back(m); }
-      std::vector<Message> receive_messages() override { return std::exchange(inbox, {}); }
-      bool halt() const override { return false; }
-      void register_leader(std::optional<ReplicaID>) override {}
-    };
     auto install = [](Index index, raft::Term term) {
       Message m;
       m.type = MessageType::InstallSnapshot;
@@ -356,7 +346,8 @@ TEST_SUITE("§7 Log compaction") {
     };
     for (raft::Term term : {2, 3}) {
       CAPTURE(term);
-      Recorder cluster;
+      harness::Journal journal;
+      harness::FakeCluster cluster(1, {2}, journal);
       Machine machine;
       raft::Options options;
       options.seed = 1;

@@ -196,28 +196,16 @@ TEST_SUITE("FileStorage") {
   TEST_CASE("a replica over FileStorage recovers term, vote and log after a restart") {
     // Covered end to end by tests/recovery.cpp for MemoryStorage; here the bytes go to disk.
     TempDir dir;
-    struct Machine : raft::StateMachine {
-      std::vector<raft::Transition> applied, pending;
-      void register_transition_state(std::uint64_t, raft::TransitionState,
-                                     raft::AbandonReason) override {}
-      void apply_transition(const raft::Transition& t) override { applied.push_back(t); }
-      std::vector<raft::Transition> get_pending_transitions() override {
-        return std::move(pending);
-      }
-    };
-    struct Alone : raft::Cluster {
-      void send_message(raft::ReplicaID, const raft::Message&) override {}
-      std::vector<raft::Message> receive_messages() override { return {}; }
-      bool halt() const override { return false; }
-      void register_leader(std::optional<raft::ReplicaID>) override {}
-    } cluster;
+    using Machine = harness::RecordingStateMachine;
+    harness::Journal journal;
+    harness::FakeCluster cluster(1, {}, journal); // a replica alone: it sends nothing
     using namespace std::chrono_literals;
     // The replica a process started with `seed` builds over the directory's FileStorage.
     auto start = [&](FileStorage& storage, Machine& machine, std::uint64_t seed) {
       raft::Options options;
       options.seed = seed;
       options.storage = &storage;
-      return raft::Replica(1, {}, cluster, machine, {0, ""}, 10ms, {50ms, 100ms}, options);
+      return raft::Replica(1, {}, cluster, machine, harness::kNoop, 10ms, {50ms, 100ms}, options);
     };
     raft::Clock::time_point now{};
     raft::Term term = 0;
