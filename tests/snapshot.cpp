@@ -271,8 +271,9 @@ TEST_SUITE("§7 Log compaction") {
 
   TEST_CASE("a transfer without progress for an election timeout starts over from the latest") {
     // Paused from the start, replica 3 never answers the new leader's probe, so the leader starts
-    // a transfer to it, and goes on compacting while it hears nothing. On its return the follower
-    // gets the latest snapshot in one transfer, not the first one and then another.
+    // a transfer to it, and goes on compacting while it hears nothing: past that transfer's
+    // snapshot, since it makes no progress. On its return the follower gets a later snapshot in
+    // one transfer, not the first one (which the log no longer follows) and then another.
     Sim cluster(3, 50, 1000);
     for (ReplicaID id : cluster.ids()) cluster.machine(id).padding = std::string(50000, 'p');
     cluster.pause(3);
