@@ -478,8 +478,7 @@ void Replica::track_configurations(Index from) {
   for (const std::vector<ReplicaID>* ids : {&voters, &learners})
     for (ReplicaID id : *ids) {
       Peer* known = find_peer(id);
-      if (id != id_)
-        peers.push_back(known ? std::move(*known) : Peer{id, true, last_log_index() + 1});
+      if (id != id_) peers.push_back(known ? *known : Peer{id, true, last_log_index() + 1});
       if (id != id_) peers.back().voter = ids == &voters;
     }
   peers_ = std::move(peers);
