@@ -29,6 +29,15 @@ static bool has(const std::vector<ReplicaID>& ids, ReplicaID id) { // ids sorted
   return std::binary_search(ids.begin(), ids.end(), id);
 }
 
+// What a correct leader sends: some voters, each list in ascending order, no id twice or in both.
+static bool well_formed(const Configuration& c) {
+  for (const std::vector<ReplicaID>* ids : {&c.voters, &c.learners})
+    if (std::adjacent_find(ids->begin(), ids->end(), std::greater_equal<>()) != ids->end())
+      return false;
+  auto in_both = [&c](ReplicaID id) { return has(c.voters, id); };
+  return !c.voters.empty() && std::none_of(c.learners.begin(), c.learners.end(), in_both);
+}
+
 // ---- Defaults of the user's interfaces ----
 
 std::optional<Snapshot> StateMachine::get_snapshot() { return std::nullopt; }
@@ -196,14 +205,9 @@ void Replica::become_leader() {
   role_ = Role::Leader;
   set_leader(id_);
   for (Peer& peer : peers_) peer = Peer{peer.id, peer.voter, last_log_index() + 1};
-  quorum_deadline_ = now_ + election_timeout_range_.second;
-  lease_round_ = round_ + 1;
+  quorum_deadline_ = now_ + election_timeout_range_.second, lease_round_ = round_ + 1;
   log_.push_back(Entry{current_term_, noop_});
   save_from(last_log_index());
-}
-
-void Replica::set_leader(std::optional<ReplicaID> leader) {
-  if (leader != std::exchange(leader_, leader)) cluster_.register_leader(leader);
 }
 
 // ---- §5.2 Leader election ----
@@ -359,7 +363,8 @@ void Replica::handle_append_entries(Message& request) {
   // Committed entries are never replaced: a request that disagrees with them, or that carries an
   // entry of a term above its own, comes from no correct leader and is ignored.
   for (const Entry& e : request.entries)
-    if (e.term > request.term || e.term == 0) return;
+    if (e.term > request.term || e.term == 0 || (e.configuration && !well_formed(*e.configuration)))
+      return;
   Index match = prev + request.entries.size(), index = prev + 1;
   auto entry = request.entries.begin();
   for (; entry != request.entries.end() &&
@@ -483,11 +488,6 @@ void Replica::track_configurations(Index from) {
     }
   peers_ = std::move(peers);
   voter_ = has(voters, id_);
-}
-
-void Replica::change_membership(std::uint64_t change_id, MembershipChange change,
-                                ReplicaID replica) {
-  changes_asked_.push_back(Change{change_id, change, replica});
 }
 
 // A leader takes one change at a time, and none while the latest configuration is uncommitted.
@@ -680,7 +680,8 @@ void Replica::send_snapshot_chunk(Peer& peer) {
 // Chunks are taken in order only, each from the leader that began the transfer; a chunk at 0
 // with bytes starts it again. The answer says how many bytes we hold.
 void Replica::handle_install_snapshot(const Message& request) {
-  if (request.last_included_term > request.term) return; // from no correct leader
+  // A snapshot of a term above the request's, or a configuration no leader writes: bad input.
+  if (request.last_included_term > request.term || !well_formed(request.configuration)) return;
   if (request.term >= current_term_) become_follower(request.term, request.from);
   Message response = make_message(MessageType::InstallSnapshotResponse, request.from);
   response.last_included_index = request.last_included_index, response.offset = request.offset;
@@ -761,9 +762,7 @@ Replica::Peer* Replica::find_peer(ReplicaID id) {
 
 // Every message carries this replica's current term, which poll() makes durable before sending.
 Message Replica::make_message(MessageType type, ReplicaID to) const {
-  Message message;
-  message.type = type, message.from = id_, message.to = to, message.term = current_term_;
-  return message;
+  return Message{type, id_, to, current_term_};
 }
 
 void Replica::handle(Message& message) {
@@ -837,8 +836,7 @@ void Replica::poll(Clock::time_point now) {
     apply_committed();
     serve_reads();
   } catch (...) { // from storage or the user's code: our state may be half updated
-    broken_ = true;
-    outbox_.clear();
+    broken_ = true, outbox_.clear();
     throw;
   }
 }

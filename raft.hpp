@@ -122,7 +122,7 @@ struct Message {
   // AppendEntries. In a response, prev_log_index echoes the request's.
   Index prev_log_index = 0;
   Term prev_log_term = 0;
-  std::vector<Entry> entries;
+  std::vector<Entry> entries{};
   Index leader_commit = 0;
   std::uint64_t round = 0; // the leader's heartbeat round (here and in InstallSnapshot), echoed
                            // in the response (§6.4)
@@ -139,10 +139,10 @@ struct Message {
   // holds (received), or that it holds the snapshot's state (done).
   Index last_included_index = 0;
   Term last_included_term = 0;
-  Configuration configuration;
-  std::vector<std::pair<Index, Term>> term_starts; // of the snapshot
+  Configuration configuration{};
+  std::vector<std::pair<Index, Term>> term_starts{}; // of the snapshot
   std::uint64_t offset = 0;
-  std::string data;
+  std::string data{};
   bool done = false;
   std::uint64_t received = 0;
 };
@@ -347,7 +347,9 @@ public:
   // (with pre_vote and check_quorum both off, it can raise the term).
   // A replica that believes it is a learner still votes when asked: its promotion may have
   // committed before it heard of it.
-  void change_membership(std::uint64_t change_id, MembershipChange change, ReplicaID replica);
+  void change_membership(std::uint64_t change_id, MembershipChange change, ReplicaID replica) {
+    changes_asked_.push_back(Change{change_id, change, replica});
+  }
   Configuration configuration() const { return configs_.back().second; } // the latest in the log
 
   ReplicaID id() const { return id_; }
@@ -399,7 +401,9 @@ private:
   void become_follower(Term term, std::optional<ReplicaID> leader);
   void become_candidate(bool pre_vote);
   void become_leader();
-  void set_leader(std::optional<ReplicaID> leader);
+  void set_leader(std::optional<ReplicaID> leader) {
+    if (leader != std::exchange(leader_, leader)) cluster_.register_leader(leader);
+  }
   void campaign(bool pre_vote, bool transfer = false);
   void reset_election_timer();
   template <class Value> Index agreed(Value value, Index own);

@@ -333,4 +333,38 @@ TEST_SUITE("Defects") {
     for (const Message& m : of_type(voter.take_sent(), MessageType::RequestVoteResponse))
       CHECK_FALSE(m.vote_granted);
   }
+
+  // A leader's configurations list each replica once, in ascending order, with some voter; one
+  // that does not (a voter twice would count twice toward a majority) comes from no correct
+  // leader, in an entry or in a snapshot, and is ignored.
+  TEST_CASE("a configuration no correct leader writes is ignored, in an entry or a snapshot") {
+    using Ids = std::vector<ReplicaID>;
+    for (const raft::Configuration& bad :
+         {raft::Configuration{Ids{1, 2, 2}, {}}, raft::Configuration{Ids{3, 1, 2}, {}},
+          raft::Configuration{Ids{1, 2}, Ids{2}}, raft::Configuration{Ids{1, 2}, Ids{4, 3}},
+          raft::Configuration{{}, Ids{1, 2}}}) {
+      Node follower(1, {2, 3});
+      std::vector<Entry> entries = make_log({{2, 1}});
+      entries[1].configuration = std::make_shared<raft::Configuration>(bad);
+      follower.receive(append_entries(2, 1, 1, 0, 0, entries, 2));
+      CHECK(follower->last_log_index() == 0);
+      CHECK(follower->configuration() == raft::Configuration{{1, 2, 3}, {}});
+
+      Message install = message(MessageType::InstallSnapshot, 2, 1, 1);
+      install.last_included_index = 5, install.last_included_term = 1;
+      install.configuration = bad, install.data = "state", install.done = true;
+      follower.receive(install);
+      CHECK(follower->last_log_index() == 0);
+      CHECK(follower->commit_index() == 0);
+      CHECK(follower->configuration() == raft::Configuration{{1, 2, 3}, {}});
+      CHECK(follower.machine().applied.empty());
+    }
+    Node follower(1, {2, 3}); // the same entry with a configuration a leader writes is taken
+    std::vector<Entry> entries = make_log({{2, 1}});
+    entries[1].configuration =
+        std::make_shared<raft::Configuration>(raft::Configuration{Ids{1, 2, 3}, Ids{4}});
+    follower.receive(append_entries(2, 1, 1, 0, 0, entries, 2));
+    CHECK(follower->last_log_index() == 2);
+    CHECK(follower->configuration() == raft::Configuration{{1, 2, 3}, {4}});
+  }
 }

@@ -341,6 +341,7 @@ TEST_SUITE("§7 Log compaction") {
       m.term = 3;
       m.last_included_index = index;
       m.last_included_term = term;
+      m.configuration = {{1, 2}, {}}; // a leader's snapshot always carries one
       m.data = "4 0 ";
       m.done = true;
       return m;
