@@ -1,6 +1,7 @@
-// simulation.cpp: N raft::Replica objects in one process, on a simulated clock, over a network
-// that delivers, delays, loses and cuts messages as we say. Nothing here reads the real clock:
-// the same settings and commands give the same run, step for step.
+// simulation.cpp: N raft::Replica objects in one process, on a simulated clock, over the tests'
+// simulated network (sim::Network of tests/cluster.hpp), which delays, loses and cuts messages as
+// we say. Nothing here reads the real clock: the same settings and commands give the same run,
+// step for step.
 #include "visualize.hpp"
 
 #include <algorithm>
@@ -109,7 +110,6 @@ struct Simulation::Node {
   std::unique_ptr<Machine> machine;
   std::unique_ptr<Port> port;
   std::unique_ptr<raft::Replica> replica; // null while the replica is down
-  std::vector<raft::Message> inbox;       // delivered, not yet received
   Time clock_offset{};                    // how far its clock runs ahead of the simulation's
   std::optional<Term> campaign;           // the term of the last RequestVote it sent
   std::set<ReplicaID> votes;              // the votes granted to it in that term
@@ -123,8 +123,21 @@ struct Simulation::Node {
 class Simulation::Port : public raft::Cluster {
 public:
   Port(Simulation& simulation, Node& node) : simulation_(simulation), node_(node) {}
-  void send_message(ReplicaID, const raft::Message& message) override { simulation_.send(message); }
-  std::vector<raft::Message> receive_messages() override { return std::exchange(node_.inbox, {}); }
+  void send_message(ReplicaID to, const raft::Message& message) override {
+    if (message.type == MessageType::RequestVote && node_.campaign != message.term) {
+      node_.campaign = message.term;
+      node_.votes = {node_.id};
+    }
+    simulation_.network_.send(node_.id, to, message);
+  }
+  std::vector<raft::Message> receive_messages() override {
+    std::vector<raft::Message> messages = simulation_.network_.deliver(node_.id);
+    for (const raft::Message& message : messages)
+      if (message.type == MessageType::RequestVoteResponse && message.vote_granted &&
+          node_.campaign == message.term)
+        node_.votes.insert(message.from);
+    return messages;
+  }
   bool halt() const override { return false; }
   void register_leader(std::optional<ReplicaID>) override {} // view() asks leader() instead
 
@@ -157,13 +170,19 @@ private:
 // ---- Construction ----
 
 Simulation::Simulation(const Settings& settings)
-    : settings_(settings), random_(settings.seed), delay_min_(settings.delay_min),
-      delay_max_(settings.delay_max), loss_(settings.loss) {
+    : settings_(settings), random_(settings.seed), network_(random_, clock_) {
   if (settings.replicas < 1 || settings.replicas > 9)
     throw std::runtime_error("the cluster must have 1 to 9 replicas");
+  network_.faults = {settings.delay_min, settings.delay_max, settings.loss, 0};
+  network_.on_send = [this](std::uint64_t copy, ReplicaID, ReplicaID, const raft::Message& message,
+                            std::optional<raft::Clock::time_point> due) {
+    sent(copy, message, due);
+  };
+  network_.on_arrival = [this](std::uint64_t copy, bool reachable) { arrived(copy, reachable); };
   for (ReplicaID id = 1; id <= settings.replicas; ++id) {
     nodes_.push_back(std::make_unique<Node>());
     nodes_.back()->id = id;
+    network_.add_member(id);
   }
   for (auto& node : nodes_) {
     boot(*node);
@@ -186,7 +205,7 @@ void Simulation::boot(Node& node) {
     if (id != node.id) peers.push_back(id);
   node.machine = std::make_unique<Machine>(*this, node.id);
   node.port = std::make_unique<Port>(*this, node);
-  node.inbox.clear();
+  network_.set_down(node.id, false);
   node.campaign.reset();
   node.votes.clear();
   raft::Options options;
@@ -213,7 +232,9 @@ void Simulation::add_check(Check check) { checks_.push_back(std::move(check)); }
 Time Simulation::next_event() const {
   Time next = Time::max();
   if (!schedule_.empty()) next = schedule_.begin()->first;
-  for (const Flight& flight : in_flight_) next = std::min(next, flight.arrives);
+  if (raft::Clock::time_point arrival = network_.next_arrival();
+      arrival != raft::Clock::time_point::max())
+    next = std::min(next, arrival - raft::Clock::time_point{});
   for (const auto& node : nodes_) {
     if (!node->replica) continue;
     Time deadline = node->replica->next_deadline() - raft::Clock::time_point{} - node->clock_offset;
@@ -225,20 +246,12 @@ Time Simulation::next_event() const {
 void Simulation::step() {
   Time next = next_event();
   run_checks_until(next, false);
-  now_ = next;
+  set_clock(next);
   while (!schedule_.empty() && schedule_.begin()->first <= now_) {
     Command command = std::move(schedule_.begin()->second);
     schedule_.erase(schedule_.begin());
     apply(command);
   }
-  std::sort(in_flight_.begin(), in_flight_.end(), [](const Flight& a, const Flight& b) {
-    return a.arrives != b.arrives ? a.arrives < b.arrives : a.serial < b.serial;
-  });
-  auto due = std::find_if(in_flight_.begin(), in_flight_.end(),
-                          [this](const Flight& flight) { return flight.arrives > now_; });
-  std::vector<Flight> arriving(in_flight_.begin(), due);
-  in_flight_.erase(in_flight_.begin(), due);
-  for (const Flight& flight : arriving) deliver(flight);
   for (auto& node : nodes_)
     if (node->replica) node->replica->poll(local_time(*node));
   observe();
@@ -248,7 +261,12 @@ void Simulation::advance_to(Time time) {
   while (!pause_requested_ && next_event() <= time) step();
   if (pause_requested_) return; // stay at the moment of the pause
   run_checks_until(time, true);
-  now_ = std::max(now_, time);
+  set_clock(std::max(now_, time));
+}
+
+void Simulation::set_clock(Time time) {
+  now_ = time;
+  clock_ = raft::Clock::time_point{} + time;
 }
 
 void Simulation::finish() {
@@ -272,56 +290,44 @@ void Simulation::finish() {
 
 // ---- The network ----
 
-void Simulation::send(const raft::Message& message) {
-  Flight flight;
-  flight.message = message;
-  flight.sent = now_;
-  auto span = static_cast<std::uint64_t>(to_ms(delay_max_ - delay_min_));
-  flight.arrives = now_ + delay_min_ + std::chrono::milliseconds(random_() % (span + 1));
-  flight.serial = next_serial_++;
-  flight.lost = loss_ > 0 && (random_() >> 11) * 0x1.0p-53 < loss_;
-  if (message.type == MessageType::RequestVote) {
-    Node& candidate = node(message.from);
-    if (candidate.campaign != message.term) {
-      candidate.campaign = message.term;
-      candidate.votes = {message.from};
-    }
+// What the network tells of each copy of a message, kept to draw it: a copy lost at once, or sent
+// to a replica that is down, is recorded as it is sent; the others travel until they arrive.
+void Simulation::sent(std::uint64_t copy, const raft::Message& message,
+                      std::optional<raft::Clock::time_point> due) {
+  Flight flight{message, now_, now_, copy};
+  if (due) {
+    flight.arrives = *due - raft::Clock::time_point{};
+    in_flight_.emplace(copy, std::move(flight));
+    return;
   }
-  in_flight_.push_back(flight);
+  std::string fate = node(message.to).replica ? "lost" : name(message.to) + " is down";
+  deliveries_.push_back(Delivery{std::move(flight), false, std::move(fate)});
 }
 
-// A message's fate is sealed on arrival: a link cut or a replica crashed while it was on its way
-// loses it, as on a real network.
-void Simulation::deliver(const Flight& flight) {
-  const raft::Message& message = flight.message;
-  Node& to = node(message.to);
-  Delivery delivery{flight, false, ""};
-  if (flight.lost)
-    delivery.fate = "lost";
-  else if (link_cut(message.from, message.to))
-    delivery.fate = "link cut";
-  else if (!to.replica)
-    delivery.fate = name(to.id) + " is down";
-  else
-    delivery.delivered = true;
-  if (delivery.delivered) {
-    to.inbox.push_back(message);
-    if (message.type == MessageType::RequestVoteResponse && message.vote_granted &&
-        to.campaign == message.term)
-      to.votes.insert(message.from);
-  }
-  deliveries_.push_back(std::move(delivery));
+// A cut link loses a message on arrival, as on a real network: it was cut while on its way.
+void Simulation::arrived(std::uint64_t copy, bool reachable) {
+  auto flight = in_flight_.find(copy);
+  deliveries_.push_back(Delivery{flight->second, reachable, reachable ? "" : "link cut"});
+  in_flight_.erase(flight);
 }
 
 bool Simulation::link_cut(ReplicaID a, ReplicaID b) const {
-  return cuts_.count({std::min(a, b), std::max(a, b)}) > 0;
+  return !network_.can_reach(a, b, MessageType::AppendEntries); // a cut stops every type
+}
+
+std::set<std::pair<ReplicaID, ReplicaID>> Simulation::cuts() const {
+  std::set<std::pair<ReplicaID, ReplicaID>> cuts;
+  for (ReplicaID a = 1; a <= nodes_.size(); ++a)
+    for (ReplicaID b = a + 1; b <= nodes_.size(); ++b)
+      if (link_cut(a, b)) cuts.insert({a, b});
+  return cuts;
 }
 
 std::vector<Flight> Simulation::in_flight() const {
-  std::vector<Flight> flights = in_flight_;
-  std::sort(flights.begin(), flights.end(), [](const Flight& a, const Flight& b) {
-    return a.arrives != b.arrives ? a.arrives < b.arrives : a.serial < b.serial;
-  });
+  std::vector<Flight> flights;
+  for (const auto& [copy, flight] : in_flight_) flights.push_back(flight);
+  std::stable_sort(flights.begin(), flights.end(),
+                   [](const Flight& a, const Flight& b) { return a.arrives < b.arrives; });
   return flights;
 }
 
@@ -347,7 +353,16 @@ void Simulation::apply(const Command& command) {
     node.replica.reset();
     node.machine.reset();
     node.port.reset();
-    node.inbox.clear();
+    network_.set_down(target, true); // what was on its way to it is lost
+    for (auto flight = in_flight_.begin(); flight != in_flight_.end();) {
+      if (flight->second.message.to != target) {
+        ++flight;
+        continue;
+      }
+      flight->second.arrives = now_;
+      deliveries_.push_back(Delivery{flight->second, false, name(target) + " is down"});
+      flight = in_flight_.erase(flight);
+    }
     return done("crash " + name(target),
                 name(target) + " crashes. Its storage keeps its term, vote and log");
   }
@@ -372,7 +387,7 @@ void Simulation::apply(const Command& command) {
   }
   case Verb::Isolate:
     for (ReplicaID other = 1; other <= nodes_.size(); ++other)
-      if (other != target) cuts_.insert({std::min(target, other), std::max(target, other)});
+      if (other != target) network_.cut(target, other);
     return done("isolate " + name(target), name(target) + " is isolated: its links are cut");
   case Verb::Partition: {
     std::vector<std::vector<ReplicaID>> sides = command.sides;
@@ -383,39 +398,41 @@ void Simulation::apply(const Command& command) {
           }))
         rest.push_back(id);
     if (!rest.empty()) sides.push_back(rest);
-    cuts_.clear();
+    network_.heal(); // the sides are cut links, so that `heal A-B` can mend one of them
     std::string text;
     for (std::size_t i = 0; i < sides.size(); ++i) {
       text += i ? " | " : "";
       for (ReplicaID id : sides[i]) text += name(id) + (id == sides[i].back() ? "" : " ");
       for (std::size_t j = i + 1; j < sides.size(); ++j)
         for (ReplicaID a : sides[i])
-          for (ReplicaID b : sides[j]) cuts_.insert({std::min(a, b), std::max(a, b)});
+          for (ReplicaID b : sides[j]) network_.cut(a, b);
     }
     return done("partition " + text, "a partition: " + text);
   }
   case Verb::Heal:
     if (command.sides.empty()) {
-      cuts_.clear();
+      network_.heal();
       return done("heal", "heal: every link works again");
     } else {
       ReplicaID a = command.sides[0][0], b = command.sides[0][1];
-      cuts_.erase({std::min(a, b), std::max(a, b)});
+      network_.mend(a, b);
       return done("heal " + name(a) + "-" + name(b),
                   "the link " + name(a) + "-" + name(b) + " works again");
     }
   case Verb::Cut: {
     ReplicaID a = command.sides[0][0], b = command.sides[0][1];
-    cuts_.insert({std::min(a, b), std::max(a, b)});
+    network_.cut(a, b);
     return done("cut " + name(a) + "-" + name(b),
                 "the link " + name(a) + "-" + name(b) + " is cut: no message crosses it");
   }
   case Verb::Propose: return propose(command.count, target);
   case Verb::Delay:
-    delay_min_ = command.low;
-    delay_max_ = command.high;
+    network_.faults.min_delay = command.low;
+    network_.faults.max_delay = command.high;
     return done(command.text, "the network: " + command.text);
-  case Verb::Loss: loss_ = command.loss; return done(command.text, "the network: " + command.text);
+  case Verb::Loss:
+    network_.faults.loss = command.loss;
+    return done(command.text, "the network: " + command.text);
   case Verb::Say: return narrate(command.text, Event::Kind::Say);
   case Verb::Pause: pause_requested_ = true; return done("pause", "pause");
   case Verb::Transfer: {
@@ -455,6 +472,7 @@ void Simulation::add_replica() {
   Node& added = *nodes_.back();
   added.id = nodes_.size();
   added.joining = true;
+  network_.add_member(added.id);
   boot(added);
   added.seen = view(added.id);
   added.segments.push_back(Segment{now_, added.seen.role, added.seen.term});

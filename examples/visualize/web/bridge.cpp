@@ -100,8 +100,7 @@ std::string flight_json(const Flight& flight) {
          ",\"entries\":" + std::to_string(message.entries.size()) +
          ",\"granted\":" + (message.vote_granted ? "true" : "false") +
          ",\"sent\":" + std::to_string(ms(flight.sent)) +
-         ",\"arrives\":" + std::to_string(ms(flight.arrives)) +
-         ",\"lost\":" + (flight.lost ? "true" : "false") + "}";
+         ",\"arrives\":" + std::to_string(ms(flight.arrives)) + "}";
 }
 
 const char* event_kind(Event::Kind kind) {
