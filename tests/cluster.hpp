@@ -538,6 +538,9 @@ protected:
 
   // The clock itself, for whatever reads it as it moves (a History).
   const Clock::time_point& clock() const { return now_; }
+  // For a derived class that keeps the time and polls the replicas itself (the visualizer, whose
+  // replicas each read a clock of their own).
+  void set_now(Clock::time_point now) { now_ = now; }
 
   const Timing timing_;
   const raft::Options options_;

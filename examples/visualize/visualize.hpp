@@ -34,7 +34,6 @@ using Time = raft::Duration; // simulated time since the run started
 
 long long to_ms(Time time);       // whole milliseconds, rounded down
 std::string format_ms(Time time); // "1234 ms"
-const char* type_name(MessageType type);
 
 // ---- What the run is made of ----
 
@@ -208,7 +207,7 @@ public:
 
   const Settings& settings() const { return settings_; }
   Time now() const { return now_; }
-  std::size_t size() const { return nodes_.size(); }
+  std::size_t size() const;
 
   // Commands run at their time, before messages are delivered and replicas polled. A command
   // scheduled now runs at the next step, at the same time.
@@ -232,9 +231,9 @@ public:
   std::vector<Flight> in_flight() const;   // sorted by arrival
   bool link_cut(ReplicaID a, ReplicaID b) const;
   std::set<std::pair<ReplicaID, ReplicaID>> cuts() const; // as (low, high)
-  Time delay_min() const { return network_.faults.min_delay; }
-  Time delay_max() const { return network_.faults.max_delay; }
-  double loss() const { return network_.faults.loss; }
+  Time delay_min() const;
+  Time delay_max() const;
+  double loss() const;
 
   // The history.
   const std::vector<Event>& events() const { return events_; }
@@ -251,10 +250,11 @@ private:
   struct Node;
   class Port;
   class Machine;
+  class Replicas;
 
-  Node& node(ReplicaID id) const { return *nodes_.at(id - 1); }
+  auto& node(ReplicaID id) const; // the replica's slot in the cluster, with its Node
   raft::Clock::time_point local_time(const Node& node) const;
-  void boot(Node& node);
+  void boot(ReplicaID id);
   void set_clock(Time time);
   void sent(std::uint64_t copy, const raft::Message& message,
             std::optional<raft::Clock::time_point> due);
@@ -275,13 +275,8 @@ private:
 
   Settings settings_;
   Time now_{};
-  raft::Clock::time_point clock_; // now_, for the network
-  std::vector<std::unique_ptr<Node>> nodes_;
-
-  // The network: delays, losses and cut links, and the messages on it to draw, by copy number.
-  sim::Random random_;
-  sim::Network network_;
-  std::map<std::uint64_t, Flight> in_flight_;
+  std::unique_ptr<Replicas> cluster_;         // the replicas and their network
+  std::map<std::uint64_t, Flight> in_flight_; // the messages on the network, by copy number
 
   // Commands and checks still to come.
   std::multimap<Time, Command> schedule_;
