@@ -1,6 +1,7 @@
 // tests/cluster.hpp: the one deterministic simulated cluster, shared by the simulator
-// (tests/simulator.hpp, which layers the safety checks on top), tests/snapshot.cpp and the bench
-// (bench/bench.cpp, which runs it without checks).
+// (tests/simulator.hpp, which layers the safety checks on top), tests/snapshot.cpp, the bench
+// (bench/bench.cpp, which runs it without checks) and the visualizer (examples/visualize, which
+// keeps the time and draws what the network carries).
 //
 // Replicas share one simulated clock. A Network carries their messages with random delays, loss
 // and duplication, splits them into partitions, fails or slows single links, and loses what is
