@@ -181,7 +181,8 @@ FORMATTED += $(VISUALIZE_SOURCES) examples/visualize/visualize.hpp
 visualize: $(BUILD)/visualize
 	$(BUILD)/visualize $(if $(SCENARIO),examples/visualize/scenarios/$(SCENARIO).scenario) $(ARGS)
 
-$(BUILD)/visualize-objects/%.o: examples/visualize/%.cpp examples/visualize/visualize.hpp raft.hpp
+$(BUILD)/visualize-objects/%.o: examples/visualize/%.cpp examples/visualize/visualize.hpp raft.hpp \
+  tests/cluster.hpp
 	@mkdir -p $(BUILD)/visualize-objects
 	$(CXX) $(FLAGS) $(SAN) -c $< -o $@
 

@@ -1,6 +1,7 @@
 // tests/cluster.hpp: the one deterministic simulated cluster, shared by the simulator
-// (tests/simulator.hpp, which layers the safety checks on top), tests/snapshot.cpp and the bench
-// (bench/bench.cpp, which runs it without checks).
+// (tests/simulator.hpp, which layers the safety checks on top), tests/snapshot.cpp, the bench
+// (bench/bench.cpp, which runs it without checks) and the visualizer (examples/visualize, which
+// keeps the time and draws what the network carries).
 //
 // Replicas share one simulated clock. A Network carries their messages with random delays, loss
 // and duplication, splits them into partitions, fails or slows single links, and loses what is
@@ -102,6 +103,14 @@ public:
   // A test's own fault: a copy of a message for which it returns true is lost (asked only of
   // those that would otherwise travel).
   std::function<bool(const Message&)> drop;
+  // A watcher of every copy of a message, if set (the visualizer draws them): told when it is
+  // sent, with its number and when it is due, or with nothing (and no number) if it is lost at
+  // once; then, by that number, whether it got through when it arrives. A copy on its way to a
+  // replica that crashes never arrives.
+  std::function<void(std::uint64_t copy, ReplicaID from, ReplicaID to, const Message&,
+                     std::optional<Clock::time_point> due)>
+      on_send;
+  std::function<void(std::uint64_t copy, bool reachable)> on_arrival;
 
   bool is_member(ReplicaID id) const { return group_.count(id) > 0; }
   // A replica joins on the first side of any partition.
@@ -116,6 +125,7 @@ public:
       if (random_.chance(faults.loss) || down_.count(to) || paused_.count(to) ||
           (drop && drop(message))) {
         trace_message("drops", from, to, message);
+        if (on_send) on_send(0, from, to, message, std::nullopt);
         continue;
       }
       Duration delay = random_.between(faults.min_delay, faults.max_delay);
@@ -124,6 +134,7 @@ public:
       // prefix; its capacity is kept from one delivery to the next.
       std::vector<InFlight>& inbox = inboxes_[to];
       InFlight in_flight{now_ + delay, next_sequence_++, from, message};
+      if (on_send) on_send(in_flight.sequence, from, to, message, in_flight.due);
       auto at = std::upper_bound(
           inbox.begin(), inbox.end(), in_flight.due,
           [](Clock::time_point due, const InFlight& other) { return due < other.due; });
@@ -145,6 +156,7 @@ public:
     for (auto in_flight = queue.begin(); in_flight != due; ++in_flight) {
       bool reachable = can_reach(in_flight->from, to, in_flight->message.type);
       trace_message(reachable ? "delivers" : "cuts", in_flight->from, to, in_flight->message);
+      if (on_arrival) on_arrival(in_flight->sequence, reachable);
       if (reachable) messages.push_back(std::move(in_flight->message));
     }
     queue.erase(queue.begin(), due);
@@ -205,6 +217,15 @@ public:
   void cut(ReplicaID a, ReplicaID b) {
     block(a, b);
     block(b, a);
+  }
+  // Undoes cut(a, b) alone, and any other failure of the link between them, both ways.
+  void mend(ReplicaID a, ReplicaID b) {
+    for (auto link = blocked_.begin(); link != blocked_.end();) {
+      auto [from, to, type] = *link;
+      bool between = (from == a && to == b) || (from == b && to == a);
+      link = between ? blocked_.erase(link) : std::next(link);
+    }
+    trace("link r", a, "-r", b, " repaired");
   }
 
   bool can_reach(ReplicaID from, ReplicaID to, raft::MessageType type) const {
@@ -518,6 +539,9 @@ protected:
 
   // The clock itself, for whatever reads it as it moves (a History).
   const Clock::time_point& clock() const { return now_; }
+  // For a derived class that keeps the time and polls the replicas itself (the visualizer, whose
+  // replicas each read a clock of their own).
+  void set_now(Clock::time_point now) { now_ = now; }
 
   const Timing timing_;
   const raft::Options options_;

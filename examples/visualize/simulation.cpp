@@ -1,6 +1,7 @@
-// simulation.cpp: N raft::Replica objects in one process, on a simulated clock, over a network
-// that delivers, delays, loses and cuts messages as we say. Nothing here reads the real clock:
-// the same settings and commands give the same run, step for step.
+// simulation.cpp: N raft::Replica objects in one process, on a simulated clock, over the tests'
+// simulated network (sim::Network of tests/cluster.hpp), which delays, loses and cuts messages as
+// we say. Nothing here reads the real clock: the same settings and commands give the same run,
+// step for step.
 #include "visualize.hpp"
 
 #include <algorithm>
@@ -16,19 +17,6 @@ long long to_ms(Time time) {
 }
 
 std::string format_ms(Time time) { return std::to_string(to_ms(time)) + " ms"; }
-
-const char* type_name(MessageType type) {
-  switch (type) {
-  case MessageType::AppendEntries: return "AppendEntries";
-  case MessageType::AppendEntriesResponse: return "AppendEntriesResponse";
-  case MessageType::RequestVote: return "RequestVote";
-  case MessageType::RequestVoteResponse: return "RequestVoteResponse";
-  case MessageType::InstallSnapshot: return "InstallSnapshot";
-  case MessageType::InstallSnapshotResponse: return "InstallSnapshotResponse";
-  case MessageType::TimeoutNow: return "TimeoutNow";
-  }
-  return "?";
-}
 
 const char* role_name(Role role) {
   switch (role) {
@@ -103,33 +91,38 @@ void WatchedStorage::save_entries(Index first, const raft::Entry* begin, const r
 
 // ---- The replicas' surroundings ----
 
+// What we keep of a replica beside what the cluster keeps (its storage, state machine, transport
+// and Replica, in its slot).
 struct Simulation::Node {
-  ReplicaID id = 0;
-  WatchedStorage storage; // survives crashes, like a disk
-  std::unique_ptr<Machine> machine;
-  std::unique_ptr<Port> port;
-  std::unique_ptr<raft::Replica> replica; // null while the replica is down
-  std::vector<raft::Message> inbox;       // delivered, not yet received
-  Time clock_offset{};                    // how far its clock runs ahead of the simulation's
-  std::optional<Term> campaign;           // the term of the last RequestVote it sent
-  std::set<ReplicaID> votes;              // the votes granted to it in that term
-  std::uint64_t lives = 0;                // how many times it was started
-  bool joining = false;                   // added by `add`: a leader brings it in (§4.1)
-  View seen;                              // as of the last step
+  Time clock_offset{};          // how far its clock runs ahead of the simulation's
+  std::optional<Term> campaign; // the term of the last RequestVote it sent
+  std::set<ReplicaID> votes;    // the votes granted to it in that term
+  bool joining = false;         // added by `add`: a leader brings it in (§4.1)
+  View seen;                    // as of the last step
   std::vector<Segment> segments;
 };
 
-// The raft::Cluster of one replica: its door to the simulated network.
-class Simulation::Port : public raft::Cluster {
+// The transport of one replica, which also counts the votes of its campaign.
+class Simulation::Port : public sim::Endpoint {
 public:
-  Port(Simulation& simulation, Node& node) : simulation_(simulation), node_(node) {}
-  void send_message(ReplicaID, const raft::Message& message) override { simulation_.send(message); }
-  std::vector<raft::Message> receive_messages() override { return std::exchange(node_.inbox, {}); }
-  bool halt() const override { return false; }
-  void register_leader(std::optional<ReplicaID>) override {} // view() asks leader() instead
+  Port(ReplicaID id, sim::Network& network, Node& node) : Endpoint(id, network), node_(node) {}
+  void send_message(ReplicaID to, const raft::Message& message) override {
+    if (message.type == MessageType::RequestVote && node_.campaign != message.term) {
+      node_.campaign = message.term;
+      node_.votes = {id_};
+    }
+    Endpoint::send_message(to, message);
+  }
+  std::vector<raft::Message> receive_messages() override {
+    std::vector<raft::Message> messages = Endpoint::receive_messages();
+    for (const raft::Message& message : messages)
+      if (message.type == MessageType::RequestVoteResponse && message.vote_granted &&
+          node_.campaign == message.term)
+        node_.votes.insert(message.from);
+    return messages;
+  }
 
 private:
-  Simulation& simulation_;
   Node& node_;
 };
 
@@ -154,25 +147,84 @@ private:
   ReplicaID id_;
 };
 
+// The replicas on the tests' simulated cluster: each over a WatchedStorage that survives its
+// crashes, with a new Port and Machine in each lifetime. The simulation keeps the time and polls
+// the replicas itself, each on its own clock.
+class Simulation::Replicas : public sim::Cluster<Machine, WatchedStorage, Port, Node> {
+public:
+  explicit Replicas(Simulation& simulation)
+      : Cluster(simulation.settings_.seed,
+                {simulation.settings_.heartbeat,
+                 {simulation.settings_.election_min, simulation.settings_.election_max}},
+                options(simulation.settings_), kNoop, 0, raft::Clock::time_point{}),
+        simulation_(simulation) {}
+  using Cluster::add_slot;
+  using Cluster::build;
+  using Cluster::set_now;
+  using Cluster::slot;
+  using Cluster::start;
+
+private:
+  static raft::Options options(const Settings& settings) {
+    raft::Options options;
+    options.max_entries_per_message = settings.batch;
+    options.pre_vote = false;     // the elections of §5.2, which the scenarios narrate
+    options.check_quorum = false; // and leaders of §5 alone: a cut-off leader leads on
+    return options;
+  }
+  std::unique_ptr<Port> make_host(Slot& slot) override {
+    return std::make_unique<Port>(slot.id, network(), slot);
+  }
+  std::unique_ptr<Machine> make_machine(Slot& slot) override {
+    return std::make_unique<Machine>(simulation_, slot.id);
+  }
+  std::vector<ReplicaID> peers_of(const Slot& slot) override {
+    return slot.joining ? std::vector<ReplicaID>{} : Cluster::peers_of(slot);
+  }
+  raft::Options options_for(Slot& slot) override {
+    raft::Options options = options_;
+    options.seed = simulation_.settings_.seed * 1000 + slot.id * 10 + slot.lifetimes + 1;
+    options.storage = &slot.storage;
+    options.joining = slot.joining;
+    return options;
+  }
+  void built(Slot& slot) override {
+    slot.campaign.reset();
+    slot.votes.clear();
+  }
+
+  Simulation& simulation_;
+};
+
+auto& Simulation::node(ReplicaID id) const { return cluster_->slot(id); }
+
 // ---- Construction ----
 
 Simulation::Simulation(const Settings& settings)
-    : settings_(settings), random_(settings.seed), delay_min_(settings.delay_min),
-      delay_max_(settings.delay_max), loss_(settings.loss) {
+    : settings_(settings), cluster_(std::make_unique<Replicas>(*this)) {
   if (settings.replicas < 1 || settings.replicas > 9)
     throw std::runtime_error("the cluster must have 1 to 9 replicas");
+  sim::Network& network = cluster_->network();
+  network.faults = {settings.delay_min, settings.delay_max, settings.loss, 0};
+  network.on_send = [this](std::uint64_t copy, ReplicaID, ReplicaID, const raft::Message& message,
+                           std::optional<raft::Clock::time_point> due) {
+    sent(copy, message, due);
+  };
+  network.on_arrival = [this](std::uint64_t copy, bool reachable) { arrived(copy, reachable); };
+  cluster_->start(settings.replicas);
   for (ReplicaID id = 1; id <= settings.replicas; ++id) {
-    nodes_.push_back(std::make_unique<Node>());
-    nodes_.back()->id = id;
-  }
-  for (auto& node : nodes_) {
-    boot(*node);
-    node->seen = view(node->id);
-    node->segments.push_back(Segment{now_, node->seen.role, node->seen.term});
+    boot(id);
+    node(id).seen = view(id);
+    node(id).segments.push_back(Segment{now_, node(id).seen.role, node(id).seen.term});
   }
 }
 
 Simulation::~Simulation() = default;
+
+std::size_t Simulation::size() const { return cluster_->ids().size(); }
+Time Simulation::delay_min() const { return cluster_->network().faults.min_delay; }
+Time Simulation::delay_max() const { return cluster_->network().faults.max_delay; }
+double Simulation::loss() const { return cluster_->network().faults.loss; }
 
 raft::Clock::time_point Simulation::local_time(const Node& node) const {
   return raft::Clock::time_point{} + now_ + node.clock_offset;
@@ -180,26 +232,9 @@ raft::Clock::time_point Simulation::local_time(const Node& node) const {
 
 // Starts a replica over its storage with a fresh state machine, as after a crash, and polls it
 // once so that its election timer starts now.
-void Simulation::boot(Node& node) {
-  std::vector<ReplicaID> peers; // the first configuration: the replicas the run started with
-  for (ReplicaID id = 1; id <= settings_.replicas && !node.joining; ++id)
-    if (id != node.id) peers.push_back(id);
-  node.machine = std::make_unique<Machine>(*this, node.id);
-  node.port = std::make_unique<Port>(*this, node);
-  node.inbox.clear();
-  node.campaign.reset();
-  node.votes.clear();
-  raft::Options options;
-  options.seed = settings_.seed * 1000 + node.id * 10 + node.lives++ + 1; // never 0: random
-  options.storage = &node.storage;
-  options.max_entries_per_message = settings_.batch;
-  options.pre_vote = false;     // the elections of §5.2, which the scenarios narrate
-  options.check_quorum = false; // and leaders of §5 alone: a cut-off leader leads on
-  options.joining = node.joining;
-  node.replica = std::make_unique<raft::Replica>(
-      node.id, peers, *node.port, *node.machine, kNoop, settings_.heartbeat,
-      std::make_pair(settings_.election_min, settings_.election_max), options);
-  node.replica->poll(local_time(node));
+void Simulation::boot(ReplicaID id) {
+  cluster_->restart(id);
+  node(id).replica->poll(local_time(node(id)));
 }
 
 // ---- Time ----
@@ -213,10 +248,13 @@ void Simulation::add_check(Check check) { checks_.push_back(std::move(check)); }
 Time Simulation::next_event() const {
   Time next = Time::max();
   if (!schedule_.empty()) next = schedule_.begin()->first;
-  for (const Flight& flight : in_flight_) next = std::min(next, flight.arrives);
-  for (const auto& node : nodes_) {
-    if (!node->replica) continue;
-    Time deadline = node->replica->next_deadline() - raft::Clock::time_point{} - node->clock_offset;
+  if (raft::Clock::time_point arrival = cluster_->network().next_arrival();
+      arrival != raft::Clock::time_point::max())
+    next = std::min(next, arrival - raft::Clock::time_point{});
+  for (ReplicaID id = 1; id <= size(); ++id) {
+    const auto& node = this->node(id);
+    if (!node.replica) continue;
+    Time deadline = node.replica->next_deadline() - raft::Clock::time_point{} - node.clock_offset;
     next = std::min(next, std::max(ceil_ms(deadline), now_ + 1ms));
   }
   return next == Time::max() ? now_ + 1ms : next; // every replica is down: time still passes
@@ -225,22 +263,14 @@ Time Simulation::next_event() const {
 void Simulation::step() {
   Time next = next_event();
   run_checks_until(next, false);
-  now_ = next;
+  set_clock(next);
   while (!schedule_.empty() && schedule_.begin()->first <= now_) {
     Command command = std::move(schedule_.begin()->second);
     schedule_.erase(schedule_.begin());
     apply(command);
   }
-  std::sort(in_flight_.begin(), in_flight_.end(), [](const Flight& a, const Flight& b) {
-    return a.arrives != b.arrives ? a.arrives < b.arrives : a.serial < b.serial;
-  });
-  auto due = std::find_if(in_flight_.begin(), in_flight_.end(),
-                          [this](const Flight& flight) { return flight.arrives > now_; });
-  std::vector<Flight> arriving(in_flight_.begin(), due);
-  in_flight_.erase(in_flight_.begin(), due);
-  for (const Flight& flight : arriving) deliver(flight);
-  for (auto& node : nodes_)
-    if (node->replica) node->replica->poll(local_time(*node));
+  for (ReplicaID id = 1; id <= size(); ++id)
+    if (node(id).replica) node(id).replica->poll(local_time(node(id)));
   observe();
 }
 
@@ -248,7 +278,12 @@ void Simulation::advance_to(Time time) {
   while (!pause_requested_ && next_event() <= time) step();
   if (pause_requested_) return; // stay at the moment of the pause
   run_checks_until(time, true);
-  now_ = std::max(now_, time);
+  set_clock(std::max(now_, time));
+}
+
+void Simulation::set_clock(Time time) {
+  now_ = time;
+  cluster_->set_now(raft::Clock::time_point{} + time);
 }
 
 void Simulation::finish() {
@@ -272,56 +307,44 @@ void Simulation::finish() {
 
 // ---- The network ----
 
-void Simulation::send(const raft::Message& message) {
-  Flight flight;
-  flight.message = message;
-  flight.sent = now_;
-  auto span = static_cast<std::uint64_t>(to_ms(delay_max_ - delay_min_));
-  flight.arrives = now_ + delay_min_ + std::chrono::milliseconds(random_() % (span + 1));
-  flight.serial = next_serial_++;
-  flight.lost = loss_ > 0 && (random_() >> 11) * 0x1.0p-53 < loss_;
-  if (message.type == MessageType::RequestVote) {
-    Node& candidate = node(message.from);
-    if (candidate.campaign != message.term) {
-      candidate.campaign = message.term;
-      candidate.votes = {message.from};
-    }
+// What the network tells of each copy of a message, kept to draw it: a copy lost at once, or sent
+// to a replica that is down, is recorded as it is sent; the others travel until they arrive.
+void Simulation::sent(std::uint64_t copy, const raft::Message& message,
+                      std::optional<raft::Clock::time_point> due) {
+  Flight flight{message, now_, now_, copy};
+  if (due) {
+    flight.arrives = *due - raft::Clock::time_point{};
+    in_flight_.emplace(copy, std::move(flight));
+    return;
   }
-  in_flight_.push_back(flight);
+  std::string fate = node(message.to).replica ? "lost" : name(message.to) + " is down";
+  deliveries_.push_back(Delivery{std::move(flight), false, std::move(fate)});
 }
 
-// A message's fate is sealed on arrival: a link cut or a replica crashed while it was on its way
-// loses it, as on a real network.
-void Simulation::deliver(const Flight& flight) {
-  const raft::Message& message = flight.message;
-  Node& to = node(message.to);
-  Delivery delivery{flight, false, ""};
-  if (flight.lost)
-    delivery.fate = "lost";
-  else if (link_cut(message.from, message.to))
-    delivery.fate = "link cut";
-  else if (!to.replica)
-    delivery.fate = name(to.id) + " is down";
-  else
-    delivery.delivered = true;
-  if (delivery.delivered) {
-    to.inbox.push_back(message);
-    if (message.type == MessageType::RequestVoteResponse && message.vote_granted &&
-        to.campaign == message.term)
-      to.votes.insert(message.from);
-  }
-  deliveries_.push_back(std::move(delivery));
+// A cut link loses a message on arrival, as on a real network: it was cut while on its way.
+void Simulation::arrived(std::uint64_t copy, bool reachable) {
+  auto flight = in_flight_.find(copy);
+  deliveries_.push_back(Delivery{flight->second, reachable, reachable ? "" : "link cut"});
+  in_flight_.erase(flight);
 }
 
 bool Simulation::link_cut(ReplicaID a, ReplicaID b) const {
-  return cuts_.count({std::min(a, b), std::max(a, b)}) > 0;
+  return !cluster_->network().can_reach(a, b, MessageType::AppendEntries); // a cut stops all
+}
+
+std::set<std::pair<ReplicaID, ReplicaID>> Simulation::cuts() const {
+  std::set<std::pair<ReplicaID, ReplicaID>> cuts;
+  for (ReplicaID a = 1; a <= size(); ++a)
+    for (ReplicaID b = a + 1; b <= size(); ++b)
+      if (link_cut(a, b)) cuts.insert({a, b});
+  return cuts;
 }
 
 std::vector<Flight> Simulation::in_flight() const {
-  std::vector<Flight> flights = in_flight_;
-  std::sort(flights.begin(), flights.end(), [](const Flight& a, const Flight& b) {
-    return a.arrives != b.arrives ? a.arrives < b.arrives : a.serial < b.serial;
-  });
+  std::vector<Flight> flights;
+  for (const auto& [copy, flight] : in_flight_) flights.push_back(flight);
+  std::stable_sort(flights.begin(), flights.end(),
+                   [](const Flight& a, const Flight& b) { return a.arrives < b.arrives; });
   return flights;
 }
 
@@ -333,6 +356,7 @@ void Simulation::apply(const Command& command) {
     narrate(std::move(text), Event::Kind::Command, std::move(label));
   };
   ReplicaID target = command.replica;
+  sim::Network& network = cluster_->network();
   bool needs_target =
       command.verb == Verb::Crash || command.verb == Verb::Timeout || command.verb == Verb::Isolate;
   if (needs_target && target == 0) {
@@ -342,80 +366,87 @@ void Simulation::apply(const Command& command) {
   }
   switch (command.verb) {
   case Verb::Crash: {
-    Node& node = this->node(target);
+    auto& node = this->node(target);
     if (!node.replica) return done("crash " + name(target), name(target) + " is already down");
-    node.replica.reset();
-    node.machine.reset();
-    node.port.reset();
-    node.inbox.clear();
+    cluster_->crash(target); // and what was on its way to it is lost
+    for (auto flight = in_flight_.begin(); flight != in_flight_.end();) {
+      if (flight->second.message.to != target) {
+        ++flight;
+        continue;
+      }
+      flight->second.arrives = now_;
+      deliveries_.push_back(Delivery{flight->second, false, name(target) + " is down"});
+      flight = in_flight_.erase(flight);
+    }
     return done("crash " + name(target),
                 name(target) + " crashes. Its storage keeps its term, vote and log");
   }
   case Verb::Restart: {
-    for (auto& node : nodes_) {
-      if (node->replica || (target != 0 && node->id != target)) continue;
-      boot(*node);
-      done("restart " + name(node->id),
-           name(node->id) + " restarts from its storage: term " +
-               std::to_string(node->storage.term) + ", " +
-               std::to_string(node->storage.log.size()) +
-               " entries, commit index 0 until a leader tells it more");
+    for (ReplicaID id = 1; id <= size(); ++id) {
+      if (node(id).replica || (target != 0 && id != target)) continue;
+      boot(id);
+      done("restart " + name(id), name(id) + " restarts from its storage: term " +
+                                      std::to_string(node(id).storage.term) + ", " +
+                                      std::to_string(node(id).storage.log.size()) +
+                                      " entries, commit index 0 until a leader tells it more");
     }
     return;
   }
   case Verb::Timeout: {
-    Node& node = this->node(target);
+    auto& node = this->node(target);
     if (!node.replica)
       return done("timeout " + name(target), name(target) + " is down: no timer to fire");
     node.clock_offset += settings_.election_max + 1ms; // its clock jumps past any deadline
     return done("timeout " + name(target), name(target) + "'s election timer fires now");
   }
   case Verb::Isolate:
-    for (ReplicaID other = 1; other <= nodes_.size(); ++other)
-      if (other != target) cuts_.insert({std::min(target, other), std::max(target, other)});
+    for (ReplicaID other = 1; other <= size(); ++other)
+      if (other != target) network.cut(target, other);
     return done("isolate " + name(target), name(target) + " is isolated: its links are cut");
   case Verb::Partition: {
     std::vector<std::vector<ReplicaID>> sides = command.sides;
     std::vector<ReplicaID> rest; // replicas on no side form one more side
-    for (ReplicaID id = 1; id <= nodes_.size(); ++id)
+    for (ReplicaID id = 1; id <= size(); ++id)
       if (std::none_of(sides.begin(), sides.end(), [id](const std::vector<ReplicaID>& side) {
             return std::count(side.begin(), side.end(), id) > 0;
           }))
         rest.push_back(id);
     if (!rest.empty()) sides.push_back(rest);
-    cuts_.clear();
+    network.heal(); // the sides are cut links, so that `heal A-B` can mend one of them
     std::string text;
     for (std::size_t i = 0; i < sides.size(); ++i) {
       text += i ? " | " : "";
       for (ReplicaID id : sides[i]) text += name(id) + (id == sides[i].back() ? "" : " ");
       for (std::size_t j = i + 1; j < sides.size(); ++j)
         for (ReplicaID a : sides[i])
-          for (ReplicaID b : sides[j]) cuts_.insert({std::min(a, b), std::max(a, b)});
+          for (ReplicaID b : sides[j]) network.cut(a, b);
     }
     return done("partition " + text, "a partition: " + text);
   }
   case Verb::Heal:
     if (command.sides.empty()) {
-      cuts_.clear();
+      network.heal();
       return done("heal", "heal: every link works again");
     } else {
       ReplicaID a = command.sides[0][0], b = command.sides[0][1];
-      cuts_.erase({std::min(a, b), std::max(a, b)});
+      network.mend(a, b);
       return done("heal " + name(a) + "-" + name(b),
                   "the link " + name(a) + "-" + name(b) + " works again");
     }
   case Verb::Cut: {
     ReplicaID a = command.sides[0][0], b = command.sides[0][1];
-    cuts_.insert({std::min(a, b), std::max(a, b)});
+    network.cut(a, b);
     return done("cut " + name(a) + "-" + name(b),
                 "the link " + name(a) + "-" + name(b) + " is cut: no message crosses it");
   }
   case Verb::Propose: return propose(command.count, target);
   case Verb::Delay:
-    delay_min_ = command.low;
-    delay_max_ = command.high;
+    network.faults.min_delay = command.low;
+    network.faults.max_delay = command.high;
     return done(command.text, "the network: " + command.text);
-  case Verb::Loss: loss_ = command.loss; return done(command.text, "the network: " + command.text);
+  case Verb::Loss:
+    network.faults.loss = command.loss;
+    return done(command.text, "the network: " + command.text);
   case Verb::Say: return narrate(command.text, Event::Kind::Say);
   case Verb::Pause: pause_requested_ = true; return done("pause", "pause");
   case Verb::Transfer: {
@@ -440,7 +471,7 @@ void Simulation::read(ReplicaID at) {
   if (at == 0) at = leader().value_or(1);
   std::uint64_t id = next_transition_++;
   reads_.insert(id);
-  Node& node = this->node(at);
+  auto& node = this->node(at);
   if (node.replica) node.replica->read(id);
   narrate("a client asks " + name(at) + " for a linearizable read #" + std::to_string(id) +
               (node.replica ? "" : ", but it is down"),
@@ -450,12 +481,11 @@ void Simulation::read(ReplicaID at) {
 // A new replica starts empty, knowing no configuration, and the leader adds it: a learner first,
 // a voter once it has caught up (§4.2.1).
 void Simulation::add_replica() {
-  if (nodes_.size() >= 9) return narrate("add: a cluster has at most 9 replicas");
-  nodes_.push_back(std::make_unique<Node>());
-  Node& added = *nodes_.back();
-  added.id = nodes_.size();
+  if (size() >= 9) return narrate("add: a cluster has at most 9 replicas");
+  auto& added = cluster_->add_slot(size() + 1);
   added.joining = true;
-  boot(added);
+  cluster_->build(added);
+  boot(added.id);
   added.seen = view(added.id);
   added.segments.push_back(Segment{now_, added.seen.role, added.seen.term});
   narrate(name(added.id) + " starts, empty, with no configuration: it waits for a leader");
@@ -479,7 +509,7 @@ void Simulation::change_membership(raft::MembershipChange change, ReplicaID repl
 void Simulation::propose(std::uint64_t count, ReplicaID to) {
   if (to == 0) to = leader().value_or(1);
   std::vector<std::uint64_t> ids;
-  Node& node = this->node(to);
+  auto& node = this->node(to);
   for (std::uint64_t i = 0; i < count; ++i, ++next_transition_) {
     ids.push_back(next_transition_);
     if (node.machine)
@@ -494,8 +524,8 @@ void Simulation::propose(std::uint64_t count, ReplicaID to) {
 
 void Simulation::observe() {
   flush_reports();
-  for (auto& node_pointer : nodes_) {
-    Node& node = *node_pointer;
+  for (ReplicaID id = 1; id <= size(); ++id) {
+    auto& node = this->node(id);
     const View now = view(node.id);
     const View before = node.seen;
     node.seen = now;
@@ -569,8 +599,7 @@ void Simulation::observe() {
   if (std::optional<ReplicaID> current = leader()) observe_majority(*current, view(*current));
   for (; pictured_ < events_.size(); ++pictured_) // a picture for each of the scenario's words
     if (events_[pictured_].kind == Event::Kind::Say)
-      for (ReplicaID id = 1; id <= nodes_.size(); ++id)
-        events_[pictured_].views.push_back(view(id));
+      for (ReplicaID id = 1; id <= size(); ++id) events_[pictured_].views.push_back(view(id));
 }
 
 // Figure 8 made visible: an entry of an earlier term that a majority stores is still not
@@ -580,11 +609,10 @@ void Simulation::observe_majority(ReplicaID leader, const View& view) {
     Term term = view.log[index - 1].term;
     if (term >= view.term) break;
     std::set<ReplicaID> holders;
-    for (const auto& node : nodes_)
-      if (node->storage.log.size() >= index && node->storage.log[index - 1].term == term)
-        holders.insert(node->id);
-    if (2 * holders.size() <= nodes_.size() ||
-        !majority_told_.insert({index, term, view.term}).second)
+    for (ReplicaID id = 1; id <= size(); ++id)
+      if (node(id).storage.log.size() >= index && node(id).storage.log[index - 1].term == term)
+        holders.insert(id);
+    if (2 * holders.size() <= size() || !majority_told_.insert({index, term, view.term}).second)
       continue;
     narrate("index " + std::to_string(index) + " (term " + std::to_string(term) +
             ") is on a majority, " + names(holders) + ", yet " + name(leader) +
@@ -598,7 +626,7 @@ void Simulation::flush_reports() {
   using raft::AbandonReason;
   using raft::TransitionState;
   std::vector<Report> reports = std::exchange(reports_, {});
-  for (ReplicaID id = 1; id <= nodes_.size(); ++id) {
+  for (ReplicaID id = 1; id <= size(); ++id) {
     std::vector<std::uint64_t> queued, refused, overwritten;
     for (const Report& report : reports) {
       if (report.replica != id || told_as_request(report)) continue;
@@ -656,7 +684,7 @@ void Simulation::violation(std::string text) {
 // ---- Looking ----
 
 View Simulation::view(ReplicaID id) const {
-  const Node& node = this->node(id);
+  const auto& node = this->node(id);
   View view;
   view.term = node.storage.term;
   view.vote = node.storage.vote;
@@ -681,10 +709,11 @@ View Simulation::view(ReplicaID id) const {
 std::optional<ReplicaID> Simulation::leader() const {
   std::optional<ReplicaID> found;
   Term term = 0;
-  for (const auto& node : nodes_)
-    if (node->replica && node->replica->is_leader() && node->replica->current_term() >= term) {
-      found = node->id;
-      term = node->replica->current_term();
+  for (ReplicaID id = 1; id <= size(); ++id)
+    if (const auto& node = this->node(id);
+        node.replica && node.replica->is_leader() && node.replica->current_term() >= term) {
+      found = id;
+      term = node.replica->current_term();
     }
   return found;
 }
@@ -692,7 +721,7 @@ std::optional<ReplicaID> Simulation::leader() const {
 const std::vector<Segment>& Simulation::segments(ReplicaID id) const { return node(id).segments; }
 
 std::optional<raft::Configuration> Simulation::configuration(ReplicaID id) const {
-  const Node& node = this->node(id);
+  const auto& node = this->node(id);
   if (!node.replica) return std::nullopt;
   return node.replica->configuration();
 }
@@ -730,8 +759,8 @@ void Simulation::run_checks_until(Time limit, bool inclusive) {
 std::vector<ReplicaID> Simulation::subjects(const Check& check) const {
   if (!check.replicas.empty()) return check.replicas;
   std::vector<ReplicaID> live;
-  for (const auto& node : nodes_)
-    if (node->replica) live.push_back(node->id);
+  for (ReplicaID id = 1; id <= size(); ++id)
+    if (node(id).replica) live.push_back(id);
   return live;
 }
 

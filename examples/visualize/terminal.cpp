@@ -217,10 +217,7 @@ std::vector<std::string> render_frame(const Simulation& simulation, const FrameO
                   double(std::max(Time(1), flight.arrives - flight.sent).count());
     int position = std::clamp(static_cast<int>(done * 10), 0, 9);
     std::string bar = "[" + std::string(position, '-') + ">" + std::string(9 - position, ' ') + "]";
-    std::string doom = flight.lost                                ? "  ✗ will be lost"
-                       : simulation.link_cut(m.from, m.to)        ? "  ✗ link cut"
-                       : simulation.view(m.to).role == Role::Down ? "  ✗ " + name(m.to) + " down"
-                                                                  : "";
+    std::string doom = simulation.link_cut(m.from, m.to) ? "  ✗ link cut" : "";
     line()
         .add("  " + name(m.from) + " → " + name(m.to) + "  " + bar + "  ")
         .add(describe(m), message_style(m))

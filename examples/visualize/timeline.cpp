@@ -74,7 +74,7 @@ std::optional<Ink> ink(const raft::Message& m, bool all_messages) {
 
 std::string describe(const Delivery& delivery) {
   const raft::Message& m = delivery.flight.message;
-  std::string text = std::string(type_name(m.type)) + " " + name(m.from) + " to " + name(m.to) +
+  std::string text = std::string(sim::name(m.type)) + " " + name(m.from) + " to " + name(m.to) +
                      ", term " + std::to_string(m.term);
   if (m.type == MessageType::AppendEntries)
     text += ", " + std::to_string(m.entries.size()) + " entries after index " +

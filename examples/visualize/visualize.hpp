@@ -1,7 +1,7 @@
 // visualize.hpp: the parts of the Raft visualizer (main.cpp says what it is and how to use it).
 //
-//   simulation.cpp  a cluster of raft::Replica objects on a simulated clock, over a network that
-//                   we control, watched from outside after every step
+//   simulation.cpp  a cluster of raft::Replica objects on a simulated clock, over the tests'
+//                   simulated network (tests/cluster.hpp), watched from outside after every step
 //   scenario.cpp    the scenario file format: timed commands and `expect` checks
 //   terminal.cpp    one frame of the film, in colour or in plain text
 //   timeline.cpp    the HTML page with an SVG timeline of a run
@@ -10,13 +10,13 @@
 #define VISUALIZE_HPP
 
 #include "raft.hpp"
+#include "tests/cluster.hpp"
 
 #include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <optional>
-#include <random>
 #include <set>
 #include <string>
 #include <tuple>
@@ -34,7 +34,6 @@ using Time = raft::Duration; // simulated time since the run started
 
 long long to_ms(Time time);       // whole milliseconds, rounded down
 std::string format_ms(Time time); // "1234 ms"
-const char* type_name(MessageType type);
 
 // ---- What the run is made of ----
 
@@ -165,9 +164,8 @@ struct Segment { // from `start` on, the replica had this role and term
 
 struct Flight { // a message on the network
   raft::Message message;
-  Time sent{}, arrives{};
+  Time sent{}, arrives{};   // a message lost at once arrives when it is sent
   std::uint64_t serial = 0; // send order, to break ties
-  bool lost = false;        // drawn at send time from the loss rate
 };
 
 struct Delivery { // a message's whole trip
@@ -209,7 +207,7 @@ public:
 
   const Settings& settings() const { return settings_; }
   Time now() const { return now_; }
-  std::size_t size() const { return nodes_.size(); }
+  std::size_t size() const;
 
   // Commands run at their time, before messages are delivered and replicas polled. A command
   // scheduled now runs at the next step, at the same time.
@@ -232,10 +230,10 @@ public:
   std::optional<ReplicaID> leader() const; // a live leader of the highest term, if any
   std::vector<Flight> in_flight() const;   // sorted by arrival
   bool link_cut(ReplicaID a, ReplicaID b) const;
-  const std::set<std::pair<ReplicaID, ReplicaID>>& cuts() const { return cuts_; }
-  Time delay_min() const { return delay_min_; }
-  Time delay_max() const { return delay_max_; }
-  double loss() const { return loss_; }
+  std::set<std::pair<ReplicaID, ReplicaID>> cuts() const; // as (low, high)
+  Time delay_min() const;
+  Time delay_max() const;
+  double loss() const;
 
   // The history.
   const std::vector<Event>& events() const { return events_; }
@@ -252,12 +250,15 @@ private:
   struct Node;
   class Port;
   class Machine;
+  class Replicas;
 
-  Node& node(ReplicaID id) const { return *nodes_.at(id - 1); }
+  auto& node(ReplicaID id) const; // the replica's slot in the cluster, with its Node
   raft::Clock::time_point local_time(const Node& node) const;
-  void boot(Node& node);
-  void send(const raft::Message& message);
-  void deliver(const Flight& flight);
+  void boot(ReplicaID id);
+  void set_clock(Time time);
+  void sent(std::uint64_t copy, const raft::Message& message,
+            std::optional<raft::Clock::time_point> due);
+  void arrived(std::uint64_t copy, bool reachable);
   void observe();
   void observe_majority(ReplicaID leader, const View& view);
   void apply(const Command& command);
@@ -274,15 +275,8 @@ private:
 
   Settings settings_;
   Time now_{};
-  std::vector<std::unique_ptr<Node>> nodes_;
-  std::mt19937_64 random_; // the network's: delays and losses
-
-  // The network.
-  std::vector<Flight> in_flight_;
-  std::uint64_t next_serial_ = 0;
-  std::set<std::pair<ReplicaID, ReplicaID>> cuts_; // links that carry nothing, as (low, high)
-  Time delay_min_, delay_max_;
-  double loss_;
+  std::unique_ptr<Replicas> cluster_;         // the replicas and their network
+  std::map<std::uint64_t, Flight> in_flight_; // the messages on the network, by copy number
 
   // Commands and checks still to come.
   std::multimap<Time, Command> schedule_;

@@ -21,7 +21,7 @@ web-deps:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q emscripten node-acorn; \
 	  else echo "emscripten is missing: run 'sudo apt-get install emscripten node-acorn'"; exit 1; fi; fi
 
-$(WEB)/simulation.js: $(WEB_SOURCES) raft.hpp examples/visualize/visualize.hpp \
+$(WEB)/simulation.js: $(WEB_SOURCES) raft.hpp examples/visualize/visualize.hpp tests/cluster.hpp \
   $(wildcard examples/visualize/scenarios/*.scenario) | web-deps
 	@mkdir -p $(WEB)
 	$(EMCC) -std=c++17 -O2 -I. -fexceptions $(WEB_SOURCES) -o $@ -sSINGLE_FILE=1 \

@@ -94,14 +94,13 @@ std::string view_json(const Simulation& simulation, ReplicaID id) {
 
 std::string flight_json(const Flight& flight) {
   const raft::Message& message = flight.message;
-  return "{\"type\":" + quoted(type_name(message.type)) +
+  return "{\"type\":" + quoted(sim::name(message.type)) +
          ",\"from\":" + std::to_string(message.from) + ",\"to\":" + std::to_string(message.to) +
          ",\"term\":" + std::to_string(message.term) +
          ",\"entries\":" + std::to_string(message.entries.size()) +
          ",\"granted\":" + (message.vote_granted ? "true" : "false") +
          ",\"sent\":" + std::to_string(ms(flight.sent)) +
-         ",\"arrives\":" + std::to_string(ms(flight.arrives)) +
-         ",\"lost\":" + (flight.lost ? "true" : "false") + "}";
+         ",\"arrives\":" + std::to_string(ms(flight.arrives)) + "}";
 }
 
 const char* event_kind(Event::Kind kind) {

@@ -135,10 +135,9 @@
       const text = label(flight);
       const g = svg("g", { class: "message" }, root);
       svg("title", {}, g).textContent = flight.type + " S" + flight.from + " to S" + flight.to +
-        ", term " + flight.term + (flight.entries ? ", " + flight.entries + " entries" : "") +
-        (flight.lost ? " (will be lost)" : "");
+        ", term " + flight.term + (flight.entries ? ", " + flight.entries + " entries" : "");
       svg("circle", { cx: x, cy: y, r: text ? 11 : 5, fill: api.colour(flight.term),
-        stroke: flight.lost ? "#dc2626" : "#333", "stroke-width": text ? 1.5 : 1 }, g);
+        stroke: "#333", "stroke-width": text ? 1.5 : 1 }, g);
       if (text) svg("text", { x: x, y: y + 4, "text-anchor": "middle", "font-size": 9,
         "font-weight": "bold" }, g).textContent = text;
     }
