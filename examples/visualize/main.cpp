@@ -429,10 +429,7 @@ int main(int argc, char** argv) {
     Time end = options.duration;
     if (!options.scenario.empty()) {
       scenario = parse_scenario(options.scenario, options.replicas);
-      Time last = 0ms;
-      for (const auto& [time, command] : scenario.commands) last = std::max(last, time);
-      for (const Check& check : scenario.checks) last = std::max(last, check.at.value_or(0ms));
-      end = scenario.end.value_or(last + 500ms);
+      end = scenario_end(scenario);
     } else if (options.replicas) {
       scenario.settings.replicas = *options.replicas;
     }

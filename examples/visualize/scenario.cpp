@@ -296,6 +296,13 @@ Command parse_command(const std::string& text, std::size_t replicas) {
   return command;
 }
 
+Time scenario_end(const Scenario& scenario) {
+  Time last = 0ms;
+  for (const auto& [time, command] : scenario.commands) last = std::max(last, time);
+  for (const Check& check : scenario.checks) last = std::max(last, check.at.value_or(0ms));
+  return scenario.end.value_or(last + 500ms);
+}
+
 Scenario parse_scenario(const std::string& path, std::optional<std::size_t> replicas) {
   std::ifstream file(path);
   if (!file) throw std::runtime_error(path + ": cannot open it");

@@ -115,6 +115,8 @@ struct Scenario {
 // Both throw std::runtime_error naming the line and what is wrong with it. `replicas`, if given,
 // replaces the file's cluster size (the command line's --replicas).
 Scenario parse_scenario(const std::string& path, std::optional<std::size_t> replicas);
+// When a scenario ends: its `end`, or 500 ms after its last command or timed check.
+Time scenario_end(const Scenario& scenario);
 Command parse_command(const std::string& text, std::size_t replicas);
 
 // ---- What we see of a replica ----

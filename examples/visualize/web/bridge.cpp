@@ -144,10 +144,7 @@ const char* web_load(const char* scenario_name, int replicas, int seed) {
     std::string name = scenario_name;
     if (!name.empty()) {
       scenario = parse_scenario("/scenarios/" + name + ".scenario", std::nullopt);
-      Time last = 0ms;
-      for (const auto& [time, command] : scenario.commands) last = std::max(last, time);
-      for (const Check& check : scenario.checks) last = std::max(last, check.at.value_or(0ms));
-      fresh.end = scenario.end.value_or(last + 500ms);
+      fresh.end = scenario_end(scenario);
       fresh.title = name;
     } else {
       scenario.settings.replicas = static_cast<std::size_t>(replicas);

@@ -12,6 +12,15 @@
   let narrated = 0; // events already in the narration
   let timer = null;
 
+  // A term's colour, asked of the simulation once per term.
+  function cached(colour) {
+    const known = new Map();
+    return (term) => {
+      if (!known.has(term)) known.set(term, colour(term));
+      return known.get(term);
+    };
+  }
+
   function bind() {
     api = {
       scenarios: Module.cwrap("web_scenarios", "string", []),
@@ -20,7 +29,7 @@
       step: Module.cwrap("web_step", null, []),
       command: Module.cwrap("web_command", "string", ["string"]),
       state: Module.cwrap("web_state", "string", ["number"]),
-      colour: Module.cwrap("web_term_colour", "string", ["number"]),
+      colour: cached(Module.cwrap("web_term_colour", "string", ["number"])),
       takePause: Module.cwrap("web_take_pause", "number", []),
     };
   }
@@ -30,7 +39,8 @@
   function refresh() {
     const next = JSON.parse(api.state(narrated));
     const events = next.events;
-    next.events = (state && narrated > 0 ? state.events : []).concat(events);
+    next.events = state && narrated > 0 ? state.events : [];
+    for (const event of events) next.events.push(event); // the narration so far, not a copy
     narrated = next.events_total;
     const grown = state && state.replicas.length !== next.replicas.length;
     state = next;
